@@ -1,0 +1,172 @@
+"""Building blocks shared by the architectures (torchrec style: layers apart from models).
+
+Shapes: B = batch size, F = number of id fields, D = embedding dimension, C = number of
+continuous inputs, H = a hidden width.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+def check_mlp_args(hidden: Sequence[int], dropout: float, activation: str) -> None:
+    """Raise ValueError on MLP arguments `MLP` would reject (so configs can fail early)."""
+    if not hidden or any(int(h) < 1 for h in hidden):
+        raise ValueError(f"hidden must be a non-empty list of positive widths, got {tuple(hidden)}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; valid: {sorted(ACTIVATIONS)}")
+
+
+class FusedEmbedding(nn.Module):
+    """All id fields in one embedding table, looked up with a single gather.
+
+    Field f owns rows [offset_f, offset_f + cardinality_f) of one shared table, with
+    offset_f = sum_{g < f} cardinality_g. So
+
+        out[b, f, :] = W[offset_f + ids[b, f], :]
+
+    which equals F separate `nn.Embedding` lookups but costs one kernel call and one
+    optimizer tensor instead of F (DESIGN: "all categorical fields share one fused
+    embedding lookup").
+
+    Args:
+        cardinalities: number of ids per field; field f takes ids in [0, cardinalities[f]).
+            May be empty (F = 0): forward then returns a (B, 0, D) tensor.
+        dim: embedding dimension D.
+        init_std: weights start as N(0, init_std^2); 0 gives an all-zero table.
+
+    Forward:
+        ids: int64 (B, F) -> float32 (B, F, D)
+
+    Ids are not range-checked here (that would cost a reduction per step); an id past its
+    field's cardinality would read the next field's rows. The trainer checks the whole
+    tensors once (`models.trainer.check_batch`).
+    """
+
+    def __init__(self, cardinalities: Sequence[int], dim: int, init_std: float = 0.02):
+        super().__init__()
+        cards = [int(c) for c in cardinalities]
+        if any(c < 1 for c in cards):
+            raise ValueError(f"every cardinality must be >= 1, got {cards}")
+        if dim < 1:
+            raise ValueError(f"embedding dim must be >= 1, got {dim}")
+        self.cardinalities = tuple(cards)
+        self.dim = int(dim)
+        self.embedding = nn.Embedding(sum(cards), dim)
+        offsets = torch.tensor([0, *cards[:-1]], dtype=torch.long).cumsum(0)[: len(cards)]
+        # Derived from the cardinalities, so not saved in the state_dict.
+        self.register_buffer("offsets", offsets, persistent=False)  # (F,)
+        if init_std > 0:
+            nn.init.normal_(self.embedding.weight, std=init_std)
+        else:
+            nn.init.zeros_(self.embedding.weight)
+
+    @property
+    def num_fields(self) -> int:
+        return len(self.cardinalities)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if ids.shape[1] != self.num_fields:
+            raise ValueError(
+                f"expected ids of shape (B, {self.num_fields}), got {tuple(ids.shape)}"
+            )
+        return self.embedding(ids + self.offsets)  # (B, F) -> (B, F, D)
+
+    def extra_repr(self) -> str:
+        return f"fields={self.num_fields}, rows={sum(self.cardinalities)}, dim={self.dim}"
+
+
+class MLP(nn.Module):
+    """A stack of fully connected layers: [Linear -> (BatchNorm) -> activation -> Dropout] * L.
+
+        h_0 = x,   h_l = Dropout(act(BN(W_l h_{l-1} + b_l)))   for l = 1..L
+
+    Args:
+        in_dim: width of the input.
+        hidden: widths of the L layers, e.g. (256, 128, 64). Must be non-empty.
+        dropout: dropout probability after each layer (0 disables it).
+        activation: one of `ACTIVATIONS` ("relu", "gelu", "silu", "tanh", "leaky_relu").
+        batch_norm: insert BatchNorm1d before each activation.
+
+    Forward:
+        x: float32 (B, in_dim) -> (B, hidden[-1])
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: Sequence[int],
+        dropout: float = 0.0,
+        activation: str = "relu",
+        batch_norm: bool = False,
+    ):
+        super().__init__()
+        if in_dim < 1:
+            raise ValueError(f"MLP needs in_dim >= 1, got {in_dim}")
+        check_mlp_args(hidden, dropout, activation)
+        hidden = [int(h) for h in hidden]
+        layers: list[nn.Module] = []
+        width = in_dim
+        for h in hidden:
+            layers.append(nn.Linear(width, h, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(h))
+            layers.append(ACTIVATIONS[activation]())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        self.layers = nn.Sequential(*layers)
+        self.out_dim = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)  # (B, in_dim) -> (B, hidden[-1])
+
+
+class WideLinear(nn.Module):
+    """The wide part of Wide & Deep (Cheng et al. 2016, arXiv 1606.07792): a generalized
+    linear model over sparse ids (raw categorical fields and cross-product transformations)
+    and, optionally, dense continuous inputs.
+
+        y = b + sum_f w[offset_f + ids[b, f]] + sum_c v_c * x[b, c]
+
+    One weight per id, stored as a `FusedEmbedding` of dimension 1 (zero-initialised, as
+    logistic regression starts from zero). Sum over an empty set of fields is 0.
+
+    Args:
+        cardinalities: ids per sparse field (categorical columns and crosses); may be empty.
+        n_continuous: number of dense inputs with a linear weight each (0: none).
+
+    Forward:
+        ids:  int64 (B, F)
+        cont: float32 (B, n_continuous), required iff n_continuous > 0
+        -> (B, 1)
+    """
+
+    def __init__(self, cardinalities: Sequence[int], n_continuous: int = 0):
+        super().__init__()
+        self.weights = FusedEmbedding(cardinalities, 1, init_std=0.0)
+        self.dense = nn.Linear(n_continuous, 1, bias=False) if n_continuous > 0 else None
+        if self.dense is not None:
+            nn.init.zeros_(self.dense.weight)
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, ids: torch.Tensor, cont: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.weights(ids).sum(dim=1) + self.bias  # (B, F, 1) -> (B, 1)
+        if self.dense is not None:
+            if cont is None:
+                raise ValueError("WideLinear was built with continuous inputs; pass `cont`")
+            out = out + self.dense(cont)  # (B, C) -> (B, 1)
+        return out

@@ -1,0 +1,122 @@
+"""Shared layers against slow, obvious references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from models.layers import MLP, FusedEmbedding, WideLinear
+
+CARDS = [3, 7, 1, 12]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models gain nothing from a second thread, and on a busy 2-core box intra-op
+    # threads contend badly (an order of magnitude slower).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+
+def _ids(cards, n=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randint(0, c, (n,), generator=g) for c in cards], dim=1)
+
+
+def test_fused_embedding_equals_separate_per_field_lookups():
+    torch.manual_seed(0)
+    separate = [nn.Embedding(c, 5) for c in CARDS]
+    fused = FusedEmbedding(CARDS, 5)
+    with torch.no_grad():
+        fused.embedding.weight.copy_(torch.cat([e.weight for e in separate]))
+    ids = _ids(CARDS)
+    out = fused(ids)
+    assert out.shape == (32, len(CARDS), 5)
+    for b in range(ids.shape[0]):
+        for f, emb in enumerate(separate):
+            assert torch.equal(out[b, f], emb.weight[ids[b, f]])
+
+
+def test_fused_embedding_is_one_table_with_offsets():
+    fused = FusedEmbedding(CARDS, 4)
+    assert fused.embedding.weight.shape == (sum(CARDS), 4)
+    assert fused.offsets.tolist() == [0, 3, 10, 11]
+    assert "offsets" not in fused.state_dict()  # derived from the cardinalities
+    # Field f's id 0 is row offset_f; its last id is the row just before field f+1's id 0.
+    first = torch.zeros(1, len(CARDS), dtype=torch.long)
+    last = torch.tensor([[c - 1 for c in CARDS]])
+    weight = fused.embedding.weight
+    assert torch.equal(fused(first)[0], weight[[0, 3, 10, 11]])
+    assert torch.equal(fused(last)[0], weight[[2, 9, 10, 22]])
+    assert 0.005 < fused.embedding.weight.std().item() < 0.1
+
+
+def test_fused_embedding_zero_fields_and_bad_input():
+    fused = FusedEmbedding([], 4)
+    assert fused(torch.zeros(6, 0, dtype=torch.long)).shape == (6, 0, 4)
+    with pytest.raises(ValueError, match=r"\(B, 4\)"):
+        FusedEmbedding(CARDS, 4)(torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="cardinality"):
+        FusedEmbedding([3, 0], 4)
+
+
+def test_mlp_shapes_and_options():
+    x = torch.randn(10, 7)
+    mlp = MLP(7, (16, 8), dropout=0.5, activation="gelu", batch_norm=True)
+    assert mlp(x).shape == (10, 8) and mlp.out_dim == 8
+    assert any(isinstance(m, nn.BatchNorm1d) for m in mlp.modules())
+    mlp.eval()
+    assert torch.equal(mlp(x), mlp(x))  # dropout off in eval
+    plain = MLP(7, (4,))
+    lin = plain.layers[0]
+    assert torch.allclose(plain(x), torch.relu(x @ lin.weight.T + lin.bias))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"hidden": ()}, "hidden"),
+        ({"hidden": (8,), "activation": "swish2"}, "valid"),
+        ({"hidden": (8,), "dropout": 1.0}, "dropout"),
+    ],
+)
+def test_mlp_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MLP(4, **kwargs)
+
+
+def test_wide_linear_equals_brute_force_sum_of_weights():
+    torch.manual_seed(1)
+    layer = WideLinear(CARDS, n_continuous=3)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_()
+    ids, cont = _ids(CARDS, n=16), torch.randn(16, 3)
+    out = layer(ids, cont)
+    assert out.shape == (16, 1)
+    w = layer.weights.embedding.weight[:, 0]
+    v = layer.dense.weight[0]
+    for b in range(16):
+        expected = layer.bias[0].clone()
+        offset = 0
+        for f, c in enumerate(CARDS):
+            expected += w[offset + ids[b, f]]
+            offset += c
+        for j in range(3):
+            expected += v[j] * cont[b, j]
+        assert torch.allclose(out[b, 0], expected, atol=1e-5)
+
+
+def test_wide_linear_starts_at_zero_and_handles_no_fields():
+    layer = WideLinear(CARDS)
+    assert torch.equal(layer(_ids(CARDS)), torch.zeros(32, 1))
+    empty = WideLinear([])
+    with torch.no_grad():
+        empty.bias.fill_(0.7)
+    assert torch.allclose(empty(torch.zeros(5, 0, dtype=torch.long)), torch.full((5, 1), 0.7))
+    with pytest.raises(ValueError, match="cont"):
+        WideLinear(CARDS, n_continuous=2)(_ids(CARDS))

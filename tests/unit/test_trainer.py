@@ -1,0 +1,206 @@
+"""The trainer: early stopping, determinism, prediction, input checks, and a planted signal
+that every architecture must find."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from models import build_model
+from models.metrics import log_loss, roc_auc
+from models.schema import Field, InputSchema
+from models.trainer import TrainConfig, check_batch, fit, predict_proba
+
+SMALL = {"wide": {}, "deep": {"embedding_dim": 8, "hidden": [32, 16]},
+         "wide_deep": {"embedding_dim": 8, "hidden": [32, 16]}}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models gain nothing from a second thread, and on a busy 2-core box intra-op
+    # threads contend badly (an order of magnitude slower).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+
+def planted(n: int, seed: int) -> tuple[InputSchema, dict[str, torch.Tensor]]:
+    """Clicks from a known logit with a memorisation part and a generalisation part:
+
+        logit = -0.8 + pair[a, b] + <u_user, v_item> + 0.5 x0 + 0.7 x0 x1
+
+    `pair` is a random table over 12 x 12 (a, b) pairs, given to the wide part as the exact
+    cross a x b; the user-item dot product and the x0 x1 product are not linear in any
+    input, so only the embeddings + MLP can represent them.
+    """
+    rng = np.random.default_rng(seed)
+    n_user, n_item, n_ab, k = 40, 30, 12, 2
+    user, item = rng.integers(0, n_user, n), rng.integers(0, n_item, n)
+    a, b, noise = rng.integers(0, n_ab, n), rng.integers(0, n_ab, n), rng.integers(0, 20, n)
+    x = rng.normal(size=(n, 2))
+    u, v = rng.normal(0, 1.0, (n_user, k)), rng.normal(0, 1.0, (n_item, k))
+    pair = rng.normal(0, 1.2, (n_ab, n_ab))
+    logit = -0.8 + pair[a, b] + (u[user] * v[item]).sum(1) + 0.5 * x[:, 0] + 0.7 * x[:, 0] * x[:, 1]
+    y = rng.random(n) < 1.0 / (1.0 + np.exp(-logit))
+    schema = InputSchema(
+        categorical=(Field("user", n_user), Field("item", n_item), Field("a", n_ab),
+                     Field("b", n_ab), Field("noise", 20)),
+        continuous=("x0", "x1"),
+        crosses=(Field("a_x_b", n_ab * n_ab),),
+        user_fields=("user",),
+        item_fields=("item",),
+    )
+    data = {
+        "cat": torch.from_numpy(np.stack([user, item, a, b, noise], axis=1)),
+        "cont": torch.from_numpy(x.astype(np.float32)),
+        "cross": torch.from_numpy(a * n_ab + b)[:, None],
+        "label": torch.from_numpy(y.astype(np.float32)),
+    }
+    return schema, data
+
+
+def split(data, n_train):
+    return ({k: v[:n_train] for k, v in data.items()}, {k: v[n_train:] for k, v in data.items()})
+
+
+def test_train_config_is_strict():
+    assert TrainConfig.from_dict({"epochs": 2, "lr": 1}).lr == 1.0
+    with pytest.raises(ValueError, match="valid keys.*batch_size"):
+        TrainConfig.from_dict({"epoch": 2})
+    with pytest.raises(ValueError, match="'epochs' expected int"):
+        TrainConfig.from_dict({"epochs": "2"})
+    with pytest.raises(ValueError, match="wide_lr"):
+        TrainConfig(wide_lr=-1.0)
+    assert TrainConfig.from_dict({"wide_lr": None}).wide_lr is None
+
+
+def test_fit_history_restores_best_weights_and_reports_speed():
+    schema, data = planted(3000, seed=0)
+    train, val = split(data, 2400)
+    model = build_model("wide_deep", schema, SMALL["wide_deep"], seed=0)
+    rows = []
+    config = TrainConfig(epochs=3, batch_size=256, threads=1)
+    result = fit(model, train, val, config, on_epoch=rows.append)
+    assert rows == result.history and 1 <= len(rows) <= 3
+    assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))
+    assert set(rows[0]) == {"epoch", "train_loss", "val_logloss", "val_auc", "seconds"}
+    best = min(rows, key=lambda r: r["val_logloss"])
+    assert result.best_epoch == best["epoch"]
+    assert (result.best_val_logloss, result.best_val_auc) == (best["val_logloss"], best["val_auc"])
+    p = predict_proba(model, val)  # the restored weights give the best epoch's numbers
+    y = val["label"].numpy()
+    assert log_loss(y, p) == pytest.approx(result.best_val_logloss, abs=1e-9)
+    assert roc_auc(y, p) == pytest.approx(result.best_val_auc, abs=1e-9)
+    assert result.train_samples_per_s > 0
+    assert torch.get_num_threads() == 1
+    assert not model.training
+
+
+def test_early_stopping_stops_after_patience_epochs_and_restores_the_best():
+    schema, data = planted(600, seed=1)
+    data["label"] = data["label"][torch.randperm(600, generator=torch.Generator().manual_seed(0))]
+    train, val = split(data, 300)  # shuffled labels: validation loss can only get worse
+    model = build_model("deep", schema, {"hidden": [64], "dropout": 0.0}, seed=0)
+    config = TrainConfig(epochs=30, batch_size=32, lr=1e-2, patience=2, threads=1)
+    result = fit(model, train, val, config)
+    assert len(result.history) < 30
+    assert len(result.history) == result.best_epoch + 2
+    p = predict_proba(model, val)
+    assert log_loss(val["label"].numpy(), p) == pytest.approx(result.best_val_logloss, abs=1e-9)
+
+
+def test_fit_is_deterministic_and_leaves_the_global_rng_alone():
+    schema, data = planted(1500, seed=2)
+    train, val = split(data, 1200)
+    config = TrainConfig(epochs=2, batch_size=128, threads=1, seed=5)
+    rng_state = torch.get_rng_state()
+    results, states = [], []
+    for _ in range(2):
+        model = build_model("wide_deep", schema, SMALL["wide_deep"], seed=1)  # dropout 0.1 on
+        results.append(fit(model, train, val, config))
+        states.append(model.state_dict())
+    assert torch.equal(rng_state, torch.get_rng_state())
+    timeless = [[{k: v for k, v in row.items() if k != "seconds"} for row in res.history]
+                for res in results]
+    assert timeless[0] == timeless[1]
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key
+    other = fit(build_model("wide_deep", schema, SMALL["wide_deep"], seed=1), train, val,
+                dataclasses.replace(config, seed=6))
+    assert other.history[0]["train_loss"] != results[0].history[0]["train_loss"]
+
+
+def test_predict_proba_matches_the_model_in_chunks():
+    schema, data = planted(1000, seed=3)
+    model = build_model("deep", schema, SMALL["deep"], seed=0)
+    model.train()  # predict_proba must switch to eval (dropout off)
+    p = predict_proba(model, data, batch_size=97)
+    assert p.dtype == np.float64 and p.shape == (1000,)
+    assert ((p > 0) & (p < 1)).all()
+    assert not model.training
+    with torch.no_grad():
+        expected = torch.sigmoid(model(data).double()).numpy()
+    np.testing.assert_allclose(p, expected, rtol=1e-6)
+    no_label = {k: v for k, v in data.items() if k != "label"}
+    np.testing.assert_allclose(predict_proba(model, no_label), p, rtol=1e-6)  # other chunking
+
+
+def test_predict_proba_stays_inside_the_open_interval():
+    schema, data = planted(10, seed=4)
+    model = build_model("wide", schema)
+    with torch.no_grad():
+        model.linear.bias.fill_(1e4)
+    p = predict_proba(model, data)
+    assert (p < 1).all() and (p > 0.999).all()
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda d: d.pop("cross"), "missing"),
+        (lambda d: d.__setitem__("cat", d["cat"].int()), "int64"),
+        (lambda d: d["cat"].__setitem__((3, 1), 30), "field 'item'"),
+        (lambda d: d["cross"].__setitem__((0, 0), -1), "field 'a_x_b'"),
+        (lambda d: d["cont"].__setitem__((0, 0), float("nan")), "NaN"),
+        (lambda d: d.__setitem__("label", d["label"] * 2), "0 or 1"),
+        (lambda d: d.__setitem__("cont", d["cont"][:, :1]), "shape"),
+    ],
+)
+def test_bad_batches_fail_with_a_clear_message(mutate, match):
+    schema, data = planted(20, seed=5)
+    mutate(data)
+    with pytest.raises(ValueError, match=match):
+        check_batch(schema, data, need_label=True, where="train")
+
+
+def test_predict_proba_rejects_out_of_range_ids():
+    schema, data = planted(20, seed=7)
+    data["cat"][5, 2] = 12  # field 'a' has 12 ids
+    with pytest.raises(ValueError, match="predict: 'cat' field 'a'"):
+        predict_proba(build_model("deep", schema), data)
+
+
+def test_fit_rejects_bad_training_data():
+    schema, data = planted(40, seed=6)
+    train, val = split(data, 30)
+    train["cat"] = train["cat"].clone()
+    train["cat"][0, 0] = 40  # user cardinality is 40
+    with pytest.raises(ValueError, match="train: 'cat' field 'user'"):
+        fit(build_model("wide", schema), train, val, TrainConfig(epochs=1, threads=1))
+
+
+def test_planted_signal_is_learned_and_wide_deep_is_best():
+    schema, data = planted(16_000, seed=0)
+    train, val = split(data, 12_000)
+    config = TrainConfig(epochs=6, batch_size=256, threads=1, seed=0)
+    auc = {}
+    for arch, params in SMALL.items():
+        model = build_model(arch, schema, params, seed=0)
+        auc[arch] = fit(model, train, val, config).best_val_auc
+    assert min(auc.values()) > 0.62, auc
+    assert auc["wide_deep"] >= max(auc["wide"], auc["deep"]) - 0.005, auc
