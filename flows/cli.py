@@ -1,0 +1,170 @@
+"""The `recloop` command line: generate data, run a night, run the two-night demo, show status."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import warnings
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Nightly retraining loop for CTR ranking models.")
+
+
+class _LazyConsole:
+    """A rich console made at first use, on the stdout of that moment: wide (160 columns)
+    when stdout is not a terminal, so tables in logs and CI output are not folded."""
+
+    _console: Console | None = None
+
+    def __getattr__(self, name):
+        if self._console is None or self._console.file is not sys.stdout:
+            self._console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160)
+        return getattr(self._console, name)
+
+
+console = _LazyConsole()
+
+DEMO_START = date(2026, 1, 1)
+DEMO_DAYS = 10
+
+
+def _quiet_libraries() -> None:
+    """NVTabular/merlin warn about missing TensorFlow/Triton and CPU mode: expected here."""
+    warnings.filterwarnings("ignore", module=r"merlin\..*")
+    warnings.filterwarnings("ignore", message=r".*experimental CPU mode.*")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    warnings.filterwarnings("ignore", message=r".*Inferred schema contains integer column.*")
+    # MLflow warns on every pyfunc log that the wrapper is cloudpickled; that is the design here.
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+
+def _settings(**overrides):
+    from tasks.settings import get_settings
+
+    return get_settings(**overrides)
+
+
+@app.command()
+def generate(
+    days: Annotated[int, typer.Option(help="Number of day partitions.")] = DEMO_DAYS,
+    rows_per_day: Annotated[int, typer.Option(help="Impressions per day.")] = 20_000,
+    start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = str(DEMO_START),
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic world.")] = 7,
+    data_root: Annotated[Optional[Path], typer.Option(help="Default: $RECLOOP_HOME/data.")] = None,
+) -> None:
+    """Write the embedded synthetic click log as day partitions."""
+    _quiet_libraries()
+    from feature_store.generators.synthetic import generate_synthetic
+
+    root = data_root or _settings().resolved_data_root
+    with console.status(f"generating {days} days x {rows_per_day} rows into {root}"):
+        paths = generate_synthetic(root, start=date.fromisoformat(start), days=days,
+                                   rows_per_day=rows_per_day, seed=seed)
+    console.print(f"wrote {len(paths)} day partitions under {root}/synthetic_clicks")
+
+
+@app.command()
+def run(
+    run_date: Annotated[str, typer.Option("--date", help="Run date D: trains on days before D-1, stages on D-1.")],
+    dataset: Annotated[str, typer.Option(help="Dataset spec name.")] = "synthetic_clicks",
+    arch: Annotated[Optional[list[str]], typer.Option(help="Architecture (repeatable).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Max epochs (early stopping may stop sooner).")] = None,
+    approval: Annotated[Optional[str], typer.Option(help="auto | manual (default from settings).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the summary as JSON.")] = None,
+) -> None:
+    """Run one night of the loop (Prefect flow `nightly-retrain`)."""
+    _quiet_libraries()
+    summary = _run_night(date.fromisoformat(run_date), dataset, arch, epochs, approval)
+    if json_out:
+        json_out.write_text(json.dumps(summary, indent=2, default=str))
+
+
+def _run_night(run_date: date, dataset: str, arch, epochs, approval) -> dict:
+    from feature_store.errors import RecloopInputError
+    from flows.nightly import nightly_retrain
+    from tasks.report import rich_table
+
+    try:
+        summary = nightly_retrain(run_date=run_date, dataset=dataset, architectures=arch or None,
+                                  approval_mode=approval, epochs=epochs)
+    except RecloopInputError as exc:
+        console.print(f"[bold red]run for {run_date} stopped before training; the registry is unchanged[/]")
+        console.print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(code=2) from None
+    console.print(rich_table(summary["rows"], f"{dataset}: night of {run_date} (staging day {summary['staging_day']})"))
+    before, after = summary["champion_before"], summary["champion_after"]
+    verdict = (f"promoted v{after} (was {'v' + before if before else 'none'})" if summary["promoted"]
+               else f"champion unchanged ({'v' + after if after else 'none'})")
+    console.print(f"[bold]{verdict}[/bold]")
+    for note in summary["notes"]:
+        console.print(f"  - {note}")
+    return summary
+
+
+@app.command()
+def demo(
+    fresh: Annotated[bool, typer.Option(help="Delete $RECLOOP_HOME first (data, MLflow store).")] = True,
+    epochs: Annotated[Optional[int], typer.Option(help="Max epochs per architecture.")] = None,
+    rows_per_day: Annotated[int, typer.Option(help="Impressions per day.")] = 20_000,
+) -> None:
+    """Generate the embedded data and run two nights: the first champion, then challengers."""
+    _quiet_libraries()
+    settings = _settings()
+    if fresh and settings.home.exists():
+        shutil.rmtree(settings.home / "data", ignore_errors=True)
+        for name in ("mlflow.db", "artifacts"):
+            target = settings.home / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    generate(days=DEMO_DAYS, rows_per_day=rows_per_day, start=str(DEMO_START), seed=7, data_root=None)
+    last_day = DEMO_START + timedelta(days=DEMO_DAYS - 1)
+    for night, run_date in enumerate((last_day, last_day + timedelta(days=1)), start=1):
+        console.rule(f"night {night}: run date {run_date}")
+        _run_night(run_date, "synthetic_clicks", None, epochs, "auto")
+    console.rule("look further")
+    console.print(f"  make ui          MLflow UI on {settings.resolved_tracking_uri} (http://127.0.0.1:5000)")
+    console.print("  make status      champion / challenger per dataset")
+    console.print("  recloop run --date YYYY-MM-DD --arch wide_deep   one more night")
+
+
+@app.command()
+def status(dataset: Annotated[Optional[list[str]], typer.Option(help="Dataset (repeatable); default: all specs.")] = None) -> None:
+    """Champion and challenger versions per dataset."""
+    _quiet_libraries()
+    from rich.table import Table
+
+    from feature_store.spec import SPEC_DIR
+    from tasks import registry, tracking
+
+    client = tracking.configure(_settings())
+    table = Table(title="registry")
+    for col in ("registered model", "alias", "version", "arch", "staging AUC", "gate", "approved by"):
+        table.add_column(col)
+    for ds in dataset or sorted(p.stem for p in SPEC_DIR.glob("*.yaml")):
+        for st in registry.status(client, ds):
+            table.add_row(st.name, st.alias, st.version or "-", st.tags.get("arch", ""),
+                          st.tags.get("gate.staging_auc", ""), st.tags.get("gate.verdict", ""),
+                          st.tags.get("approval.by", ""))
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    app(args=argv if argv is not None else sys.argv[1:], prog_name="recloop")
+
+
+if __name__ == "__main__":
+    main()

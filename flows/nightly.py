@@ -1,0 +1,130 @@
+"""The nightly retraining flow: orchestration only, the work is in `tasks/`.
+
+ingest -> validate (GX) -> preprocess (NVTabular) -> train each architecture (PyTorch)
+-> staging evaluation vs the champion -> register -> approval -> promotion (registry alias)
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from typing import Literal
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from feature_store.spec import load_spec
+from models.trainer import TrainConfig
+from tasks import registry, report, tracking
+from tasks.evaluate import GatePolicy
+from tasks.ingest import ingest_task
+from tasks.preprocess import preprocess_task
+from tasks.settings import get_settings
+from tasks.stage import promotion_task, staging_task
+from tasks.train import train_task
+from tasks.validate import validate_task
+
+DEFAULT_ARCHITECTURES = ["wide", "deep", "wide_deep"]
+
+
+@flow(name="nightly-retrain", log_prints=True)
+def nightly_retrain(
+    run_date: date | None = None,
+    dataset: str = "synthetic_clicks",
+    architectures: list[str] | None = None,
+    approval_mode: Literal["auto", "manual"] | None = None,
+    epochs: int | None = None,
+    hparams: dict[str, dict] | None = None,
+    data_root: str | None = None,
+) -> dict:
+    """Retrain on the window before `run_date`, gate against the champion, maybe promote."""
+    log = get_run_logger()
+    settings = get_settings(approval_mode=approval_mode, epochs=epochs, data_root=data_root)
+    run_date = run_date or date.today()
+    architectures = architectures or DEFAULT_ARCHITECTURES
+    spec = load_spec(dataset)
+    client = tracking.configure(settings)
+    stage_seconds: dict[str, float] = {}
+
+    def timed(stage: str, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        stage_seconds[stage] = stage_seconds.get(stage, 0.0) + time.perf_counter() - t0
+        return out
+
+    window = timed("ingest", ingest_task, settings.resolved_data_root, spec, run_date, settings.window_days)
+    timed("validate", validate_task, window, spec)
+    data = timed("preprocess", preprocess_task, window, spec)
+    log.info(f"window {window.data_window}, staging day {window.holdout_day}: "
+             f"{len(data.train['label'])} train / {len(data.val['label'])} val / {len(data.holdout_labels)} staging rows")
+
+    run_tags = {
+        "dataset": spec.name,
+        "run_date": str(run_date),
+        "data_window": window.data_window,
+        "validation_day": str(window.val_day),
+        "staging_day": str(window.holdout_day),
+        "dataset_fingerprint": window.fingerprint,
+        "code_version": tracking.code_version(),
+        "device": data.preprocessor.device,
+    }
+    exp_id, parent_id = tracking.start_night(
+        client, spec.name, f"night-{run_date}", run_tags, tracking.artifact_location(settings)
+    )
+    ok = False
+    try:
+        train_config = TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size,
+                                   threads=settings.threads, seed=settings.seed)
+        candidates = [
+            timed("train", train_task, arch, data, spec, train_config, (hparams or {}).get(arch),
+                  exp_id, parent_id, run_tags)
+            for arch in architectures
+        ]
+        policy = GatePolicy.from_settings(settings)
+        outcome = timed("staging", staging_task, client, spec.name, candidates, data.holdout_raw,
+                        data.holdout_labels, policy, {**run_tags, "parent_run_id": parent_id})
+        promotion = timed("promotion", promotion_task, client, spec.name, outcome, settings.approval_mode)
+        oracle = (data.holdout_raw[spec.oracle_column].to_numpy(dtype=float)
+                  if spec.oracle_column and spec.oracle_column in data.holdout_raw else None)
+        rows = report.comparison_rows(candidates, outcome, data.holdout_labels, oracle)
+        champion_after = registry.alias_version(client, registry.registered_model_name(spec.name), registry.CHAMPION)
+        summary = {
+            "dataset": spec.name,
+            "run_date": str(run_date),
+            "data_window": window.data_window,
+            "staging_day": str(window.holdout_day),
+            "parent_run_id": parent_id,
+            "experiment_id": exp_id,
+            "rows": rows,
+            "selected": outcome.selected,
+            "registered_version": outcome.version,
+            "promoted": promotion is not None,
+            "champion_before": outcome.champion.version if outcome.champion else None,
+            "champion_after": str(champion_after.version) if champion_after else None,
+            "notes": outcome.notes,
+            "stage_seconds": stage_seconds,
+            "preprocess_rows_per_s": data.transform_rows_per_s,
+            "preprocess_fit_seconds": data.fit_seconds,
+            "oracle_val": report.oracle_scores(window.frames[window.val_day], spec),
+        }
+        create_markdown_artifact(
+            key=f"{spec.name.replace('_', '-')}-comparison",
+            markdown=_artifact_markdown(summary),
+            description=f"Challengers vs champion on {window.holdout_day}",
+        )
+        for key, secs in stage_seconds.items():
+            client.log_metric(parent_id, f"stage_seconds_{key}", secs)
+        client.set_tag(parent_id, "outcome", "promoted" if promotion else "champion kept")
+        ok = True
+        return summary
+    finally:
+        tracking.end_night(client, parent_id, ok)
+
+
+def _artifact_markdown(summary: dict) -> str:
+    head = (f"## Nightly retrain: {summary['dataset']} for {summary['run_date']}\n\n"
+            f"Training window {summary['data_window']}, staging day {summary['staging_day']}.\n\n")
+    outcome = (f"\n\n**Champion:** v{summary['champion_before'] or '-'} -> v{summary['champion_after'] or '-'}"
+               f" ({'promoted' if summary['promoted'] else 'unchanged'})\n")
+    notes = "".join(f"\n- {n}" for n in summary["notes"])
+    return head + report.markdown_table(summary["rows"]) + outcome + notes

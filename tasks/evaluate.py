@@ -1,0 +1,179 @@
+"""Staging evaluation and the promotion gate.
+
+Challenger and champion are scored on the same holdout day, which neither trained on. The
+challenger passes when it is no worse than the champion beyond the configured tolerances on
+AUC and logloss, and its predictions are sane (finite, calibrated within bounds, and the
+registered bundle reloads and reproduces them). With no champion yet, an absolute AUC floor
+applies instead. The bootstrap interval of the AUC difference is reported, not gated on:
+on one day of data a tolerance is a clearer contract than a significance test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from models.metrics import bootstrap_auc_delta, calibration_ratio, log_loss, roc_auc
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    auc_tolerance: float = 0.002
+    logloss_tolerance: float = 0.002
+    min_auc: float = 0.60
+    calibration_bounds: tuple[float, float] = (0.8, 1.25)
+    bootstrap_samples: int = 500
+    seed: int = 0
+
+    @classmethod
+    def from_settings(cls, settings) -> "GatePolicy":
+        return cls(
+            auc_tolerance=settings.auc_tolerance,
+            logloss_tolerance=settings.logloss_tolerance,
+            min_auc=settings.min_auc,
+            calibration_bounds=tuple(settings.calibration_bounds),
+            bootstrap_samples=settings.bootstrap_samples,
+            seed=settings.seed,
+        )
+
+
+@dataclass(frozen=True)
+class StagingScore:
+    auc: float
+    logloss: float
+    calibration: float
+    rows: int
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class GateResult:
+    challenger: StagingScore
+    champion: StagingScore | None
+    delta_auc: float | None
+    delta_auc_low: float | None
+    delta_auc_high: float | None
+    delta_logloss: float | None
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def verdict(self) -> str:
+        """Short: 'pass' or 'fail (check, check)'. The details are in `explanation`."""
+        if self.passed:
+            return "pass"
+        return "fail (" + ", ".join(c.name for c in self.checks if not c.passed) + ")"
+
+    @property
+    def explanation(self) -> str:
+        return "; ".join(f"{'ok' if c.passed else 'FAILED'} {c.name}: {c.detail}" for c in self.checks)
+
+    def add_check(self, check: Check) -> None:
+        self.checks.append(check)
+
+    def metrics(self) -> dict[str, float]:
+        """The metric keys every child run shares (champion numbers on the challenger's run)."""
+        out = {
+            "staging_auc": self.challenger.auc,
+            "staging_logloss": self.challenger.logloss,
+            "staging_calibration": self.challenger.calibration,
+            "gate_passed": float(self.passed),
+        }
+        if self.champion is not None:
+            out |= {
+                "champion_staging_auc": self.champion.auc,
+                "champion_staging_logloss": self.champion.logloss,
+                "delta_auc": self.delta_auc,
+                "delta_auc_ci_low": self.delta_auc_low,
+                "delta_auc_ci_high": self.delta_auc_high,
+                "delta_logloss": self.delta_logloss,
+            }
+        return out
+
+    def tags(self) -> dict[str, str]:
+        """Version tags recording the gate result and the comparison numbers."""
+        out = {
+            "gate.verdict": self.verdict,
+            "gate.checks": self.explanation,
+            "gate.passed": str(self.passed).lower(),
+            "gate.staging_auc": f"{self.challenger.auc:.5f}",
+            "gate.staging_logloss": f"{self.challenger.logloss:.5f}",
+            "gate.calibration": f"{self.challenger.calibration:.4f}",
+        }
+        if self.champion is not None:
+            out |= {
+                "gate.champion_auc": f"{self.champion.auc:.5f}",
+                "gate.champion_logloss": f"{self.champion.logloss:.5f}",
+                "gate.delta_auc": f"{self.delta_auc:+.5f}",
+                "gate.delta_auc_ci95": f"[{self.delta_auc_low:+.5f}, {self.delta_auc_high:+.5f}]",
+                "gate.delta_logloss": f"{self.delta_logloss:+.5f}",
+            }
+        return out
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["passed"] = self.passed
+        d["verdict"] = self.verdict
+        d["explanation"] = self.explanation
+        return d
+
+
+def score(y: np.ndarray, p: np.ndarray) -> StagingScore:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return StagingScore(
+        auc=roc_auc(y, p), logloss=log_loss(y, p), calibration=calibration_ratio(y, p), rows=len(y)
+    )
+
+
+def evaluate_gate(
+    y: np.ndarray, p_challenger: np.ndarray, p_champion: np.ndarray | None, policy: GatePolicy
+) -> GateResult:
+    """Compare a challenger with the champion (or the absolute floor) on one holdout."""
+    y = np.asarray(y, dtype=np.float64)
+    p_challenger = np.asarray(p_challenger, dtype=np.float64)
+    finite = bool(np.all(np.isfinite(p_challenger)) and np.all((p_challenger >= 0) & (p_challenger <= 1)))
+    checks = [Check("finite", finite, "predictions finite and in [0, 1]" if finite else "non-finite or out-of-range predictions")]
+    if not finite:
+        nan = float("nan")
+        return GateResult(StagingScore(nan, nan, nan, len(y)), None, None, None, None, None, checks)
+
+    challenger = score(y, p_challenger)
+    lo, hi = policy.calibration_bounds
+    calibrated = lo <= challenger.calibration <= hi
+    checks.append(Check("calibration", calibrated, f"calibration ratio {challenger.calibration:.3f} "
+                                                    f"{'within' if calibrated else 'outside'} [{lo}, {hi}]"))
+    if p_champion is None:
+        ok = challenger.auc >= policy.min_auc
+        checks.append(Check("auc_floor", ok, f"AUC {challenger.auc:.4f} {'>=' if ok else '<'} floor {policy.min_auc}"))
+        return GateResult(challenger, None, None, None, None, None, checks)
+
+    champion = score(y, p_champion)
+    delta, low, high = bootstrap_auc_delta(
+        y, p_challenger, np.asarray(p_champion, dtype=np.float64), n_boot=policy.bootstrap_samples, seed=policy.seed
+    )
+    d_ll = challenger.logloss - champion.logloss
+    auc_ok = challenger.auc >= champion.auc - policy.auc_tolerance
+    ll_ok = d_ll <= policy.logloss_tolerance
+    checks.append(Check("auc_vs_champion", auc_ok, f"AUC delta {delta:+.4f} (tolerance -{policy.auc_tolerance})"))
+    checks.append(Check("logloss_vs_champion", ll_ok, f"logloss delta {d_ll:+.4f} (tolerance +{policy.logloss_tolerance})"))
+    return GateResult(challenger, champion, delta, low, high, d_ll, checks)
+
+
+def reload_check(p_loaded: np.ndarray, p_in_memory: np.ndarray, atol: float = 1e-5) -> Check:
+    """The bundle read back from the registry must reproduce the in-memory predictions."""
+    p_loaded = np.asarray(p_loaded, dtype=np.float64)
+    if p_loaded.shape != np.shape(p_in_memory):
+        return Check("bundle_reload", False, f"reloaded bundle returned shape {p_loaded.shape}, expected {np.shape(p_in_memory)}")
+    diff = float(np.max(np.abs(p_loaded - p_in_memory))) if len(p_loaded) else 0.0
+    ok = diff <= atol
+    return Check("bundle_reload", ok, f"reloaded bundle max |diff| {diff:.2e} {'<=' if ok else '>'} {atol:.0e}")

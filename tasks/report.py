@@ -1,0 +1,94 @@
+"""The comparison table: the same rows in the terminal (rich), in Prefect (markdown) and in JSON."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.metrics import log_loss, roc_auc
+from tasks.stage import StagingOutcome
+from tasks.train import Candidate
+
+
+def comparison_rows(
+    candidates: list[Candidate], outcome: StagingOutcome, y: np.ndarray, oracle: np.ndarray | None
+) -> list[dict]:
+    rows = []
+    for cand in candidates:
+        gate = outcome.gates[cand.arch]
+        if cand.arch == outcome.selected and outcome.version_gate is not None:
+            gate = outcome.version_gate
+        rows.append({
+            "model": cand.arch,
+            "val_auc": cand.result.best_val_auc,
+            "val_logloss": cand.result.best_val_logloss,
+            "staging_auc": gate.challenger.auc,
+            "staging_logloss": gate.challenger.logloss,
+            "calibration": gate.challenger.calibration,
+            "delta_auc": gate.delta_auc,
+            "delta_auc_ci": [gate.delta_auc_low, gate.delta_auc_high] if gate.delta_auc is not None else None,
+            "delta_logloss": gate.delta_logloss,
+            "train_samples_per_s": cand.result.train_samples_per_s,
+            "verdict": gate.verdict,
+            "registered": f"v{outcome.version}" if cand.arch == outcome.selected else "",
+        })
+    if outcome.champion is not None:
+        p = np.clip(outcome.champion.pred, 1e-7, 1 - 1e-7)
+        rows.append({"model": f"champion v{outcome.champion.version}", "staging_auc": roc_auc(y, p),
+                     "staging_logloss": log_loss(y, p), "calibration": float(p.mean() / max(y.mean(), 1e-12)),
+                     "verdict": "in production"})
+    if oracle is not None:
+        p = np.clip(oracle, 1e-7, 1 - 1e-7)
+        rows.append({"model": "oracle (true CTR)", "staging_auc": roc_auc(y, p), "staging_logloss": log_loss(y, p),
+                     "calibration": float(p.mean() / max(y.mean(), 1e-12)), "verdict": "ceiling"})
+    return rows
+
+
+def oracle_scores(frame, spec) -> dict | None:
+    """AUC/logloss of the true click probability: the ceiling any model can reach."""
+    if not spec.oracle_column or spec.oracle_column not in frame:
+        return None
+    y = frame[spec.label].to_numpy(dtype=float)
+    p = np.clip(frame[spec.oracle_column].to_numpy(dtype=float), 1e-7, 1 - 1e-7)
+    return {"auc": roc_auc(y, p), "logloss": log_loss(y, p)}
+
+
+def _fmt(v, spec: str) -> str:
+    return "" if v is None else format(v, spec)
+
+
+def _cells(row: dict) -> list[str]:
+    ci = row.get("delta_auc_ci")
+    delta = "" if row.get("delta_auc") is None else (
+        f"{row['delta_auc']:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]")
+    return [
+        row["model"],
+        _fmt(row.get("val_auc"), ".4f"),
+        _fmt(row.get("staging_auc"), ".4f"),
+        _fmt(row.get("staging_logloss"), ".4f"),
+        delta,
+        _fmt(row.get("delta_logloss"), "+.4f"),
+        _fmt(row.get("calibration"), ".3f"),
+        row.get("verdict", ""),
+        row.get("registered", ""),
+    ]
+
+
+HEADERS = ["model", "val AUC", "staging AUC", "staging logloss", "Δ AUC vs champion [95% CI]",
+           "Δ logloss", "calibration", "gate", "registered"]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in _cells(r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def rich_table(rows: list[dict], title: str):
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for h in HEADERS:
+        table.add_column(h, overflow="fold")
+    for r in rows:
+        table.add_row(*_cells(r))
+    return table

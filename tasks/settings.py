@@ -1,0 +1,70 @@
+"""One settings object for the whole loop, read from RECLOOP_* environment variables and an
+optional env file (RECLOOP_SETTINGS_FILE, default `recloop.env` in the working directory)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("RECLOOP_HOME", ".recloop")).resolve()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RECLOOP_",
+        env_file=os.environ.get("RECLOOP_SETTINGS_FILE", "recloop.env"),
+        env_file_encoding="utf-8",
+        extra="forbid",
+        frozen=True,
+    )
+
+    home: Path = Field(default_factory=_default_home, description="Working directory for data, stores and reports.")
+    data_root: Path | None = Field(default=None, description="Raw day partitions; default <home>/data.")
+    tracking_uri: str | None = Field(default=None, description="MLflow tracking URI; default sqlite:///<home>/mlflow.db.")
+    registry_uri: str | None = Field(default=None, description="MLflow registry URI; default: the tracking URI.")
+    prefect_api_url: str | None = Field(
+        default=None, description="Prefect API; unset means Prefect's local ephemeral mode."
+    )
+    approval_mode: Literal["auto", "manual"] = "auto"
+    window_days: int = Field(default=7, ge=2, description="Training days before the staging day.")
+    # Staging gate.
+    auc_tolerance: float = Field(default=0.002, ge=0.0, description="Challenger AUC may be this much below the champion's.")
+    logloss_tolerance: float = Field(default=0.002, ge=0.0, description="Challenger logloss may be this much above.")
+    min_auc: float = Field(default=0.60, ge=0.0, le=1.0, description="Absolute floor when there is no champion.")
+    calibration_bounds: tuple[float, float] = (0.8, 1.25)
+    bootstrap_samples: int = Field(default=500, ge=50)
+    # Training.
+    epochs: int = Field(default=4, ge=1)
+    batch_size: int = Field(default=1024, ge=16)
+    threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "Settings":
+        lo, hi = self.calibration_bounds
+        if not 0 < lo < 1 < hi:
+            raise ValueError(f"calibration_bounds must satisfy 0 < low < 1 < high, got {self.calibration_bounds}")
+        return self
+
+    @property
+    def resolved_data_root(self) -> Path:
+        return self.data_root or self.home / "data"
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def resolved_registry_uri(self) -> str:
+        return self.registry_uri or self.resolved_tracking_uri
+
+
+def get_settings(**overrides) -> Settings:
+    """Settings from the environment, with explicit overrides (CLI flags, flow parameters)."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,173 @@
+"""Staging evaluation against the champion, registration, and (automatic) promotion.
+
+Every candidate is scored on the staging day next to the champion, which is scored through
+its own registered bundle (its own preprocessing). The candidate with the best validation
+AUC among those that pass the gate is registered; the registered bundle must load back from
+the registry and reproduce its predictions before it gets the `challenger` alias. Nothing
+here touches `champion` unless the gate passed and the approval step says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+
+from tasks import plots, registry
+from tasks.evaluate import Check, GatePolicy, GateResult, evaluate_gate, reload_check
+from tasks.train import Candidate
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+
+@dataclass
+class ChampionScore:
+    version: str
+    run_id: str | None
+    pred: np.ndarray
+
+
+@dataclass
+class StagingOutcome:
+    gates: dict[str, GateResult]
+    champion: ChampionScore | None
+    selected: str | None = None
+    version: str | None = None
+    version_gate: GateResult | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def predict_raw(bundle, raw: pd.DataFrame) -> np.ndarray:
+    """Score raw rows with a loaded bundle, passing only the columns its signature declares."""
+    schema = bundle.metadata.get_input_schema()
+    columns = schema.input_names() if schema is not None else list(raw.columns)
+    return np.asarray(bundle.predict(raw[columns]), dtype=np.float64)
+
+
+def score_champion(client: MlflowClient, name: str, holdout_raw: pd.DataFrame) -> ChampionScore | None:
+    """Predict the staging day with the current champion's own bundle; None if no champion."""
+    mv = registry.alias_version(client, name, registry.CHAMPION)
+    if mv is None:
+        return None
+    bundle = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
+    return ChampionScore(str(mv.version), mv.run_id, predict_raw(bundle, holdout_raw))
+
+
+def gate_candidates(
+    client: MlflowClient,
+    candidates: list[Candidate],
+    y: np.ndarray,
+    champion: ChampionScore | None,
+    policy: GatePolicy,
+) -> dict[str, GateResult]:
+    """Gate every candidate and log the staging numbers (the champion's too) on its run."""
+    gates = {}
+    for cand in candidates:
+        gate = evaluate_gate(y, cand.holdout_pred, champion.pred if champion else None, policy)
+        gates[cand.arch] = gate
+        for key, value in gate.metrics().items():
+            client.log_metric(cand.run_id, key, float(value))
+        client.set_tag(cand.run_id, "gate.verdict", gate.verdict)
+        if champion:
+            client.set_tag(cand.run_id, "champion_version", champion.version)
+        scores = {cand.arch: cand.holdout_pred}
+        if champion is not None:
+            scores[f"champion v{champion.version}"] = champion.pred
+        if np.all(np.isfinite(cand.holdout_pred)):
+            for fig_fn, path in ((plots.roc_figure, "plots/staging_roc.png"),
+                                 (plots.calibration_figure, "plots/staging_calibration.png")):
+                fig = fig_fn(y, scores, f"{cand.arch}: staging day")
+                client.log_figure(cand.run_id, fig, path)
+                plots.close(fig)
+    return gates
+
+
+def select_candidate(candidates: list[Candidate], gates: dict[str, GateResult]) -> Candidate | None:
+    """Best validation AUC among candidates that passed the gate. Selection uses the validation
+    day, not the staging day, so the staging numbers stay an unbiased check."""
+    passing = [c for c in candidates if gates[c.arch].passed]
+    return max(passing, key=lambda c: c.result.best_val_auc) if passing else None
+
+
+def register_challenger(
+    client: MlflowClient,
+    dataset: str,
+    cand: Candidate,
+    gate: GateResult,
+    holdout_raw: pd.DataFrame,
+    version_tags: dict[str, str],
+) -> tuple[str, GateResult]:
+    """Register the candidate, reload it from the registry, and alias it `challenger` if sane."""
+    name = registry.registered_model_name(dataset)
+    mv = registry.register_version(client, name, dataset, cand.model_uri, cand.run_id,
+                                   {**version_tags, "arch": cand.arch})
+    try:
+        reloaded = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
+        p_loaded = predict_raw(reloaded, holdout_raw)
+        gate.add_check(reload_check(p_loaded, cand.holdout_pred))
+    except Exception as exc:  # any failure to load or predict is a failed sanity check
+        gate.add_check(Check("bundle_reload", False, f"bundle failed to reload from the registry: {exc}"))
+    registry.set_tags(client, name, mv.version, gate.tags())
+    client.set_tag(cand.run_id, "registered_version", mv.version)
+    if gate.passed:
+        client.set_registered_model_alias(name, registry.CHALLENGER, mv.version)
+    return str(mv.version), gate
+
+
+def run_staging(
+    client: MlflowClient,
+    dataset: str,
+    candidates: list[Candidate],
+    holdout_raw: pd.DataFrame,
+    y: np.ndarray,
+    policy: GatePolicy,
+    version_tags: dict[str, str],
+    log: Callable[[str], None] = print,
+) -> StagingOutcome:
+    name = registry.registered_model_name(dataset)
+    champion = score_champion(client, name, holdout_raw)
+    log(f"champion: {'v' + champion.version if champion else 'none yet (absolute floor applies)'}")
+    gates = gate_candidates(client, candidates, y, champion, policy)
+    outcome = StagingOutcome(gates=gates, champion=champion)
+    chosen = select_candidate(candidates, gates)
+    if chosen is None:
+        outcome.notes.append("no candidate passed the gate; champion unchanged")
+        return outcome
+    version, gate = register_challenger(client, dataset, chosen, gates[chosen.arch], holdout_raw, version_tags)
+    outcome.selected, outcome.version, outcome.version_gate = chosen.arch, version, gate
+    if not gate.passed:
+        outcome.notes.append(f"v{version} ({chosen.arch}) failed after registration: {gate.explanation}")
+    return outcome
+
+
+def approve_and_promote(
+    client: MlflowClient, dataset: str, outcome: StagingOutcome, approval_mode: str
+) -> registry.Promotion | None:
+    """Mode `auto`: promote when the gate passed. Mode `manual` leaves the `challenger` alias
+    for a person to approve."""
+    if outcome.version is None or outcome.version_gate is None or not outcome.version_gate.passed:
+        return None
+    if approval_mode != "auto":
+        outcome.notes.append(f"v{outcome.version} is the challenger, waiting for manual approval")
+        return None
+    name = registry.registered_model_name(dataset)
+    return registry.promote(client, name, outcome.version, approved_by="auto-gate",
+                            reason=f"staging gate passed: {outcome.version_gate.explanation}")
+
+
+@task(name="staging-evaluation", cache_policy=NO_CACHE)
+def staging_task(client: MlflowClient, dataset: str, candidates: list[Candidate], holdout_raw: pd.DataFrame,
+                 y: np.ndarray, policy: GatePolicy, version_tags: dict[str, str]) -> StagingOutcome:
+    """Score candidates and the champion on the staging day; register the gate's choice."""
+    return run_staging(client, dataset, candidates, holdout_raw, y, policy, version_tags, log=get_run_logger().info)
+
+
+@task(name="promotion", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def promotion_task(client: MlflowClient, dataset: str, outcome: StagingOutcome,
+                   approval_mode: str) -> registry.Promotion | None:
+    """Move the `champion` alias when approved (retried: a registry call can time out)."""
+    return approve_and_promote(client, dataset, outcome, approval_mode)

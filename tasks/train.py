@@ -1,0 +1,97 @@
+"""Train: one MLflow child run per architecture, the bundle logged inside it."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import mlflow
+import numpy as np
+import torch
+
+from feature_store.spec import DatasetSpec
+from models import build_model
+from models.trainer import TrainConfig, TrainResult, fit, predict_proba
+from tasks import plots
+from tasks.bundle import log_bundle
+from tasks.preprocess import PreparedData
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+
+@dataclass
+class Candidate:
+    arch: str
+    run_id: str
+    model_uri: str
+    model: torch.nn.Module
+    result: TrainResult
+    n_params: int
+    holdout_pred: np.ndarray
+    infer_rows_per_s: float
+
+
+def flat_params(prefix: str, obj) -> dict[str, str]:
+    """The same param keys on every child run: `hp.*` for the architecture, `train.*` for the trainer."""
+    return {f"{prefix}.{k}": str(v) for k, v in dataclasses.asdict(obj).items()}
+
+
+def train_candidate(
+    arch: str,
+    data: PreparedData,
+    spec: DatasetSpec,
+    train_config: TrainConfig,
+    hparams: dict | None,
+    experiment_id: str,
+    parent_run_id: str,
+    run_tags: dict[str, str],
+    log: Callable[[str], None] = print,
+) -> Candidate:
+    model = build_model(arch, data.schema, hparams)
+    n_params = sum(p.numel() for p in model.parameters())
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=arch, parent_run_id=parent_run_id, tags={**run_tags, "arch": arch}
+    ) as run:
+        mlflow.log_params({
+            "arch": arch,
+            "n_params": n_params,
+            "train_rows": len(data.train["label"]),
+            "val_rows": len(data.val["label"]),
+            **flat_params("hp", model.config),
+            **flat_params("train", train_config),
+        })
+
+        def on_epoch(h: dict) -> None:
+            mlflow.log_metrics(
+                {"train_loss": h["train_loss"], "epoch_val_logloss": h["val_logloss"], "epoch_val_auc": h["val_auc"]},
+                step=h["epoch"],
+            )
+            log(f"[{arch}] epoch {h['epoch']}: train_loss {h['train_loss']:.4f}  "
+                f"val_logloss {h['val_logloss']:.4f}  val_auc {h['val_auc']:.4f}  ({h['seconds']:.1f}s)")
+
+        result = fit(model, data.train, data.val, train_config, on_epoch=on_epoch)
+        t0 = time.perf_counter()
+        holdout_pred = predict_proba(model, data.holdout)
+        infer_rows_per_s = len(holdout_pred) / max(time.perf_counter() - t0, 1e-9)
+        mlflow.log_metrics({
+            "val_auc": result.best_val_auc,
+            "val_logloss": result.best_val_logloss,
+            "best_epoch": result.best_epoch,
+            "train_samples_per_s": result.train_samples_per_s,
+            "infer_rows_per_s": infer_rows_per_s,
+        })
+        fig = plots.training_curve_figure(result.history, f"{arch}: training")
+        mlflow.log_figure(fig, "plots/training_curve.png")
+        plots.close(fig)
+        model_uri = log_bundle(model, data.preprocessor, spec, data.holdout_raw)
+    return Candidate(arch, run.info.run_id, model_uri, model, result, n_params, holdout_pred, infer_rows_per_s)
+
+
+@task(name="train", task_run_name="train-{arch}", cache_policy=NO_CACHE)
+def train_task(arch: str, data: PreparedData, spec: DatasetSpec, train_config: TrainConfig, hparams: dict | None,
+               experiment_id: str, parent_run_id: str, run_tags: dict[str, str]) -> Candidate:
+    """Train one architecture in its own MLflow child run."""
+    return train_candidate(arch, data, spec, train_config, hparams, experiment_id, parent_run_id, run_tags,
+                           log=get_run_logger().info)

@@ -1,0 +1,61 @@
+"""The newcomer's path, through the real CLI: two nights on the embedded synthetic data with
+a SQLite MLflow store in a temporary directory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def test_demo_two_nights_leaves_a_champion_that_predicts_raw_rows(recloop_home, prefect_server):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from feature_store.partitions import read_day
+    from tasks import registry
+
+    result = CliRunner().invoke(app, ["demo", "--rows-per-day", "4000", "--epochs", "2"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "night 1" in out and "night 2" in out
+    for arch in ("wide", "deep", "wide_deep"):
+        assert arch in out
+    assert "oracle (true CTR)" in out and "champion v1" in out  # night 2 compares against night 1's champion
+
+    uri = f"sqlite:///{recloop_home / 'mlflow.db'}"
+    client = MlflowClient(uri, uri)
+    name = registry.registered_model_name("synthetic_clicks")
+    champion = registry.alias_version(client, name, registry.CHAMPION)
+    assert champion is not None
+    assert champion.tags["gate.passed"] == "true"
+    assert champion.tags["approval.by"] == "auto-gate"
+
+    # One parent run per night, one child per architecture, the same metric keys on every child.
+    exp = client.get_experiment_by_name("synthetic_clicks")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 2 and len(children) == 6
+    for r in children:
+        assert {"val_auc", "val_logloss", "staging_auc", "staging_logloss", "train_samples_per_s"} <= set(r.data.metrics)
+        assert {"data_window", "dataset_fingerprint", "code_version"} <= set(r.data.tags)
+    night2 = [r for r in children if r.data.tags["run_date"] == "2026-01-11"]
+    assert all("champion_staging_auc" in r.data.metrics for r in night2)
+    artifacts = {a.path for a in client.list_artifacts(night2[0].info.run_id, "plots")}
+    assert {"plots/staging_roc.png", "plots/staging_calibration.png", "plots/training_curve.png"} <= artifacts
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    bundle = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    raw = read_day(recloop_home / "data", "synthetic_clicks", "2026-01-10").head(200)
+    p = np.asarray(bundle.predict(raw))
+    assert p.shape == (200,) and np.all(np.isfinite(p)) and np.all((p > 0) & (p < 1))
+    assert 0.5 < p.mean() / raw["click"].mean() < 2.0
+
+    status = CliRunner().invoke(app, ["status", "--dataset", "synthetic_clicks"], catch_exceptions=False)
+    assert status.exit_code == 0 and "champion" in status.output and str(champion.version) in status.output

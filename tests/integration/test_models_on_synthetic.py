@@ -1,0 +1,52 @@
+"""The trained-model check: on the embedded synthetic data (memorization + generalization
+signal planted), Wide & Deep beats both of its halves on validation AUC, and all three beat
+chance. Data, preprocessing and trainer are the real ones; seeds are fixed."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from feature_store.generators.synthetic import generate_synthetic
+from feature_store.spec import load_spec
+from models import build_model
+from models.metrics import roc_auc
+from models.trainer import TrainConfig, fit
+from tasks.ingest import load_window
+from tasks.preprocess import prepare
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    generate_synthetic(root, start=date(2026, 1, 1), days=8, rows_per_day=20_000, seed=7)
+    spec = load_spec("synthetic_clicks")
+    window = load_window(root, spec, date(2026, 1, 9), window_days=7)
+    val = window.frames[window.val_day]
+    oracle = roc_auc(val["click"].to_numpy(), val["true_ctr"].to_numpy())
+    return prepare(window, spec), oracle
+
+
+@pytest.fixture(scope="module")
+def val_auc(data):
+    prepared, _ = data
+    out = {}
+    for arch in ("wide", "deep", "wide_deep"):
+        model = build_model(arch, prepared.schema)
+        out[arch] = fit(model, prepared.train, prepared.val, TrainConfig(epochs=4, seed=0, threads=2)).best_val_auc
+    return out
+
+
+def test_every_architecture_learns_the_planted_signal(val_auc, data):
+    _, oracle = data
+    for arch, auc in val_auc.items():
+        assert 0.70 < auc < oracle, (arch, auc, oracle)
+
+
+def test_wide_and_deep_beats_wide_and_deep_alone(val_auc):
+    # Measured here: wide_deep 0.788, wide 0.777, deep 0.759 (seed 0, 4 epochs).
+    assert val_auc["wide_deep"] > val_auc["wide"] + 0.005, val_auc
+    assert val_auc["wide_deep"] > val_auc["deep"] + 0.01, val_auc
