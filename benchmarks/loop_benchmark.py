@@ -75,7 +75,7 @@ def markdown(result: dict) -> str:
                   "| model | val AUC | val logloss | staging AUC | staging logloss | train samples/s | gate |",
                   "|---|---|---|---|---|---|---|"]
         for r in night["rows"]:
-            def f(key, spec=".4f"):
+            def f(key, spec=".4f", r=r):
                 return "" if r.get(key) is None else format(r[key], spec)
             val_auc, val_ll = f("val_auc"), f("val_logloss")
             if r["model"].startswith("oracle") and o:

@@ -41,7 +41,7 @@ class ContinuousColumn(_Strict):
     bucketize: list[float] | None = None  # boundaries; the result is a categorical id
 
     @model_validator(mode="after")
-    def _sorted_boundaries(self) -> "ContinuousColumn":
+    def _sorted_boundaries(self) -> ContinuousColumn:
         if self.bucketize is not None and (
             len(self.bucketize) == 0 or sorted(set(self.bucketize)) != list(self.bucketize)
         ):
@@ -89,7 +89,7 @@ class DatasetSpec(_Strict):
     expectations: Expectations = Field(default_factory=Expectations)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "DatasetSpec":
+    def _consistent(self) -> DatasetSpec:
         names = [c.name for c in self.categorical] + [c.name for c in self.continuous]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

@@ -229,7 +229,7 @@ class Preprocessor:
     @classmethod
     def fit(
         cls, spec: DatasetSpec, train_df: pd.DataFrame, work_dir: str | Path | None = None
-    ) -> "Preprocessor":
+    ) -> Preprocessor:
         """Fit on `train_df` only (the training window; never the holdout). Vocabularies go
         to `work_dir` (a temp dir removed with this object when not given) until `save`."""
         inputs = spec.feature_columns
@@ -357,7 +357,7 @@ class Preprocessor:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | None = None) -> "Preprocessor":
+    def load(cls, directory: str | Path, device: str | None = None) -> Preprocessor:
         """Load a saved preprocessor. Refuses a device change: hashed ids differ between
         CPU (pandas) and GPU (cuDF), so a model would silently see different inputs."""
         directory = Path(directory)

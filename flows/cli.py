@@ -115,21 +115,27 @@ def _run_night(run_date: date, dataset: str, arch, epochs, approval) -> dict:
 
 @app.command()
 def demo(
-    fresh: Annotated[bool, typer.Option(help="Delete $RECLOOP_HOME first (data, MLflow store).")] = True,
+    fresh: Annotated[bool, typer.Option(help="Start over: delete the synthetic data and the default local MLflow store.")] = True,
     epochs: Annotated[Optional[int], typer.Option(help="Max epochs per architecture.")] = None,
     rows_per_day: Annotated[int, typer.Option(help="Impressions per day.")] = 20_000,
 ) -> None:
     """Generate the embedded data and run two nights: the first champion, then challengers."""
     _quiet_libraries()
     settings = _settings()
-    if fresh and settings.home.exists():
-        shutil.rmtree(settings.home / "data", ignore_errors=True)
-        for name in ("mlflow.db", "artifacts"):
-            target = settings.home / name
+    if fresh:
+        # Only what the demo itself makes: the synthetic partitions and the default local
+        # store. A configured tracking server or another dataset is never touched.
+        targets = [settings.resolved_data_root / "synthetic_clicks"]
+        if settings.tracking_uri is None:
+            targets += [settings.home / "mlflow.db", settings.home / "artifacts"]
+        for target in targets:
             if target.is_dir():
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
+            else:
+                continue
+            console.print(f"removed {target} (demo starts fresh; --no-fresh keeps it)")
     generate(days=DEMO_DAYS, rows_per_day=rows_per_day, start=str(DEMO_START), seed=7, data_root=None)
     last_day = DEMO_START + timedelta(days=DEMO_DAYS - 1)
     for night, run_date in enumerate((last_day, last_day + timedelta(days=1)), start=1):

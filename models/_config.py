@@ -10,8 +10,9 @@ from __future__ import annotations
 import numbers
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import fields, is_dataclass
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 C = TypeVar("C")
 

@@ -6,7 +6,7 @@ continuous inputs, H = a hidden width.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

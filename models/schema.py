@@ -38,7 +38,7 @@ class InputSchema:
     item_fields: tuple[str, ...] = ()
 
     @classmethod
-    def from_layout(cls, layout: dict[str, Any]) -> "InputSchema":
+    def from_layout(cls, layout: dict[str, Any]) -> InputSchema:
         """Build from the plain-dict layout written by the fitted preprocessor."""
         return cls(
             categorical=tuple(Field(f["name"], int(f["cardinality"])) for f in layout["categorical"]),

@@ -11,8 +11,9 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,7 +57,7 @@ class TrainConfig:
             raise ValueError("need lr > 0, wide_lr > 0 (or None) and weight_decay >= 0")
 
     @classmethod
-    def from_dict(cls, params: Mapping[str, Any] | None) -> "TrainConfig":
+    def from_dict(cls, params: Mapping[str, Any] | None) -> TrainConfig:
         """Strict: unknown keys or wrong types raise ValueError listing the valid keys."""
         return config_from_dict(cls, params, what="training config")
 

@@ -27,7 +27,7 @@ class GatePolicy:
     seed: int = 0
 
     @classmethod
-    def from_settings(cls, settings) -> "GatePolicy":
+    def from_settings(cls, settings) -> GatePolicy:
         return cls(
             auc_tolerance=settings.auc_tolerance,
             logloss_tolerance=settings.logloss_tolerance,

@@ -7,12 +7,12 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from feature_store import partitions
 from feature_store.errors import RecloopInputError
 from feature_store.spec import DatasetSpec
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 
 @dataclass

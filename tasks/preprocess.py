@@ -8,14 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from feature_store.spec import DatasetSpec
 from feature_store.workflow import Preprocessor
 from models.schema import InputSchema
 from tasks.features import to_batch
 from tasks.ingest import RawWindow
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 
 @dataclass

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import getpass
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+
+from mlflow import MlflowClient
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -78,7 +79,7 @@ def promote(client: MlflowClient, name: str, version: str, approved_by: str, rea
             "approval.decision": "approved",
             "approval.by": approved_by,
             "approval.reason": reason,
-            "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
         },
     )
     client.set_registered_model_alias(name, CHAMPION, version)

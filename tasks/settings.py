@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _bounds(self) -> "Settings":
+    def _bounds(self) -> Settings:
         lo, hi = self.calibration_bounds
         if not 0 < lo < 1 < hi:
             raise ValueError(f"calibration_bounds must satisfy 0 < low < 1 < high, got {self.calibration_bounds}")

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-import mlflow
 import numpy as np
 import torch
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
+import mlflow
 from feature_store.spec import DatasetSpec
 from models import build_model
 from models.trainer import TrainConfig, TrainResult, fit, predict_proba
 from tasks import plots
 from tasks.bundle import log_bundle
 from tasks.preprocess import PreparedData
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 
 @dataclass

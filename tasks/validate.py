@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
 from feature_store.spec import DatasetSpec
 from feature_store.validation import ValidationReport, validate_frames
 from tasks.ingest import RawWindow
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 
 def validate_window(window: RawWindow, spec: DatasetSpec) -> list[ValidationReport]:

@@ -174,7 +174,7 @@ def generate_day(world: World, day: date, rows: int, seed: int) -> pd.DataFrame:
     true_ctr = 1.0 / (1.0 + np.exp(-logit))
     click = (rng.random(rows) < true_ctr).astype(np.int64)
 
-    midnight = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp())
+    midnight = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
     ts = midnight + hour * 3600 + seconds
     order = np.argsort(ts, kind="stable")
     segment_names = np.array([f"seg{s:02d}" for s in range(N_SEGMENTS)], dtype=object)

@@ -69,8 +69,9 @@ def test_invalid_yaml(tmp_path):
 
 def test_clean_day_passes_the_suite_and_a_bad_one_lists_every_failure():
     spec = load_spec("synthetic_clicks")
-    from feature_store.generators.synthetic import generate_day, make_world
     from datetime import date
+
+    from feature_store.generators.synthetic import generate_day, make_world
 
     day = generate_day(make_world(7), date(2026, 1, 1), 1500, 7)
     assert validate_frame(day, spec, "clean").ok
