@@ -47,6 +47,7 @@ def test_every_architecture_learns_the_planted_signal(val_auc, data):
 
 
 def test_wide_and_deep_beats_wide_and_deep_alone(val_auc):
-    # Measured here: wide_deep 0.788, wide 0.777, deep 0.759 (seed 0, 4 epochs).
+    # Measured on this data over model seeds 0-2 (4 epochs): wide_deep 0.787-0.791,
+    # wide 0.776-0.777, deep 0.764-0.773; the smallest margins were 0.010 and 0.013.
     assert val_auc["wide_deep"] > val_auc["wide"] + 0.005, val_auc
-    assert val_auc["wide_deep"] > val_auc["deep"] + 0.01, val_auc
+    assert val_auc["wide_deep"] > val_auc["deep"] + 0.008, val_auc

@@ -18,14 +18,6 @@ ARCHS = sorted(ARCHITECTURES)
 NO_DROPOUT = {"wide": {}, "deep": {"dropout": 0.0}, "wide_deep": {"dropout": 0.0}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from a second thread, and on a busy 2-core box intra-op
-    # threads contend badly (an order of magnitude slower).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 
