@@ -15,9 +15,13 @@ export PREFECT_HOME ?= $(abspath $(WORKDIR))/prefect
 export PYTHONWARNINGS ?= ignore::UserWarning:merlin.dtypes.mappings.tf,ignore::UserWarning:merlin.dtypes.mappings.triton
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast bench ui status clean
+.PHONY: install dirs run test test-fast bench ui status clean
 
-install: $(STAMP)
+install: $(STAMP) dirs
+
+# Prefect creates PREFECT_HOME but not its parents.
+dirs:
+	@mkdir -p "$(PREFECT_HOME)"
 
 # pip<24 is needed inside the venv: pip 24+ rejects merlin-dataloader 23.8's metadata.
 # requirements.lock pins the whole transitive set that is known to work together.

@@ -29,3 +29,7 @@ class DataError(RecloopInputError):
         if detail:
             msg += f": {detail}"
         super().__init__(msg)
+
+
+class ParameterError(RecloopInputError):
+    """A run parameter (architecture name, hyper-parameter) is invalid."""

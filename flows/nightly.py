@@ -14,14 +14,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from feature_store.spec import load_spec
-from models.trainer import TrainConfig
 from tasks import registry, report, tracking
 from tasks.evaluate import GatePolicy
 from tasks.ingest import ingest_task
 from tasks.preprocess import preprocess_task
 from tasks.settings import get_settings
 from tasks.stage import promotion_task, staging_task
-from tasks.train import train_task
+from tasks.train import check_architectures, train_config, train_task
 from tasks.validate import validate_task
 
 DEFAULT_ARCHITECTURES = ["wide", "deep", "wide_deep"]
@@ -43,6 +42,7 @@ def nightly_retrain(
     run_date = run_date or date.today()
     architectures = architectures or DEFAULT_ARCHITECTURES
     spec = load_spec(dataset)
+    check_architectures(architectures, hparams)
     client = tracking.configure(settings)
     stage_seconds: dict[str, float] = {}
 
@@ -73,10 +73,9 @@ def nightly_retrain(
     )
     ok = False
     try:
-        train_config = TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size,
-                                   threads=settings.threads, seed=settings.seed)
+        config = train_config(settings)
         candidates = [
-            timed("train", train_task, arch, data, spec, train_config, (hparams or {}).get(arch),
+            timed("train", train_task, arch, data, spec, config, (hparams or {}).get(arch),
                   exp_id, parent_id, run_tags)
             for arch in architectures
         ]

@@ -18,7 +18,7 @@ def _default_home() -> Path:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RECLOOP_",
-        env_file=os.environ.get("RECLOOP_SETTINGS_FILE", "recloop.env"),
+        env_file="recloop.env",
         env_file_encoding="utf-8",
         extra="forbid",
         frozen=True,
@@ -66,5 +66,7 @@ class Settings(BaseSettings):
 
 
 def get_settings(**overrides) -> Settings:
-    """Settings from the environment, with explicit overrides (CLI flags, flow parameters)."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Settings from the environment and the env file named by RECLOOP_SETTINGS_FILE (read
+    now, not at import), with explicit overrides (CLI flags, flow parameters)."""
+    env_file = os.environ.get("RECLOOP_SETTINGS_FILE", "recloop.env")
+    return Settings(_env_file=env_file, **{k: v for k, v in overrides.items() if v is not None})

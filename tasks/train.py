@@ -13,8 +13,9 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 import mlflow
+from feature_store.errors import ParameterError
 from feature_store.spec import DatasetSpec
-from models import build_model
+from models import build_model, model_config
 from models.trainer import TrainConfig, TrainResult, fit, predict_proba
 from tasks import plots
 from tasks.bundle import log_bundle
@@ -31,6 +32,24 @@ class Candidate:
     n_params: int
     holdout_pred: np.ndarray
     infer_rows_per_s: float
+
+
+def check_architectures(names: list[str], hparams: dict[str, dict] | None) -> None:
+    """Fail before any work on an unknown architecture or hyper-parameter (the error lists
+    what exists)."""
+    unknown = sorted(set(hparams or {}) - set(names))
+    if unknown:
+        raise ParameterError(f"hparams given for architectures not being trained: {unknown} (training {names})")
+    for name in names:
+        try:
+            model_config(name, (hparams or {}).get(name))
+        except ValueError as exc:
+            raise ParameterError(str(exc)) from None
+
+
+def train_config(settings) -> TrainConfig:
+    return TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size,
+                       threads=settings.threads, seed=settings.seed)
 
 
 def flat_params(prefix: str, obj) -> dict[str, str]:

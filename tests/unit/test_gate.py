@@ -73,3 +73,16 @@ def test_reload_check():
     assert reload_check(p + 1e-7, p).passed
     assert not reload_check(p + 1e-3, p).passed
     assert not reload_check(p[:5], p).passed
+
+
+def test_unknown_architecture_or_key_fails_before_any_work():
+    from feature_store.errors import ParameterError
+    from tasks.train import check_architectures
+
+    check_architectures(["wide", "wide_deep"], {"wide_deep": {"embedding_dim": 8}})
+    with pytest.raises(ParameterError, match="wide_deep"):
+        check_architectures(["widedeep"], None)
+    with pytest.raises(ParameterError, match="embedding_dim"):
+        check_architectures(["deep"], {"deep": {"embeding_dim": 8}})
+    with pytest.raises(ParameterError, match="not being trained"):
+        check_architectures(["deep"], {"wide": {}})
