@@ -61,6 +61,8 @@ def log_bundle(model, preprocessor, spec, example_rows: pd.DataFrame) -> str:
     """Log the bundle into the active MLflow run; returns the model URI."""
     from feature_store.spec import spec_to_yaml
     from models import save_checkpoint
+    from models.trainer import predict_proba
+    from tasks.features import to_batch
 
     with tempfile.TemporaryDirectory(prefix="recloop-bundle-") as tmp:
         tmp_path = Path(tmp)
@@ -68,11 +70,9 @@ def log_bundle(model, preprocessor, spec, example_rows: pd.DataFrame) -> str:
         save_checkpoint(tmp_path / "model.pt", model)
         (tmp_path / "spec.yaml").write_text(spec_to_yaml(spec))
         example = example_rows[spec.feature_columns].head(5).reset_index(drop=True)
-        bundle = RankerBundle()
-        bundle.load_context(_Ctx({"spec": str(tmp_path / "spec.yaml"),
-                                  "preprocessor": str(tmp_path / "preprocessor"),
-                                  "model": str(tmp_path / "model.pt")}))
-        signature = infer_signature(example, bundle.predict(None, example))
+        # The signature's output side from the in-memory model; MLflow's own input-example
+        # check then loads the logged bundle and predicts with it.
+        signature = infer_signature(example, predict_proba(model, to_batch(preprocessor.transform(example))))
         info = mlflow.pyfunc.log_model(
             name=MODEL_NAME_IN_RUN,
             python_model=RankerBundle(),
@@ -87,9 +87,3 @@ def log_bundle(model, preprocessor, spec, example_rows: pd.DataFrame) -> str:
         )
     return info.model_uri
 
-
-class _Ctx:
-    """Stand-in for mlflow's PythonModelContext, to check the bundle before logging it."""
-
-    def __init__(self, artifacts: dict[str, str]):
-        self.artifacts = artifacts

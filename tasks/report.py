@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.metrics import log_loss, roc_auc
+from tasks.evaluate import score
 from tasks.stage import StagingOutcome
 from tasks.train import Candidate
 
@@ -32,14 +32,14 @@ def comparison_rows(
             "registered": f"v{outcome.version}" if cand.arch == outcome.selected else "",
         })
     if outcome.champion is not None:
-        p = np.clip(outcome.champion.pred, 1e-7, 1 - 1e-7)
-        rows.append({"model": f"champion v{outcome.champion.version}", "staging_auc": roc_auc(y, p),
-                     "staging_logloss": log_loss(y, p), "calibration": float(p.mean() / max(y.mean(), 1e-12)),
+        champ = score(y, outcome.champion.pred)
+        rows.append({"model": f"champion v{outcome.champion.version}", "staging_auc": champ.auc,
+                     "staging_logloss": champ.logloss, "calibration": champ.calibration,
                      "verdict": "in production"})
     if oracle is not None:
-        p = np.clip(oracle, 1e-7, 1 - 1e-7)
-        rows.append({"model": "oracle (true CTR)", "staging_auc": roc_auc(y, p), "staging_logloss": log_loss(y, p),
-                     "calibration": float(p.mean() / max(y.mean(), 1e-12)), "verdict": "ceiling"})
+        best = score(y, oracle)
+        rows.append({"model": "oracle (true CTR)", "staging_auc": best.auc, "staging_logloss": best.logloss,
+                     "calibration": best.calibration, "verdict": "ceiling"})
     return rows
 
 
@@ -47,9 +47,8 @@ def oracle_scores(frame, spec) -> dict | None:
     """AUC/logloss of the true click probability: the ceiling any model can reach."""
     if not spec.oracle_column or spec.oracle_column not in frame:
         return None
-    y = frame[spec.label].to_numpy(dtype=float)
-    p = np.clip(frame[spec.oracle_column].to_numpy(dtype=float), 1e-7, 1 - 1e-7)
-    return {"auc": roc_auc(y, p), "logloss": log_loss(y, p)}
+    best = score(frame[spec.label].to_numpy(dtype=float), frame[spec.oracle_column].to_numpy(dtype=float))
+    return {"auc": best.auc, "logloss": best.logloss}
 
 
 def _fmt(v, spec: str) -> str:
