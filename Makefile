@@ -3,6 +3,8 @@
 #   make test   install everything into .venv and run the test suite
 #   make bench  run the loop benchmark (JSON + markdown in benchmarks/results/)
 #   make ui     MLflow UI on the local tracking store
+#   make up     served stack on 127.0.0.1: Prefect server + MLflow server + process worker + deployment
+#   make down   stop exactly what `make up` started (pid files in $(RECLOOP_HOME)/stack)
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV   ?= .venv
@@ -15,7 +17,7 @@ export PREFECT_HOME ?= $(abspath $(WORKDIR))/prefect
 export PYTHONWARNINGS ?= ignore::UserWarning:merlin.dtypes.mappings.tf,ignore::UserWarning:merlin.dtypes.mappings.triton
 PYTEST_ARGS ?=
 
-.PHONY: install dirs run test test-fast bench ui status clean
+.PHONY: install dirs run test test-fast bench ui status clean up down stack-status
 
 install: $(STAMP) dirs
 
@@ -48,6 +50,18 @@ status: install
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(RECLOOP_HOME)/mlflow.db" --host 127.0.0.1 --port 5000
+
+# Logic in flows/stack.py; ports: RECLOOP_PREFECT_PORT (4200), RECLOOP_MLFLOW_PORT (5000);
+# RECLOOP_DB_URL=postgresql://user@host:5432/recloop puts both servers on PostgreSQL.
+up: install
+	$(BIN)/python -m flows.stack up
+
+down:
+	@test -x $(BIN)/python || { echo "no $(VENV): nothing was started by make up"; exit 0; }; \
+	$(BIN)/python -m flows.stack down
+
+stack-status: install
+	$(BIN)/python -m flows.stack status
 
 clean:
 	rm -rf $(WORKDIR)

@@ -168,6 +168,169 @@ def status(dataset: Annotated[Optional[list[str]], typer.Option(help="Dataset (r
     console.print(table)
 
 
+# --- served stack (`recloop stack up|down|status`; the logic is in flows/stack.py) ---------
+from flows.stack import app as _stack_app  # noqa: E402  (typer only: cheap to import)
+
+app.add_typer(_stack_app, name="stack")
+# --- end of served stack -------------------------------------------------------------------
+
+
+def _fail(message: str, code: int = 1) -> None:
+    console.print(f"[bold red]{message}[/]")
+    raise typer.Exit(code=code)
+
+
+@app.command()
+def pending(limit: Annotated[int, typer.Option(help="At most this many runs.")] = 50) -> None:
+    """Nightly runs paused for a manual approval decision (Prefect state Paused)."""
+    _quiet_libraries()
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+    from rich.table import Table
+
+    from tasks import approval, registry
+
+    # sort and limit are passed explicitly: this Prefect server answers 422 to their null defaults.
+    with get_client(sync_client=True) as prefect_client:
+        runs = prefect_client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[approval.FLOW_NAME])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))),
+            sort=FlowRunSort.START_TIME_DESC, limit=limit,
+        )
+    if not runs:
+        console.print("no nightly run is waiting for approval")
+        return
+    client = _mlflow_client()
+    table = Table(title="waiting for approval")
+    for col in ("flow run id", "name", "run date", "dataset", "challenger", "expires (UTC)"):
+        table.add_column(col, overflow="fold")
+    for run in runs:
+        dataset = run.parameters.get("dataset") or "synthetic_clicks"
+        details = run.state.state_details
+        expires = details.pause_timeout
+        expired = expires is not None and expires.timestamp() < _utc_now().timestamp()
+        table.add_row(str(run.id), run.name, str(run.parameters.get("run_date") or "-"), dataset,
+                      _pending_version(client, registry.registered_model_name(dataset), str(run.id)),
+                      (f"{expires:%Y-%m-%d %H:%M:%S}" if expires else "-") + (" (expired)" if expired else ""))
+    console.print(table)
+
+
+def _utc_now():
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+def _mlflow_client():
+    from tasks import tracking
+
+    return tracking.configure(_settings())
+
+
+def _pending_version(client, name: str, flow_run_id: str) -> str:
+    """The version the paused run waits on: tagged `approval.flow_run_id` when it paused."""
+    try:
+        found = client.search_model_versions(f"name='{name}' and tags.`approval.flow_run_id` = '{flow_run_id}'")
+    except Exception:  # the registry may be unreachable from here; the run id is still useful
+        return "?"
+    return ", ".join(f"v{mv.version}" for mv in found) or "?"
+
+
+def _resume(flow_run_id: str, approve: bool, reviewer: str, reason: str) -> None:
+    """Resume a paused nightly run with a decision, or exit non-zero saying why not."""
+    from uuid import UUID
+
+    from prefect import get_client
+    from prefect.exceptions import FlowPauseTimeout, NotPausedError, ObjectNotFound
+    from prefect.flow_runs import resume_flow_run
+
+    from tasks import approval
+
+    try:
+        run_uuid = UUID(flow_run_id)
+    except ValueError:
+        _fail(f"'{flow_run_id}' is not a flow run id (a UUID, see `recloop pending`)", code=2)
+    if not reviewer.strip():
+        _fail("--reviewer must name a person", code=2)
+    decision = approval.Decision(approve=approve, reviewer=reviewer, reason=reason)
+    try:
+        with get_client(sync_client=True) as prefect_client:
+            run = prefect_client.read_flow_run(run_uuid)
+            flow_name = prefect_client.read_flow(run.flow_id).name
+    except ObjectNotFound:
+        _fail(f"no flow run {flow_run_id} on the Prefect API (check PREFECT_API_URL)")
+    if flow_name != approval.FLOW_NAME:
+        _fail(f"flow run {flow_run_id} belongs to flow '{flow_name}', not '{approval.FLOW_NAME}'")
+    if run.state is None or not run.state.is_paused():
+        _fail(f"flow run {flow_run_id} ({run.name}) is not paused: it is {run.state.name if run.state else 'without state'}")
+    expires = run.state.state_details.pause_timeout
+    if expires is not None and expires.timestamp() < _utc_now().timestamp():
+        _fail(f"flow run {flow_run_id} ({run.name}): the pause expired at {expires:%Y-%m-%d %H:%M:%S} UTC; "
+              "the challenger was not promoted")
+    # typer.Exit is a RuntimeError: keep _fail out of this try, or the except below eats it.
+    error = None
+    try:
+        resume_flow_run(run_uuid, run_input=decision.model_dump())
+    except NotPausedError:
+        error = f"flow run {flow_run_id} is not paused (any more)"
+    except FlowPauseTimeout:
+        error = f"flow run {flow_run_id}: the pause expired; the challenger was not promoted"
+    except RuntimeError as exc:  # the server rejected the resume (e.g. input validation)
+        error = f"flow run {flow_run_id} could not be resumed: {exc}"
+    if error:
+        _fail(error)
+    verb = "approved" if approve else "rejected"
+    console.print(f"{verb} by {reviewer}: flow run {flow_run_id} ({run.name}) resumes and records the decision")
+
+
+@app.command()
+def approve(
+    flow_run_id: Annotated[str, typer.Argument(help="The paused run (see `recloop pending`).")],
+    reviewer: Annotated[str, typer.Option(help="Who approves (recorded on the model version).")],
+    reason: Annotated[str, typer.Option(help="Why (recorded on the model version).")] = "",
+) -> None:
+    """Approve the challenger a paused nightly run waits on: it becomes the champion."""
+    _quiet_libraries()
+    _resume(flow_run_id, True, reviewer, reason)
+
+
+@app.command()
+def reject(
+    flow_run_id: Annotated[str, typer.Argument(help="The paused run (see `recloop pending`).")],
+    reviewer: Annotated[str, typer.Option(help="Who rejects (recorded on the model version).")],
+    reason: Annotated[str, typer.Option(help="Why (recorded on the model version).")],
+) -> None:
+    """Reject the challenger a paused nightly run waits on: the champion stays."""
+    _quiet_libraries()
+    _resume(flow_run_id, False, reviewer, reason)
+
+
+@app.command()
+def rollback(
+    dataset: Annotated[str, typer.Argument(help="Dataset whose champion goes back one promotion.")],
+    reviewer: Annotated[str, typer.Option(help="Who rolls back (recorded on both versions).")],
+    reason: Annotated[str, typer.Option(help="Why (recorded on both versions).")],
+) -> None:
+    """Move `champion` back to the version it replaced (its `previous_champion` tag)."""
+    _quiet_libraries()
+    from tasks import registry
+
+    client = _mlflow_client()
+    try:
+        done = registry.rollback(client, registry.registered_model_name(dataset), reviewer, reason)
+    except registry.RollbackError as exc:
+        _fail(f"rollback refused: {exc}")
+    console.print(f"[bold]{done.name}: champion v{done.previous} -> v{done.version}[/] (rolled back by {reviewer})")
+
+
 def main(argv: list[str] | None = None) -> None:
     app(args=argv if argv is not None else sys.argv[1:], prog_name="recloop")
 

@@ -12,9 +12,12 @@ from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.runtime import flow_run
 
 from feature_store.spec import load_spec
-from tasks import registry, report, tracking
+from tasks import approval, registry, report, tracking
 from tasks.evaluate import GatePolicy
 from tasks.ingest import ingest_task
 from tasks.preprocess import preprocess_task
@@ -26,7 +29,7 @@ from tasks.validate import validate_task
 DEFAULT_ARCHITECTURES = ["wide", "deep", "wide_deep"]
 
 
-@flow(name="nightly-retrain", log_prints=True)
+@flow(name=approval.FLOW_NAME, log_prints=True)
 def nightly_retrain(
     run_date: date | None = None,
     dataset: str = "synthetic_clicks",
@@ -35,10 +38,12 @@ def nightly_retrain(
     epochs: int | None = None,
     hparams: dict[str, dict] | None = None,
     data_root: str | None = None,
+    approval_timeout_s: int | None = None,
 ) -> dict:
     """Retrain on the window before `run_date`, gate against the champion, maybe promote."""
     log = get_run_logger()
-    settings = get_settings(approval_mode=approval_mode, epochs=epochs, data_root=data_root)
+    settings = get_settings(approval_mode=approval_mode, epochs=epochs, data_root=data_root,
+                            approval_timeout_s=approval_timeout_s)
     run_date = run_date or date.today()
     architectures = architectures or DEFAULT_ARCHITECTURES
     spec = load_spec(dataset)
@@ -83,6 +88,10 @@ def nightly_retrain(
         outcome = timed("staging", staging_task, client, spec.name, candidates, data.holdout_raw,
                         data.holdout_labels, policy, {**run_tags, "parent_run_id": parent_id})
         promotion = timed("promotion", promotion_task, client, spec.name, outcome, settings.approval_mode)
+        decision = approval.APPROVED if promotion is not None else None
+        if settings.approval_mode == "manual" and outcome.version_gate is not None and outcome.version_gate.passed:
+            decision, promotion = timed("approval", _manual_approval, client, settings, spec.name, outcome,
+                                        candidates, str(window.holdout_day))
         oracle = (data.holdout_raw[spec.oracle_column].to_numpy(dtype=float)
                   if spec.oracle_column and spec.oracle_column in data.holdout_raw else None)
         rows = report.comparison_rows(candidates, outcome, data.holdout_labels, oracle)
@@ -98,6 +107,7 @@ def nightly_retrain(
             "selected": outcome.selected,
             "registered_version": outcome.version,
             "promoted": promotion is not None,
+            "decision": decision,
             "champion_before": outcome.champion.version if outcome.champion else None,
             "champion_after": str(champion_after.version) if champion_after else None,
             "notes": outcome.notes,
@@ -114,10 +124,44 @@ def nightly_retrain(
         for key, secs in stage_seconds.items():
             client.log_metric(parent_id, f"stage_seconds_{key}", secs)
         client.set_tag(parent_id, "outcome", "promoted" if promotion else "champion kept")
+        if decision is not None:
+            client.set_tag(parent_id, "approval.decision", decision)
         ok = True
         return summary
     finally:
         tracking.end_night(client, parent_id, ok)
+
+
+def _manual_approval(client, settings, dataset: str, outcome, candidates, staging_day: str):
+    """Publish the comparison, pause until a reviewer decides (or the pause times out), record
+    the decision. Pause, not suspend: the process keeps the trained candidates and the open
+    MLflow run in memory, and a resume continues here instead of re-running the night."""
+    log = get_run_logger()
+    run_id = str(flow_run.id)
+    req = approval.build_request(client, dataset, outcome, candidates, settings.resolved_tracking_uri,
+                                 staging_day, settings.approval_timeout_s)
+    markdown = approval.comparison_markdown(req, run_id)
+    create_markdown_artifact(key=f"{dataset.replace('_', '-')}-approval", markdown=markdown,
+                             description=f"Approve {req.name} v{req.version}?")
+    approval.mark_pending(client, req.name, req.version, run_id, settings.approval_timeout_s)
+    log.info(f"v{req.version} waits for a decision (up to {settings.approval_timeout_s} s): Resume in the "
+             f"Prefect UI, or `recloop approve|reject {run_id} --reviewer NAME --reason TEXT`")
+    try:
+        decision = pause_flow_run(
+            wait_for_input=approval.Decision.with_initial_data(description=markdown),
+            timeout=settings.approval_timeout_s, poll_interval=settings.approval_poll_s,
+            key=f"approve-v{req.version}",
+        )
+    except FlowPauseTimeout:
+        # Prefect still ends this run Failed ("paused and never resumed"): the server refuses
+        # to leave an expired pause any other way. The registry records the timeout.
+        log.warning(f"no decision on v{req.version} within {settings.approval_timeout_s} s; champion unchanged")
+        decision = None
+    verdict, promotion = approval.decision_task(client, req.name, req.version, decision, run_id,
+                                                settings.approval_timeout_s)
+    who = f" by {decision.reviewer}" if decision is not None else ""
+    outcome.notes.append(f"v{req.version} {verdict}{who}" + (f": {decision.reason}" if decision and decision.reason else ""))
+    return verdict, promotion
 
 
 def _artifact_markdown(summary: dict) -> str:

@@ -49,7 +49,10 @@ def register_version(
 ) -> ModelVersion:
     """Register a logged bundle as a new version (no alias yet)."""
     ensure_registered_model(client, name, dataset)
-    return client.create_model_version(name=name, source=model_uri, run_id=run_id, tags=tags)
+    # A logged model's URI is `models:/<model_id>`. An MLflow 3.17 tracking *server* rejects that
+    # source unless model_id names the same model (a local SQLite store does not check).
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    return client.create_model_version(name=name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id)
 
 
 def set_tags(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
@@ -83,10 +86,45 @@ def promote(client: MlflowClient, name: str, version: str, approved_by: str, rea
         },
     )
     client.set_registered_model_alias(name, CHAMPION, version)
-    challenger = alias_version(client, name, CHALLENGER)
-    if challenger is not None and str(challenger.version) == str(version):
-        client.delete_registered_model_alias(name, CHALLENGER)
+    remove_alias_if(client, name, CHALLENGER, version)
     return Promotion(name, str(version), prev_version)
+
+
+def remove_alias_if(client: MlflowClient, name: str, alias: str, version: str) -> bool:
+    """Delete `alias` when it points to `version` (a newer night may already have moved it)."""
+    current = alias_version(client, name, alias)
+    if current is None or str(current.version) != str(version):
+        return False
+    client.delete_registered_model_alias(name, alias)
+    return True
+
+
+class RollbackError(RuntimeError):
+    """A rollback that cannot happen (no champion, no recorded previous champion)."""
+
+
+def rollback(client: MlflowClient, name: str, by: str, reason: str) -> Promotion:
+    """Move `champion` back to the version recorded in the current champion's
+    `previous_champion` tag, tagging who, why and when on both versions. Repeating it walks
+    further back, since the restored version carries its own `previous_champion`."""
+    current = alias_version(client, name, CHAMPION)
+    if current is None:
+        raise RollbackError(f"{name} has no champion: nothing to roll back")
+    target = current.tags.get("previous_champion", "none")
+    if target in {"", "none"}:
+        raise RollbackError(f"{name} champion v{current.version} has no previous champion recorded: "
+                            "it is the first one, there is nothing to roll back to")
+    try:
+        client.get_model_version(name, target)
+    except MlflowException as exc:
+        raise RollbackError(f"{name} v{target} (the previous champion) no longer exists: {exc.message}") from None
+    stamp = {"rollback.by": by, "rollback.reason": reason,
+             "rollback.at": datetime.now(UTC).isoformat(timespec="seconds"),
+             "rollback.from_version": str(current.version), "rollback.to_version": target}
+    set_tags(client, name, str(current.version), {**stamp, "rollback.role": "rolled back"})
+    set_tags(client, name, target, {**stamp, "rollback.role": "restored"})
+    client.set_registered_model_alias(name, CHAMPION, target)
+    return Promotion(name, target, str(current.version))
 
 
 def current_user() -> str:

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
         default=None, description="Prefect API; unset means Prefect's local ephemeral mode."
     )
     approval_mode: Literal["auto", "manual"] = "auto"
+    approval_timeout_s: int = Field(default=6 * 3600, ge=1, description="Manual mode: wait this long for a decision.")
+    approval_poll_s: int = Field(default=10, ge=1, description="Manual mode: how often the paused run checks for one.")
     window_days: int = Field(default=7, ge=2, description="Training days before the staging day.")
     # Staging gate.
     auc_tolerance: float = Field(default=0.002, ge=0.0, description="Challenger AUC may be this much below the champion's.")
@@ -44,6 +46,13 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=1024, ge=16)
     threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
     seed: int = 0
+    # Served stack (`make up` / `recloop stack`, flows/stack.py).
+    db_url: str | None = Field(
+        default=None, description="PostgreSQL for the served stack (postgresql://user@host:port/db); unset: SQLite files."
+    )
+    prefect_port: int = Field(default=4200, ge=1, le=65535)
+    mlflow_port: int = Field(default=5000, ge=1, le=65535)
+    schedule_timezone: str | None = Field(default=None, description="Overrides prefect.yaml's nightly time zone.")
 
     @model_validator(mode="after")
     def _bounds(self) -> Settings:

@@ -1,0 +1,218 @@
+"""Manual approval end to end: the nightly flow pauses on a real Prefect test server, a person
+decides through the real CLI (`recloop pending / approve / reject`), and the decision lands on
+the model version in a real SQLite MLflow registry. Also: a pause that times out promotes nothing."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+import uuid
+from datetime import date
+
+import pytest
+from typer.testing import CliRunner
+
+from feature_store.generators.synthetic import generate_synthetic
+from tasks import registry
+
+pytestmark = pytest.mark.slow
+
+DATASET = "synthetic_clicks"
+NAME = registry.registered_model_name(DATASET)
+START = date(2026, 2, 1)
+RUN_DATE = date(2026, 2, 5)  # staging day 02-04, training days 02-01..02-03 (window 3)
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory, prefect_server):
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RECLOOP_HOME", str(home))
+        mp.setenv("RECLOOP_WINDOW_DAYS", "3")
+        mp.setenv("RECLOOP_BATCH_SIZE", "256")  # small data: enough optimizer steps in 2 epochs
+        mp.setenv("RECLOOP_APPROVAL_POLL_S", "1")  # the paused run notices a resume within a second
+        mp.setenv("RECLOOP_SETTINGS_FILE", str(home / "absent.env"))
+        for var in ("RECLOOP_DATA_ROOT", "RECLOOP_TRACKING_URI", "RECLOOP_REGISTRY_URI", "RECLOOP_APPROVAL_MODE"):
+            mp.delenv(var, raising=False)
+        from flows.cli import app
+        from flows.nightly import nightly_retrain
+        from tasks import tracking
+        from tasks.settings import get_settings
+
+        generate_synthetic(home / "data", start=START, days=4, rows_per_day=2000, seed=5)
+        client = tracking.configure(get_settings())
+        yield {"client": client, "flow": nightly_retrain, "app": app}
+
+
+class Night:
+    """One manual-mode night in a background thread (the flow blocks while paused). The
+    thread runs in a copy of this context, so it talks to the same Prefect test server."""
+
+    def __init__(self, loop, timeout_s: int = 600):
+        self.result: dict = {}
+        self.error: BaseException | None = None
+
+        def target():
+            try:
+                self.result = loop["flow"](run_date=RUN_DATE, dataset=DATASET, architectures=["wide"], epochs=2,
+                                           approval_mode="manual", approval_timeout_s=timeout_s)
+            except BaseException as exc:  # surfaced by finish()
+                self.error = exc
+
+        self.thread = threading.Thread(target=contextvars.copy_context().run, args=(target,), daemon=True)
+        self.thread.start()
+
+    def finish(self, timeout: float = 120) -> dict:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the flow did not finish after the decision"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def _paused_run_ids() -> set[str]:
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))),
+            sort=FlowRunSort.START_TIME_DESC, limit=50)
+    return {str(r.id) for r in runs if r.state.state_details.pause_timeout.timestamp() > time.time()}
+
+
+def _wait_until_paused(night: Night, before: set[str], timeout: float = 180) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new = _paused_run_ids() - before
+        if new:
+            (run_id,) = new
+            return run_id
+        if not night.thread.is_alive():
+            night.finish(0)
+            pytest.fail(f"the flow ended without pausing: {night.result.get('notes')}")
+        time.sleep(0.5)
+    pytest.fail("the flow did not pause for approval in time")
+
+
+def _flow_run_state(run_id: str):
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(uuid.UUID(run_id)).state
+
+
+def _approval_artifact(run_id: str) -> str:
+    """The markdown the flow published for the reviewer. Raw filter request: this Prefect
+    server answers 422 to the client's null defaults, and empty task/flow-run filter objects
+    turn into joins that drop flow-level artifacts."""
+    from prefect import get_client
+
+    body = {"artifacts": {"key": {"any_": ["synthetic-clicks-approval"]}, "flow_run_id": {"any_": [run_id]}},
+            "limit": 5}
+    with get_client(sync_client=True) as client:
+        found = client.request("POST", "/artifacts/filter", json=body).json()
+    assert len(found) == 1 and found[0]["type"] == "markdown", found
+    return found[0]["data"]
+
+
+def _cli(loop, *args: str):
+    return CliRunner().invoke(loop["app"], list(args))
+
+
+def _champion(client) -> str | None:
+    mv = registry.alias_version(client, NAME, registry.CHAMPION)
+    return str(mv.version) if mv else None
+
+
+def test_approve_from_the_cli_promotes_and_records_who_and_why(loop):
+    client = loop["client"]
+    champion_before = _champion(client)
+    night = Night(loop)
+    run_id = _wait_until_paused(night, set())
+
+    listed = _cli(loop, "pending")
+    assert listed.exit_code == 0, listed.output
+    challenger = registry.alias_version(client, NAME, registry.CHALLENGER)
+    assert run_id in listed.output and f"v{challenger.version}" in listed.output, listed.output
+    assert challenger.tags["approval.decision"] == "pending"
+    markdown = _approval_artifact(run_id)
+    assert f"Approval needed: {NAME} v{challenger.version}" in markdown
+    assert "staging AUC" in markdown and challenger.run_id in markdown and f"recloop approve {run_id}" in markdown
+
+    approved = _cli(loop, "approve", run_id, "--reviewer", "ann", "--reason", "beats the champion on AUC")
+    assert approved.exit_code == 0, approved.output
+    summary = night.finish()
+
+    assert summary["decision"] == "approved" and summary["promoted"]
+    assert summary["champion_before"] == champion_before
+    champion = registry.alias_version(client, NAME, registry.CHAMPION)
+    assert str(champion.version) == summary["registered_version"] == str(challenger.version)
+    assert champion.tags["approval.decision"] == "approved"
+    assert champion.tags["approval.by"] == "ann"
+    assert champion.tags["approval.reason"] == "beats the champion on AUC"
+    assert champion.tags["approval.flow_run_id"] == run_id
+    assert champion.tags["previous_champion"] == (champion_before or "none")
+    assert registry.alias_version(client, NAME, registry.CHALLENGER) is None
+    assert _flow_run_state(run_id).is_completed()
+
+    # The run is finished: resuming it again is refused with a clear message.
+    again = _cli(loop, "approve", run_id, "--reviewer", "ann")
+    assert again.exit_code == 1 and "is not paused: it is Completed" in again.output, again.output
+    assert "could not be resumed" not in again.output
+
+
+def test_reject_keeps_the_champion_and_drops_the_challenger(loop):
+    client = loop["client"]
+    champion_before = _champion(client)
+    night = Night(loop)
+    run_id = _wait_until_paused(night, set())
+    version = str(registry.alias_version(client, NAME, registry.CHALLENGER).version)
+
+    rejected = _cli(loop, "reject", run_id, "--reviewer", "bob", "--reason", "calibration drifted")
+    assert rejected.exit_code == 0, rejected.output
+    summary = night.finish()
+
+    assert summary["decision"] == "rejected" and not summary["promoted"]
+    assert _champion(client) == champion_before == summary["champion_after"]
+    tags = client.get_model_version(NAME, version).tags
+    assert tags["approval.decision"] == "rejected"
+    assert tags["approval.by"] == "bob" and tags["approval.reason"] == "calibration drifted"
+    assert tags["approval.flow_run_id"] == run_id
+    assert registry.alias_version(client, NAME, registry.CHALLENGER) is None
+    assert _flow_run_state(run_id).is_completed()
+
+
+def test_a_pause_that_times_out_promotes_nothing(loop):
+    client = loop["client"]
+    champion_before = _champion(client)
+    summary = Night(loop, timeout_s=5).finish(timeout=240)
+
+    assert summary["decision"] == "timeout" and not summary["promoted"]
+    assert _champion(client) == champion_before
+    tags = client.get_model_version(NAME, summary["registered_version"]).tags
+    assert tags["approval.decision"] == "timeout" and tags["approval.by"] == "nobody"
+    run_id = tags["approval.flow_run_id"]
+    assert registry.alias_version(client, NAME, registry.CHALLENGER) is None
+    # Prefect's server fails a run whose pause expired, whatever the flow returns.
+    assert _flow_run_state(run_id).is_failed()
+    late = _cli(loop, "approve", run_id, "--reviewer", "ann")
+    assert late.exit_code == 1 and "is not paused" in late.output, late.output
+
+
+def test_cli_refuses_what_it_cannot_resume(loop):
+    missing = _cli(loop, "approve", str(uuid.uuid4()), "--reviewer", "ann")
+    assert missing.exit_code == 1 and "no flow run" in missing.output, missing.output
+    garbled = _cli(loop, "reject", "not-a-run-id", "--reviewer", "ann", "--reason", "x")
+    assert garbled.exit_code == 2 and "not a flow run id" in garbled.output, garbled.output
+    no_reason = _cli(loop, "reject", str(uuid.uuid4()), "--reviewer", "ann")
+    assert no_reason.exit_code != 0  # a rejection needs a reason
+    nobody = _cli(loop, "approve", str(uuid.uuid4()), "--reviewer", " ")
+    assert nobody.exit_code == 2 and "--reviewer" in nobody.output, nobody.output

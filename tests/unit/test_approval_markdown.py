@@ -1,0 +1,51 @@
+"""The comparison a reviewer approves from: numbers, interval, checks, links (no MLflow needed)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from tasks.approval import ApprovalRequest, comparison_markdown
+from tasks.evaluate import GatePolicy, evaluate_gate
+
+
+@pytest.fixture(scope="module")
+def request_():
+    rng = np.random.default_rng(1)
+    p = rng.beta(2, 12, size=5000)
+    y = (rng.random(p.size) < p).astype(float)
+    champion = np.clip(p + rng.normal(0, 0.05, p.size), 0.001, 0.999)
+    gate = evaluate_gate(y, p, champion, GatePolicy(bootstrap_samples=100))
+    return ApprovalRequest(dataset="synthetic_clicks", name="synthetic_clicks-ranker", version="3", arch="wide_deep",
+                           run_id="run-new", experiment_id="7", gate=gate, champion_version="2",
+                           champion_run_id="run-old", champion_experiment_id="7",
+                           tracking_uri="http://mlflow.internal:5000/", staging_day="2026-01-09", timeout_s=6 * 3600)
+
+
+def test_shows_both_models_the_deltas_with_interval_and_how_to_decide(request_):
+    md = comparison_markdown(request_, "fr-123")
+    g = request_.gate
+    assert "challenger v3" in md and "champion v2" in md and "moves `champion` from v2 to v3" in md
+    assert f"{g.challenger.auc:.4f}" in md and f"{g.champion.auc:.4f}" in md
+    assert f"{g.delta_auc:+.4f} [95% CI {g.delta_auc_low:+.4f}, {g.delta_auc_high:+.4f}]" in md
+    assert f"{g.delta_logloss:+.4f}" in md and f"{g.challenger.calibration:.3f}" in md
+    assert "ok auc_vs_champion" in md
+    assert "recloop approve fr-123" in md and "recloop reject fr-123" in md and "6:00:00" in md
+
+
+def test_links_runs_on_a_tracking_server_and_prints_ids_otherwise(request_):
+    md = comparison_markdown(request_, "fr-123")
+    assert "[run-new](http://mlflow.internal:5000/#/experiments/7/runs/run-new)" in md
+    assert "[run-old](http://mlflow.internal:5000/#/experiments/7/runs/run-old)" in md
+    local = comparison_markdown(dataclasses.replace(request_, tracking_uri="sqlite:////tmp/mlflow.db"), "fr-123")
+    assert "`run-new`" in local and "`run-old`" in local and "](" not in local
+
+
+def test_first_champion_has_no_comparison_columns(request_):
+    rng = np.random.default_rng(2)
+    p = rng.beta(2, 12, size=2000)
+    y = (rng.random(p.size) < p).astype(float)
+    first = dataclasses.replace(request_, gate=evaluate_gate(y, p, None, GatePolicy()), champion_version=None,
+                                champion_run_id=None, champion_experiment_id=None)
+    md = comparison_markdown(first, "fr-1")
+    assert "champion (none yet)" in md and "moves `champion` to v3" in md and "ok auc_floor" in md
