@@ -6,6 +6,28 @@
 Every architecture is a pure `nn.Module` with `forward(batch) -> logits (B,)`, built from an
 `InputSchema` and a frozen `Config` dataclass that lives next to it (`<module>.Config`).
 Importing this package has no side effects.
+
+The zoo, one file per architecture (`models/<name>.py`):
+
+    wide        logistic regression over ids and crosses      Cheng 2016, 1606.07792
+    deep        embeddings + MLP                               Cheng 2016, 1606.07792
+    wide_deep   wide + deep, jointly trained                   Cheng 2016, 1606.07792
+    fm          factorization machine over fields              Rendle 2010
+    deepfm      FM + MLP on shared embeddings                  Guo 2017, 1703.04247
+    dcn         cross network V1 || MLP                        Wang 2017, 1708.05123
+    dcn_v2      cross network V2 (full / low rank / MoE)       Wang 2020, 2008.13535
+    dlrm        bottom MLP, pairwise dots, top MLP             Naumov 2019, 1906.00091
+    autoint     multi-head self-attention over fields          Song 2019, 1810.11921
+    xdeepfm     linear + CIN + MLP                             Lian 2018, 1803.05170
+    final_mlp   two gated MLP streams, bilinear fusion         Mao 2023, 2304.00902
+    gdcn        gated cross network + MLP                      Wang 2023, 2311.04635
+    ncf         NeuMF: GMF + MLP over user/item fields         He 2017, 1708.05031
+    two_tower   user tower . item tower                        Yi 2019 (RecSys)
+    dhen        stacked ensembles of interaction modules       Zhang 2022, 2203.11014
+
+Building blocks: `layers.py` (embeddings, MLP, linear) and `interactions.py` (FM, cross
+networks, dot products, attention, CIN, gating, bilinear fusion). `ncf` and `two_tower`
+need `schema.user_fields` and `schema.item_fields`.
 """
 
 from __future__ import annotations
@@ -20,15 +42,39 @@ import torch
 from torch import nn
 
 from models._config import ConfigError, config_from_dict
+from models.autoint import AutoInt
+from models.dcn import DCN
+from models.dcn_v2 import DCNv2
 from models.deep import Deep
+from models.deepfm import DeepFM
+from models.dhen import DHEN
+from models.dlrm import DLRM
+from models.final_mlp import FinalMLP
+from models.fm import FM
+from models.gdcn import GDCN
+from models.ncf import NCF
 from models.schema import Field, InputSchema
+from models.two_tower import TwoTower
 from models.wide import Wide
 from models.wide_deep import WideDeep
+from models.xdeepfm import XDeepFM
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "wide": Wide,
     "deep": Deep,
     "wide_deep": WideDeep,
+    "fm": FM,
+    "deepfm": DeepFM,
+    "dcn": DCN,
+    "dcn_v2": DCNv2,
+    "dlrm": DLRM,
+    "autoint": AutoInt,
+    "xdeepfm": XDeepFM,
+    "final_mlp": FinalMLP,
+    "gdcn": GDCN,
+    "ncf": NCF,
+    "two_tower": TwoTower,
+    "dhen": DHEN,
 }
 
 CHECKPOINT_FORMAT = 1

@@ -170,3 +170,36 @@ class WideLinear(nn.Module):
                 raise ValueError("WideLinear was built with continuous inputs; pass `cont`")
             out = out + self.dense(cont)  # (B, C) -> (B, 1)
         return out
+
+
+class FieldEmbedding(nn.Module):
+    """Every input as one D-vector per field, for field-wise interaction models (FM, AutoInt, ...).
+
+        out[b, f, :] = W[offset_f + ids[b, f], :]          for the F id fields
+        out[b, F + c, :] = x[b, c] * u_c                    for the C continuous columns
+
+    A continuous column is a field with a single learned vector u_c scaled by its value (as in
+    FM, Rendle 2010, and AutoInt, Song et al. 2019).
+
+    Args:
+        cardinalities: ids per id field (may be empty).
+        n_continuous: number of continuous columns (may be 0).
+        dim: embedding dimension D.
+        init_std: all vectors start as N(0, init_std^2).
+
+    Forward:
+        ids: int64 (B, F), cont: float32 (B, C) -> (B, F + C, D)
+    """
+
+    def __init__(self, cardinalities: Sequence[int], n_continuous: int, dim: int, init_std: float = 0.02):
+        super().__init__()
+        self.ids = FusedEmbedding(cardinalities, dim, init_std=init_std)
+        self.cont = nn.Parameter(init_std * torch.randn(n_continuous, dim)) if n_continuous > 0 else None
+        self.num_fields = len(cardinalities) + n_continuous
+        self.dim = int(dim)
+
+    def forward(self, ids: torch.Tensor, cont: torch.Tensor) -> torch.Tensor:
+        emb = self.ids(ids)  # (B, F, D)
+        if self.cont is None:
+            return emb
+        return torch.cat([emb, cont.unsqueeze(2) * self.cont], dim=1)  # (B, F + C, D)

@@ -48,6 +48,14 @@ class InputSchema:
             item_fields=tuple(layout.get("item_fields", [])),
         )
 
+    def categorical_indices(self, names: tuple[str, ...]) -> tuple[int, ...]:
+        """Positions in "cat" of the categorical fields `names`; ValueError on an unknown name."""
+        known = [f.name for f in self.categorical]
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"unknown categorical field(s) {unknown}; categorical fields: {known}")
+        return tuple(known.index(n) for n in names)
+
     def to_layout(self) -> dict[str, Any]:
         return {
             "categorical": [{"name": f.name, "cardinality": f.cardinality} for f in self.categorical],

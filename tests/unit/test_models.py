@@ -15,7 +15,28 @@ from models import ARCHITECTURES, build_model, load_checkpoint, model_config, sa
 from models.schema import Field, InputSchema
 
 ARCHS = sorted(ARCHITECTURES)
-NO_DROPOUT = {"wide": {}, "deep": {"dropout": 0.0}, "wide_deep": {"dropout": 0.0}}
+# The paper each architecture's module docstring must cite.
+PAPERS = {
+    "wide": "1606.07792", "deep": "1606.07792", "wide_deep": "1606.07792",
+    "fm": "Rendle 2010", "deepfm": "1703.04247", "dcn": "1708.05123", "dcn_v2": "2008.13535",
+    "dlrm": "1906.00091", "autoint": "1810.11921", "xdeepfm": "1803.05170",
+    "final_mlp": "2304.00902", "gdcn": "2311.04635", "ncf": "1708.05031",
+    "two_tower": "Yi et al. 2019", "dhen": "2203.11014",
+}
+# Architectures over the schema's user and item fields only: they cannot be built without them.
+TOWERS = {"ncf", "two_tower"}
+
+
+def _has_key(arch: str, key: str) -> bool:
+    return key in {f.name for f in dataclasses.fields(ARCHITECTURES[arch].config_class)}
+
+
+def no_dropout(arch: str) -> dict:
+    return {"dropout": 0.0} if _has_key(arch, "dropout") else {}
+
+
+def small(arch: str) -> dict:
+    return {"hidden": [32, 16]} if _has_key(arch, "hidden") else {}
 
 
 
@@ -26,6 +47,8 @@ def make_schema(n_cont: int = 3, crosses: bool = True) -> InputSchema:
         categorical=(Field("user", 40), Field("item", 25), Field("hour", 24)),
         continuous=tuple(f"x{j}" for j in range(n_cont)),
         crosses=(Field("user_x_item", 997),) if crosses else (),
+        user_fields=("user",),
+        item_fields=("item",),
     )
 
 
@@ -82,6 +105,10 @@ def test_works_without_continuous_or_crosses(arch, n_cont, crosses):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_works_with_continuous_inputs_only(arch):
     schema = InputSchema(categorical=(), continuous=("a", "b"))
+    if arch in TOWERS:
+        with pytest.raises(ValueError, match="user_fields"):
+            build_model(arch, schema)
+        return
     model = build_model(arch, schema)
     assert model(make_batch(schema, n=5)).shape == (5,)
 
@@ -96,7 +123,7 @@ def test_rejects_a_schema_without_inputs(arch):
 def test_overfits_a_tiny_batch(arch):
     torch.manual_seed(0)
     schema = make_schema()
-    model = build_model(arch, schema, NO_DROPOUT[arch], seed=0)
+    model = build_model(arch, schema, no_dropout(arch), seed=0)
     batch = make_batch(schema, n=64, seed=1)  # random labels: only memorisation fits them
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     losses = []
@@ -112,7 +139,7 @@ def test_overfits_a_tiny_batch(arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_checkpoint_round_trip_gives_identical_predictions(arch, tmp_path):
     schema = make_schema()
-    model = build_model(arch, schema, {} if arch == "wide" else {"hidden": [32, 16]}, seed=3)
+    model = build_model(arch, schema, small(arch), seed=3)
     with torch.no_grad():  # move the zero-initialised wide weights off zero
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -193,9 +220,10 @@ def test_build_model_rejects_a_layout_dict():
 
 
 def test_every_architecture_has_a_config_and_docstrings():
-    for cls in ARCHITECTURES.values():
+    assert set(PAPERS) >= set(ARCHITECTURES)
+    for arch, cls in ARCHITECTURES.items():
         assert cls.__doc__ and "Forward" in cls.__doc__
-        assert "1606.07792" in sys.modules[cls.__module__].__doc__
+        assert PAPERS[arch] in sys.modules[cls.__module__].__doc__, arch
         assert dataclasses.is_dataclass(cls.config_class)
         assert cls.config_class.__dataclass_params__.frozen
 
@@ -213,3 +241,87 @@ def test_models_package_imports_only_torch_numpy_and_the_standard_library():
                 continue
             for name in names:
                 assert name.split(".")[0] in allowed, f"models/{path.name} imports {name}"
+
+
+# Architecture-specific options and contracts (the tests above run every architecture at defaults).
+
+VARIANTS = [
+    ("fm", {"use_crosses": False}),
+    ("dcn_v2", {"low_rank": 4}),
+    ("dcn_v2", {"low_rank": 4, "n_experts": 3, "structure": "parallel"}),
+    ("gdcn", {"structure": "parallel"}),
+    ("dlrm", {"bottom_hidden": []}),
+    ("dhen", {"modules": ["dot", "cross"], "n_layers": 1}),
+    ("final_mlp", {"hidden1": [8], "hidden2": [12, 4], "n_heads": 4}),
+]
+
+
+@pytest.mark.parametrize("arch, params", VARIANTS)
+def test_variants_build_and_get_gradients_everywhere(arch, params):
+    schema = make_schema()
+    model = build_model(arch, schema, params, seed=0)
+    batch = make_batch(schema, n=16)
+    nn.functional.binary_cross_entropy_with_logits(model(batch), batch["label"]).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize(
+    "arch, params, match",
+    [
+        ("dcn_v2", {"n_experts": 2}, "needs low_rank"),
+        ("dcn_v2", {"structure": "serial"}, "structure"),
+        ("gdcn", {"structure": "serial"}, "structure"),
+        ("final_mlp", {"hidden1": [30], "n_heads": 4}, "n_heads"),
+        ("dhen", {"modules": ["dot", "mlp"]}, "modules"),
+        ("dhen", {"n_heads": 3}, "n_heads"),
+        ("two_tower", {"temperature": 0.0}, "temperature"),
+    ],
+)
+def test_architecture_specific_config_errors(arch, params, match):
+    with pytest.raises(ValueError, match=match):
+        model_config(arch, params)
+
+
+def test_fm_logit_is_linear_term_plus_brute_force_pairs_of_fields():
+    schema = make_schema(n_cont=2)
+    model = build_model("fm", schema, seed=0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+    batch = make_batch(schema, n=4)
+    out = model(batch)
+    ids = torch.cat([batch["cat"], batch["cross"]], dim=1)
+    for b in range(4):
+        vectors = [model.embedding.ids.embedding.weight[model.embedding.ids.offsets[f] + batch["cat"][b, f]]
+                   for f in range(3)]
+        vectors += [batch["cont"][b, c] * model.embedding.cont[c] for c in range(2)]
+        pairs = sum(torch.dot(vectors[i], vectors[j]) for i in range(5) for j in range(i + 1, 5))
+        linear = model.linear(ids[b:b + 1], batch["cont"][b:b + 1])[0, 0]
+        assert torch.allclose(out[b], linear + pairs, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", sorted(TOWERS))
+def test_tower_models_need_known_user_and_item_fields(arch):
+    base = make_schema()
+    with pytest.raises(ValueError, match="at least one user field and one item field"):
+        build_model(arch, dataclasses.replace(base, item_fields=()))
+    with pytest.raises(ValueError, match="unknown categorical field.*'shop'"):
+        build_model(arch, dataclasses.replace(base, item_fields=("shop",)))
+    several = dataclasses.replace(base, user_fields=("user", "hour"))
+    assert build_model(arch, several)(make_batch(several, n=3)).shape == (3,)
+
+
+def test_two_tower_item_embedding_reads_only_item_columns():
+    schema = make_schema()
+    model = build_model("two_tower", schema, seed=0).eval()
+    batch = make_batch(schema, n=8)
+    items_only = {"cat": batch["cat"].clone()}
+    items_only["cat"][:, [0, 2]] = 0  # user and hour columns: any valid id
+    v = model.item_embedding(items_only)
+    assert v.shape == (8, model.config.output_dim)
+    assert torch.allclose(v, model.item_embedding(batch))
+    assert torch.allclose(v.norm(dim=1), torch.ones(8))
+    u = model.user_embedding(batch)
+    expected = (u * v).sum(1) / model.config.temperature + model.bias
+    assert torch.allclose(model(batch), expected, atol=1e-5)
