@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from models.interactions import CrossNetV1
-from models.layers import MLP, FusedEmbedding, check_mlp_args
+from models.layers import CrossDeepHead, FlatFeatures, check_mlp_args
 from models.schema import InputSchema
 
 
@@ -56,17 +56,10 @@ class DCN(nn.Module):
     def __init__(self, schema: InputSchema, config: Config = Config()):
         super().__init__()
         self.schema, self.config = schema, config
-        n_cat, n_cont = len(schema.categorical), len(schema.continuous)
-        if n_cat + n_cont == 0:
-            raise ValueError("DCN needs at least one categorical or continuous input")
-        self.embedding = FusedEmbedding([f.cardinality for f in schema.categorical],
-                                        config.embedding_dim, init_std=config.embedding_init_std)
-        width = n_cat * config.embedding_dim + n_cont  # N
-        self.cross = CrossNetV1(width, config.n_cross_layers)
-        self.mlp = MLP(width, config.hidden, config.dropout, config.activation, config.batch_norm)
-        self.head = nn.Linear(width + self.mlp.out_dim, 1)
+        self.inputs = FlatFeatures(schema, config.embedding_dim, config.embedding_init_std, "DCN")
+        width = self.inputs.out_dim  # N
+        self.net = CrossDeepHead(CrossNetV1(width, config.n_cross_layers), width, config.hidden, config.dropout,
+                                 config.activation, config.batch_norm, "parallel")
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        x0 = torch.cat([self.embedding(batch["cat"]).flatten(1), batch["cont"]], dim=1)  # (B, N)
-        x = torch.cat([self.cross(x0), self.mlp(x0)], dim=1)  # (B, N + H)
-        return self.head(x).squeeze(1)  # (B,)
+        return self.net(self.inputs(batch))  # (B, N) -> (B,)

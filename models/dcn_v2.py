@@ -19,10 +19,8 @@ import torch
 from torch import nn
 
 from models.interactions import CrossNetV2
-from models.layers import MLP, FusedEmbedding, check_mlp_args
+from models.layers import CROSS_STRUCTURES, CrossDeepHead, FlatFeatures, check_mlp_args
 from models.schema import InputSchema
-
-STRUCTURES = ("stacked", "parallel")
 
 
 @dataclass(frozen=True)
@@ -43,8 +41,8 @@ class Config:
             raise ValueError(f"need embedding_dim >= 1, embedding_init_std >= 0 and n_cross_layers "
                              f">= 1, got {self.embedding_dim}, {self.embedding_init_std}, "
                              f"{self.n_cross_layers}")
-        if self.structure not in STRUCTURES:
-            raise ValueError(f"unknown structure {self.structure!r}; valid: {list(STRUCTURES)}")
+        if self.structure not in CROSS_STRUCTURES:
+            raise ValueError(f"unknown structure {self.structure!r}; valid: {list(CROSS_STRUCTURES)}")
         if (self.low_rank is not None and self.low_rank < 1) or self.n_experts < 1:
             raise ValueError(f"need low_rank >= 1 and n_experts >= 1, got {self.low_rank}, {self.n_experts}")
         if self.n_experts > 1 and self.low_rank is None:
@@ -69,21 +67,10 @@ class DCNv2(nn.Module):
     def __init__(self, schema: InputSchema, config: Config = Config()):
         super().__init__()
         self.schema, self.config = schema, config
-        n_cat, n_cont = len(schema.categorical), len(schema.continuous)
-        if n_cat + n_cont == 0:
-            raise ValueError("DCNv2 needs at least one categorical or continuous input")
-        self.embedding = FusedEmbedding([f.cardinality for f in schema.categorical],
-                                        config.embedding_dim, init_std=config.embedding_init_std)
-        width = n_cat * config.embedding_dim + n_cont  # N
-        self.cross = CrossNetV2(width, config.n_cross_layers, config.low_rank, config.n_experts)
-        self.mlp = MLP(width, config.hidden, config.dropout, config.activation, config.batch_norm)
-        stacked = config.structure == "stacked"
-        self.head = nn.Linear(self.mlp.out_dim + (0 if stacked else width), 1)
+        self.inputs = FlatFeatures(schema, config.embedding_dim, config.embedding_init_std, "DCNv2")
+        width = self.inputs.out_dim  # N
+        self.net = CrossDeepHead(CrossNetV2(width, config.n_cross_layers, config.low_rank, config.n_experts), width, config.hidden, config.dropout,
+                                 config.activation, config.batch_norm, config.structure)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        x0 = torch.cat([self.embedding(batch["cat"]).flatten(1), batch["cont"]], dim=1)  # (B, N)
-        if self.config.structure == "stacked":
-            x = self.mlp(self.cross(x0))  # (B, N) -> (B, H)
-        else:
-            x = torch.cat([self.cross(x0), self.mlp(x0)], dim=1)  # (B, N + H)
-        return self.head(x).squeeze(1)  # (B,)
+        return self.net(self.inputs(batch))  # (B, N) -> (B,)

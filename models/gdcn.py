@@ -19,10 +19,8 @@ import torch
 from torch import nn
 
 from models.interactions import GatedCrossNet
-from models.layers import MLP, FusedEmbedding, check_mlp_args
+from models.layers import CROSS_STRUCTURES, CrossDeepHead, FlatFeatures, check_mlp_args
 from models.schema import InputSchema
-
-STRUCTURES = ("stacked", "parallel")
 
 
 @dataclass(frozen=True)
@@ -41,8 +39,8 @@ class Config:
             raise ValueError(f"need embedding_dim >= 1, embedding_init_std >= 0 and n_cross_layers "
                              f">= 1, got {self.embedding_dim}, {self.embedding_init_std}, "
                              f"{self.n_cross_layers}")
-        if self.structure not in STRUCTURES:
-            raise ValueError(f"unknown structure {self.structure!r}; valid: {list(STRUCTURES)}")
+        if self.structure not in CROSS_STRUCTURES:
+            raise ValueError(f"unknown structure {self.structure!r}; valid: {list(CROSS_STRUCTURES)}")
         check_mlp_args(self.hidden, self.dropout, self.activation)
 
 
@@ -63,21 +61,10 @@ class GDCN(nn.Module):
     def __init__(self, schema: InputSchema, config: Config = Config()):
         super().__init__()
         self.schema, self.config = schema, config
-        n_cat, n_cont = len(schema.categorical), len(schema.continuous)
-        if n_cat + n_cont == 0:
-            raise ValueError("GDCN needs at least one categorical or continuous input")
-        self.embedding = FusedEmbedding([f.cardinality for f in schema.categorical],
-                                        config.embedding_dim, init_std=config.embedding_init_std)
-        width = n_cat * config.embedding_dim + n_cont  # N
-        self.cross = GatedCrossNet(width, config.n_cross_layers)
-        self.mlp = MLP(width, config.hidden, config.dropout, config.activation, config.batch_norm)
-        stacked = config.structure == "stacked"
-        self.head = nn.Linear(self.mlp.out_dim + (0 if stacked else width), 1)
+        self.inputs = FlatFeatures(schema, config.embedding_dim, config.embedding_init_std, "GDCN")
+        width = self.inputs.out_dim  # N
+        self.net = CrossDeepHead(GatedCrossNet(width, config.n_cross_layers), width, config.hidden, config.dropout,
+                                 config.activation, config.batch_norm, config.structure)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        c0 = torch.cat([self.embedding(batch["cat"]).flatten(1), batch["cont"]], dim=1)  # (B, N)
-        if self.config.structure == "stacked":
-            x = self.mlp(self.cross(c0))  # (B, N) -> (B, H)
-        else:
-            x = torch.cat([self.cross(c0), self.mlp(c0)], dim=1)  # (B, N + H)
-        return self.head(x).squeeze(1)  # (B,)
+        return self.net(self.inputs(batch))  # (B, N) -> (B,)

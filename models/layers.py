@@ -203,3 +203,67 @@ class FieldEmbedding(nn.Module):
         if self.cont is None:
             return emb
         return torch.cat([emb, cont.unsqueeze(2) * self.cont], dim=1)  # (B, F + C, D)
+
+
+class FlatFeatures(nn.Module):
+    """The flat input of the cross-network models (DCN, DCN-V2, GDCN):
+
+        x_0 = [e_1, ..., e_F, x_cont]      e_f = embedding of field f (one fused table)
+
+    Args:
+        schema: input fields and cardinalities (categorical fields and continuous columns).
+        dim: embedding dimension D.
+        init_std: std of the embedding init.
+        owner: the architecture's name, for the error on an input-less schema.
+
+    Forward:
+        batch: {"cat": int64 (B, F), "cont": float32 (B, C)} -> (B, F*D + C)
+    """
+
+    def __init__(self, schema, dim: int, init_std: float, owner: str):
+        super().__init__()
+        n_cat, n_cont = len(schema.categorical), len(schema.continuous)
+        if n_cat + n_cont == 0:
+            raise ValueError(f"{owner} needs at least one categorical or continuous input")
+        self.embedding = FusedEmbedding([f.cardinality for f in schema.categorical], dim, init_std=init_std)
+        self.out_dim = n_cat * dim + n_cont  # N
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([self.embedding(batch["cat"]).flatten(1), batch["cont"]], dim=1)  # (B, N)
+
+
+CROSS_STRUCTURES = ("stacked", "parallel")
+
+
+class CrossDeepHead(nn.Module):
+    """A cross network and an MLP over the same x_0, combined as in DCN-V2 (Wang et al. 2020,
+    arXiv 2008.13535, fig. 1), then one logit:
+
+        stacked:   logit = w^T MLP(cross(x_0)) + b
+        parallel:  logit = w^T [cross(x_0), MLP(x_0)] + b
+
+    Args:
+        cross: a module (B, N) -> (B, N) (CrossNetV1, CrossNetV2, GatedCrossNet).
+        width: N.
+        hidden, dropout, activation, batch_norm: the MLP (see `MLP`).
+        structure: "stacked" or "parallel".
+
+    Forward:
+        x0: (B, N) -> logits (B,)
+    """
+
+    def __init__(self, cross: nn.Module, width: int, hidden: Sequence[int], dropout: float,
+                 activation: str, batch_norm: bool, structure: str):
+        super().__init__()
+        if structure not in CROSS_STRUCTURES:
+            raise ValueError(f"unknown structure {structure!r}; valid: {list(CROSS_STRUCTURES)}")
+        self.cross, self.structure = cross, structure
+        self.mlp = MLP(width, hidden, dropout, activation, batch_norm)
+        self.head = nn.Linear(self.mlp.out_dim + (width if structure == "parallel" else 0), 1)
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        if self.structure == "stacked":
+            x = self.mlp(self.cross(x0))  # (B, N) -> (B, H)
+        else:
+            x = torch.cat([self.cross(x0), self.mlp(x0)], dim=1)  # (B, N + H)
+        return self.head(x).squeeze(1)  # (B,)
