@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from models.interactions import FactorizationMachine
-from models.layers import MLP, FieldEmbedding, WideLinear, check_mlp_args
+from models.layers import MLP, LinearAndFields, check_mlp_args
 from models.schema import InputSchema
 
 
@@ -57,23 +57,15 @@ class DeepFM(nn.Module):
     def __init__(self, schema: InputSchema, config: Config = Config()):
         super().__init__()
         self.schema, self.config = schema, config
-        n_cont = len(schema.continuous)
-        if len(schema.categorical) + n_cont == 0:
-            raise ValueError("DeepFM needs at least one categorical or continuous input")
-        wide = [*schema.categorical, *(schema.crosses if config.use_crosses else ())]
-        self.linear = WideLinear([f.cardinality for f in wide], n_continuous=n_cont)
-        self.embedding = FieldEmbedding([f.cardinality for f in schema.categorical], n_cont,
-                                        config.embedding_dim, config.embedding_init_std)
+        self.base = LinearAndFields(schema, config.embedding_dim, config.embedding_init_std,
+                                    config.use_crosses, "DeepFM")
         self.fm = FactorizationMachine()
-        self.mlp = MLP(self.embedding.num_fields * config.embedding_dim, config.hidden,
+        self.mlp = MLP(self.base.num_fields * config.embedding_dim, config.hidden,
                        config.dropout, config.activation, config.batch_norm)
         self.head = nn.Linear(self.mlp.out_dim, 1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        ids = batch["cat"]  # (B, F)
-        if self.config.use_crosses:
-            ids = torch.cat([ids, batch["cross"]], dim=1)  # (B, F + K)
-        emb = self.embedding(batch["cat"], batch["cont"])  # (B, F + C, D)
-        y_fm = self.linear(ids, batch["cont"]) + self.fm(emb)  # (B, 1)
+        linear, emb = self.base(batch)  # (B, 1), (B, F + C, D)
+        y_fm = linear + self.fm(emb)  # (B, 1)
         y_dnn = self.head(self.mlp(emb.flatten(1)))  # (B, (F + C) D) -> (B, 1)
         return (y_fm + y_dnn).squeeze(1)  # (B,)

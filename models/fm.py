@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from models.interactions import FactorizationMachine
-from models.layers import FieldEmbedding, WideLinear
+from models.layers import LinearAndFields
 from models.schema import InputSchema
 
 
@@ -50,18 +50,10 @@ class FM(nn.Module):
     def __init__(self, schema: InputSchema, config: Config = Config()):
         super().__init__()
         self.schema, self.config = schema, config
-        n_cont = len(schema.continuous)
-        if len(schema.categorical) + n_cont == 0:
-            raise ValueError("FM needs at least one categorical or continuous input")
-        wide = [*schema.categorical, *(schema.crosses if config.use_crosses else ())]
-        self.linear = WideLinear([f.cardinality for f in wide], n_continuous=n_cont)
-        self.embedding = FieldEmbedding([f.cardinality for f in schema.categorical], n_cont,
-                                        config.embedding_dim, config.embedding_init_std)
+        self.base = LinearAndFields(schema, config.embedding_dim, config.embedding_init_std,
+                                    config.use_crosses, "FM")
         self.fm = FactorizationMachine()
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        ids = batch["cat"]  # (B, F)
-        if self.config.use_crosses:
-            ids = torch.cat([ids, batch["cross"]], dim=1)  # (B, F + K)
-        emb = self.embedding(batch["cat"], batch["cont"])  # (B, F + C, D)
-        return (self.linear(ids, batch["cont"]) + self.fm(emb)).squeeze(1)  # (B,)
+        linear, emb = self.base(batch)  # (B, 1), (B, F + C, D)
+        return (linear + self.fm(emb)).squeeze(1)  # (B,)

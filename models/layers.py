@@ -267,3 +267,37 @@ class CrossDeepHead(nn.Module):
         else:
             x = torch.cat([self.cross(x0), self.mlp(x0)], dim=1)  # (B, N + H)
         return self.head(x).squeeze(1)  # (B,)
+
+
+class LinearAndFields(nn.Module):
+    """What the factorization-machine family (FM, DeepFM, xDeepFM) shares: a linear term over
+    the sparse ids (optionally with the hashed crosses) and the continuous values, and one
+    vector per field for the interaction parts.
+
+    Args:
+        schema: input fields and cardinalities.
+        dim, init_std: the field vectors (see `FieldEmbedding`).
+        use_crosses: include the hashed crosses in the linear term.
+        owner: the architecture's name, for the error on an input-less schema.
+
+    Forward:
+        batch: {"cat": int64 (B, F), "cont": float32 (B, C), "cross": int64 (B, K)}
+        -> (linear logit (B, 1), field vectors (B, F + C, D))
+    """
+
+    def __init__(self, schema, dim: int, init_std: float, use_crosses: bool, owner: str):
+        super().__init__()
+        n_cont = len(schema.continuous)
+        if len(schema.categorical) + n_cont == 0:
+            raise ValueError(f"{owner} needs at least one categorical or continuous input")
+        self.use_crosses = use_crosses
+        wide = [*schema.categorical, *(schema.crosses if use_crosses else ())]
+        self.linear = WideLinear([f.cardinality for f in wide], n_continuous=n_cont)
+        self.embedding = FieldEmbedding([f.cardinality for f in schema.categorical], n_cont, dim, init_std)
+        self.num_fields = self.embedding.num_fields
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = batch["cat"]  # (B, F)
+        if self.use_crosses:
+            ids = torch.cat([ids, batch["cross"]], dim=1)  # (B, F + K)
+        return self.linear(ids, batch["cont"]), self.embedding(batch["cat"], batch["cont"])

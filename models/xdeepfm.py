@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from models.interactions import CIN
-from models.layers import MLP, FieldEmbedding, WideLinear, check_mlp_args
+from models.layers import MLP, LinearAndFields, check_mlp_args
 from models.schema import InputSchema
 
 
@@ -58,14 +58,9 @@ class XDeepFM(nn.Module):
     def __init__(self, schema: InputSchema, config: Config = Config()):
         super().__init__()
         self.schema, self.config = schema, config
-        n_cont = len(schema.continuous)
-        if len(schema.categorical) + n_cont == 0:
-            raise ValueError("XDeepFM needs at least one categorical or continuous input")
-        wide = [*schema.categorical, *(schema.crosses if config.use_crosses else ())]
-        self.linear = WideLinear([f.cardinality for f in wide], n_continuous=n_cont)
-        self.embedding = FieldEmbedding([f.cardinality for f in schema.categorical], n_cont,
-                                        config.embedding_dim, config.embedding_init_std)
-        n_fields = self.embedding.num_fields
+        self.base = LinearAndFields(schema, config.embedding_dim, config.embedding_init_std,
+                                    config.use_crosses, "XDeepFM")
+        n_fields = self.base.num_fields
         self.cin = CIN(n_fields, config.cin_layers)
         self.cin_head = nn.Linear(self.cin.out_dim, 1, bias=False)
         self.mlp = MLP(n_fields * config.embedding_dim, config.hidden, config.dropout,
@@ -73,11 +68,7 @@ class XDeepFM(nn.Module):
         self.mlp_head = nn.Linear(self.mlp.out_dim, 1, bias=False)  # the bias is the linear term's
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        ids = batch["cat"]  # (B, F)
-        if self.config.use_crosses:
-            ids = torch.cat([ids, batch["cross"]], dim=1)  # (B, F + K)
-        emb = self.embedding(batch["cat"], batch["cont"])  # (B, F + C, D)
-        y = self.linear(ids, batch["cont"])  # (B, 1)
+        y, emb = self.base(batch)  # (B, 1), (B, F + C, D)
         y = y + self.cin_head(self.cin(emb))  # (B, sum H_k) -> (B, 1)
         y = y + self.mlp_head(self.mlp(emb.flatten(1)))  # (B, (F + C) D) -> (B, 1)
         return y.squeeze(1)  # (B,)

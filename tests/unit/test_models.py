@@ -293,11 +293,11 @@ def test_fm_logit_is_linear_term_plus_brute_force_pairs_of_fields():
     out = model(batch)
     ids = torch.cat([batch["cat"], batch["cross"]], dim=1)
     for b in range(4):
-        vectors = [model.embedding.ids.embedding.weight[model.embedding.ids.offsets[f] + batch["cat"][b, f]]
+        vectors = [model.base.embedding.ids.embedding.weight[model.base.embedding.ids.offsets[f] + batch["cat"][b, f]]
                    for f in range(3)]
-        vectors += [batch["cont"][b, c] * model.embedding.cont[c] for c in range(2)]
+        vectors += [batch["cont"][b, c] * model.base.embedding.cont[c] for c in range(2)]
         pairs = sum(torch.dot(vectors[i], vectors[j]) for i in range(5) for j in range(i + 1, 5))
-        linear = model.linear(ids[b:b + 1], batch["cont"][b:b + 1])[0, 0]
+        linear = model.base.linear(ids[b:b + 1], batch["cont"][b:b + 1])[0, 0]
         assert torch.allclose(out[b], linear + pairs, atol=1e-4)
 
 
