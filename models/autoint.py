@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from models.interactions import InteractingLayer
-from models.layers import FieldEmbedding
+from models.layers import FieldEmbedding, check_embedding_args
 from models.schema import InputSchema
 
 
@@ -31,9 +31,7 @@ class Config:
     head_dim: int = 16  # d' per head; the layers' width is n_heads * head_dim
 
     def __post_init__(self):
-        if self.embedding_dim < 1 or self.embedding_init_std < 0:
-            raise ValueError(f"need embedding_dim >= 1 and embedding_init_std >= 0, got "
-                             f"{self.embedding_dim} and {self.embedding_init_std}")
+        check_embedding_args(self.embedding_dim, self.embedding_init_std)
         if min(self.n_layers, self.n_heads, self.head_dim) < 1:
             raise ValueError(f"need n_layers, n_heads and head_dim >= 1, got "
                              f"{self.n_layers}, {self.n_heads}, {self.head_dim}")

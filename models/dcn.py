@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from models.interactions import CrossNetV1
-from models.layers import CrossDeepHead, FlatFeatures, check_mlp_args
+from models.layers import CrossDeepHead, FlatFeatures, check_embedding_args, check_mlp_args
 from models.schema import InputSchema
 
 
@@ -32,10 +32,9 @@ class Config:
     batch_norm: bool = False
 
     def __post_init__(self):
-        if self.embedding_dim < 1 or self.embedding_init_std < 0 or self.n_cross_layers < 1:
-            raise ValueError(f"need embedding_dim >= 1, embedding_init_std >= 0 and n_cross_layers "
-                             f">= 1, got {self.embedding_dim}, {self.embedding_init_std}, "
-                             f"{self.n_cross_layers}")
+        check_embedding_args(self.embedding_dim, self.embedding_init_std)
+        if self.n_cross_layers < 1:
+            raise ValueError(f"need n_cross_layers >= 1, got {self.n_cross_layers}")
         check_mlp_args(self.hidden, self.dropout, self.activation)
 
 

@@ -19,7 +19,13 @@ import torch
 from torch import nn
 
 from models.interactions import CrossNetV2
-from models.layers import CROSS_STRUCTURES, CrossDeepHead, FlatFeatures, check_mlp_args
+from models.layers import (
+    CROSS_STRUCTURES,
+    CrossDeepHead,
+    FlatFeatures,
+    check_embedding_args,
+    check_mlp_args,
+)
 from models.schema import InputSchema
 
 
@@ -37,10 +43,9 @@ class Config:
     batch_norm: bool = False
 
     def __post_init__(self):
-        if self.embedding_dim < 1 or self.embedding_init_std < 0 or self.n_cross_layers < 1:
-            raise ValueError(f"need embedding_dim >= 1, embedding_init_std >= 0 and n_cross_layers "
-                             f">= 1, got {self.embedding_dim}, {self.embedding_init_std}, "
-                             f"{self.n_cross_layers}")
+        check_embedding_args(self.embedding_dim, self.embedding_init_std)
+        if self.n_cross_layers < 1:
+            raise ValueError(f"need n_cross_layers >= 1, got {self.n_cross_layers}")
         if self.structure not in CROSS_STRUCTURES:
             raise ValueError(f"unknown structure {self.structure!r}; valid: {list(CROSS_STRUCTURES)}")
         if (self.low_rank is not None and self.low_rank < 1) or self.n_experts < 1:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.layers import MLP, FusedEmbedding, check_mlp_args
+from models.layers import MLP, FusedEmbedding, check_embedding_args, check_mlp_args
 from models.schema import InputSchema
 
 
@@ -35,9 +35,7 @@ class Config:
     embedding_init_std: float = 0.5
 
     def __post_init__(self):
-        if self.embedding_dim < 1 or self.embedding_init_std < 0:
-            raise ValueError(f"need embedding_dim >= 1 and embedding_init_std >= 0, got "
-                             f"{self.embedding_dim} and {self.embedding_init_std}")
+        check_embedding_args(self.embedding_dim, self.embedding_init_std)
         check_mlp_args(self.hidden, self.dropout, self.activation)
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from models.interactions import DotInteraction
-from models.layers import MLP, FusedEmbedding, check_mlp_args
+from models.layers import MLP, FusedEmbedding, check_embedding_args, check_mlp_args
 from models.schema import InputSchema
 
 
@@ -35,9 +35,7 @@ class Config:
     batch_norm: bool = False
 
     def __post_init__(self):
-        if self.embedding_dim < 1 or self.embedding_init_std < 0:
-            raise ValueError(f"need embedding_dim >= 1 and embedding_init_std >= 0, got "
-                             f"{self.embedding_dim} and {self.embedding_init_std}")
+        check_embedding_args(self.embedding_dim, self.embedding_init_std)
         check_mlp_args((*self.bottom_hidden, self.embedding_dim), self.dropout, self.activation)
         check_mlp_args(self.hidden, self.dropout, self.activation)
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from models.interactions import FactorizationMachine
-from models.layers import LinearAndFields
+from models.layers import LinearAndFields, check_embedding_args
 from models.schema import InputSchema
 
 
@@ -28,9 +28,7 @@ class Config:
     use_crosses: bool = True  # hashed crosses in the linear term
 
     def __post_init__(self):
-        if self.embedding_dim < 1 or self.embedding_init_std < 0:
-            raise ValueError(f"need embedding_dim >= 1 and embedding_init_std >= 0, got "
-                             f"{self.embedding_dim} and {self.embedding_init_std}")
+        check_embedding_args(self.embedding_dim, self.embedding_init_std)
 
 
 class FM(nn.Module):

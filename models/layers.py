@@ -30,6 +30,12 @@ def check_mlp_args(hidden: Sequence[int], dropout: float, activation: str) -> No
         raise ValueError(f"unknown activation {activation!r}; valid: {sorted(ACTIVATIONS)}")
 
 
+def check_embedding_args(dim: int, init_std: float) -> None:
+    """Shared validation of the embedding part of an architecture's Config."""
+    if dim < 1 or init_std < 0:
+        raise ValueError(f"need embedding_dim >= 1 and embedding_init_std >= 0, got {dim} and {init_std}")
+
+
 class FusedEmbedding(nn.Module):
     """All id fields in one embedding table, looked up with a single gather.
 

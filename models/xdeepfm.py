@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from models.interactions import CIN
-from models.layers import MLP, LinearAndFields, check_mlp_args
+from models.layers import MLP, LinearAndFields, check_embedding_args, check_mlp_args
 from models.schema import InputSchema
 
 
@@ -33,9 +33,7 @@ class Config:
     use_crosses: bool = True  # hashed crosses in the linear term
 
     def __post_init__(self):
-        if self.embedding_dim < 1 or self.embedding_init_std < 0:
-            raise ValueError(f"need embedding_dim >= 1 and embedding_init_std >= 0, got "
-                             f"{self.embedding_dim} and {self.embedding_init_std}")
+        check_embedding_args(self.embedding_dim, self.embedding_init_std)
         if not self.cin_layers or min(self.cin_layers) < 1:
             raise ValueError(f"cin_layers must be a non-empty list of positive widths, got {self.cin_layers}")
         check_mlp_args(self.hidden, self.dropout, self.activation)
