@@ -154,9 +154,9 @@ def status(dataset: Annotated[Optional[list[str]], typer.Option(help="Dataset (r
     from rich.table import Table
 
     from feature_store.spec import SPEC_DIR
-    from tasks import registry, tracking
+    from tasks import registry
 
-    client = tracking.configure(_settings())
+    client = _mlflow_client()
     table = Table(title="registry")
     for col in ("registered model", "alias", "version", "arch", "staging AUC", "gate", "approved by"):
         table.add_column(col)

@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from mlflow import MlflowClient
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.input import RunInput
 from pydantic import Field
 
-from mlflow import MlflowClient
 from tasks import registry
 from tasks.evaluate import GateResult
 from tasks.stage import StagingOutcome
@@ -125,10 +125,6 @@ def comparison_markdown(req: ApprovalRequest, flow_run_id: str) -> str:
     return "\n".join(lines)
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def mark_pending(client: MlflowClient, name: str, version: str, flow_run_id: str, timeout_s: int) -> None:
     """Tag the challenger as waiting on this flow run (so `recloop pending` can name it)."""
     expires = (datetime.now(UTC) + timedelta(seconds=timeout_s)).isoformat(timespec="seconds")
@@ -141,7 +137,7 @@ def apply_decision(
 ) -> tuple[str, registry.Promotion | None]:
     """Approve: promote. Reject or no decision (timeout): the champion stays and the version
     loses the `challenger` alias (nothing waits on it any more). Always tag the outcome."""
-    common = {"approval.flow_run_id": flow_run_id, "approval.at": _now()}
+    common = {"approval.flow_run_id": flow_run_id, "approval.at": registry.utc_stamp()}
     if decision is not None and decision.approve:
         promotion = registry.promote(client, name, version, approved_by=decision.reviewer,
                                      reason=decision.reason or "approved without a reason")

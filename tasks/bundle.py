@@ -12,11 +12,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
-
-import mlflow
 
 MODEL_NAME_IN_RUN = "model"
 

@@ -10,13 +10,17 @@ import getpass
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from mlflow import MlflowClient
-
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+
+
+def utc_stamp() -> str:
+    """The timestamp format of every time tag on a version (promotion, approval, rollback)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def registered_model_name(dataset: str) -> str:
@@ -82,7 +86,7 @@ def promote(client: MlflowClient, name: str, version: str, approved_by: str, rea
             "approval.decision": "approved",
             "approval.by": approved_by,
             "approval.reason": reason,
-            "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "promoted_at": utc_stamp(),
         },
     )
     client.set_registered_model_alias(name, CHAMPION, version)
@@ -119,7 +123,7 @@ def rollback(client: MlflowClient, name: str, by: str, reason: str) -> Promotion
     except MlflowException as exc:
         raise RollbackError(f"{name} v{target} (the previous champion) no longer exists: {exc.message}") from None
     stamp = {"rollback.by": by, "rollback.reason": reason,
-             "rollback.at": datetime.now(UTC).isoformat(timespec="seconds"),
+             "rollback.at": utc_stamp(),
              "rollback.from_version": str(current.version), "rollback.to_version": target}
     set_tags(client, name, str(current.version), {**stamp, "rollback.role": "rolled back"})
     set_tags(client, name, target, {**stamp, "rollback.role": "restored"})

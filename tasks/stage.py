@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import mlflow
 import numpy as np
 import pandas as pd
+from mlflow import MlflowClient
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-import mlflow
-from mlflow import MlflowClient
 from tasks import plots, registry
 from tasks.evaluate import Check, GatePolicy, GateResult, evaluate_gate, reload_check
 from tasks.train import Candidate

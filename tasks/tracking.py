@@ -5,10 +5,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from mlflow.entities import RunStatus
-
 import mlflow
 from mlflow import MlflowClient
+from mlflow.entities import RunStatus
+
 from tasks.settings import Settings
 
 

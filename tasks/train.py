@@ -7,12 +7,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import mlflow
 import numpy as np
 import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-import mlflow
 from feature_store.errors import ParameterError
 from feature_store.spec import DatasetSpec
 from models import build_model, model_config

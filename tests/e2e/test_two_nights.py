@@ -14,8 +14,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 def test_demo_two_nights_leaves_a_champion_that_predicts_raw_rows(recloop_home, prefect_server):
     import mlflow
-    from feature_store.partitions import read_day
     from mlflow import MlflowClient
+
+    from feature_store.partitions import read_day
     from tasks import registry
 
     result = CliRunner().invoke(app, ["demo", "--rows-per-day", "4000", "--epochs", "2"], catch_exceptions=False)
