@@ -89,13 +89,17 @@ def run(
     summary = _run_night(date.fromisoformat(run_date), dataset, arch, epochs, approval)
     if json_out:
         json_out.write_text(json.dumps(summary, indent=2, default=str))
+    if summary["decision"] == "timeout":  # the Prefect run ended Failed (ApprovalExpired)
+        raise typer.Exit(code=3)
 
 
 def _run_night(run_date: date, dataset: str, arch, epochs, approval) -> dict:
     from feature_store.errors import RecloopInputError
     from flows.nightly import nightly_retrain
+    from tasks.approval import ApprovalExpired
     from tasks.report import rich_table
 
+    expired = None
     try:
         summary = nightly_retrain(run_date=run_date, dataset=dataset, architectures=arch or None,
                                   approval_mode=approval, epochs=epochs)
@@ -103,6 +107,8 @@ def _run_night(run_date: date, dataset: str, arch, epochs, approval) -> dict:
         console.print(f"[bold red]run for {run_date} stopped before training; the registry is unchanged[/]")
         console.print(str(exc), markup=False, highlight=False)
         raise typer.Exit(code=2) from None
+    except ApprovalExpired as exc:
+        summary, expired = exc.summary, exc
     console.print(rich_table(summary["rows"], f"{dataset}: night of {run_date} (staging day {summary['staging_day']})"))
     before, after = summary["champion_before"], summary["champion_after"]
     verdict = (f"promoted v{after} (was {'v' + before if before else 'none'})" if summary["promoted"]
@@ -110,6 +116,8 @@ def _run_night(run_date: date, dataset: str, arch, epochs, approval) -> dict:
     console.print(f"[bold]{verdict}[/bold]")
     for note in summary["notes"]:
         console.print(f"  - {note}")
+    if expired is not None:  # the Prefect run ended Failed: nobody decided in time
+        console.print(f"[bold red]{expired}[/]", highlight=False)
     return summary
 
 
@@ -173,6 +181,10 @@ from flows.stack import app as _stack_app  # noqa: E402  (typer only: cheap to i
 
 app.add_typer(_stack_app, name="stack")
 # --- end of served stack -------------------------------------------------------------------
+
+from flows.datasets_cli import app as _datasets_app  # noqa: E402  (typer only: cheap to import)
+
+app.add_typer(_datasets_app, name="datasets")
 
 
 def _fail(message: str, code: int = 1) -> None:

@@ -72,6 +72,7 @@ def nightly_retrain(
         "dataset_fingerprint": window.fingerprint,
         "code_version": tracking.code_version(),
         "device": data.preprocessor.device,
+        "flow_run_id": str(flow_run.id),  # links the MLflow runs to the Prefect run
     }
     exp_id, parent_id = tracking.start_night(
         client, spec.name, f"night-{run_date}", run_tags, tracking.artifact_location(settings)
@@ -127,9 +128,14 @@ def nightly_retrain(
         if decision is not None:
             client.set_tag(parent_id, "approval.decision", decision)
         ok = True
-        return summary
     finally:
         tracking.end_night(client, parent_id, ok)
+    if decision == approval.TIMEOUT:
+        raise approval.ApprovalExpired(
+            f"no decision on v{outcome.version} within {settings.approval_timeout_s} s: "
+            f"champion unchanged ({'v' + summary['champion_after'] if summary['champion_after'] else 'none'})",
+            summary)
+    return summary
 
 
 def _manual_approval(client, settings, dataset: str, outcome, candidates, staging_day: str):
@@ -153,12 +159,13 @@ def _manual_approval(client, settings, dataset: str, outcome, candidates, stagin
             key=f"approve-v{req.version}",
         )
     except FlowPauseTimeout:
-        # Prefect still ends this run Failed ("paused and never resumed"): the server refuses
-        # to leave an expired pause any other way. The registry records the timeout.
+        # The registry records the timeout; the flow raises ApprovalExpired at its end.
         log.warning(f"no decision on v{req.version} within {settings.approval_timeout_s} s; champion unchanged")
         decision = None
     verdict, promotion = approval.decision_task(client, req.name, req.version, decision, run_id,
-                                                settings.approval_timeout_s)
+                                                settings.approval_timeout_s, req.champion_version)
+    if verdict == approval.STALE:
+        log.warning(f"v{req.version} not promoted: the champion changed while it waited for a decision")
     who = f" by {decision.reviewer}" if decision is not None else ""
     outcome.notes.append(f"v{req.version} {verdict}{who}" + (f": {decision.reason}" if decision and decision.reason else ""))
     return verdict, promotion

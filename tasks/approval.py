@@ -25,6 +25,20 @@ from tasks.train import Candidate
 
 FLOW_NAME = "nightly-retrain"  # the flow that pauses; `recloop pending` lists its paused runs
 APPROVED, REJECTED, TIMEOUT, PENDING = "approved", "rejected", "timeout", "pending"
+# Approved, but the champion moved while the run waited (a rollback or another night): the
+# reviewer approved a comparison against a model that is no longer in production.
+STALE = "stale"
+
+
+class ApprovalExpired(RuntimeError):
+    """Nobody decided before the pause expired. Raised by the flow once the timeout is recorded
+    and the night's summary is published, so the run ends Failed every time: Prefect's server
+    fails an expired pause anyway, but only if it gets there before the flow ends, and a run
+    that missed its reviewer should alert like a failure. `summary` is the night's summary."""
+
+    def __init__(self, message: str, summary: dict):
+        super().__init__(message)
+        self.summary = summary
 
 
 class Decision(RunInput):
@@ -133,28 +147,49 @@ def mark_pending(client: MlflowClient, name: str, version: str, flow_run_id: str
 
 
 def apply_decision(
-    client: MlflowClient, name: str, version: str, decision: Decision | None, flow_run_id: str, timeout_s: int
+    client: MlflowClient,
+    name: str,
+    version: str,
+    decision: Decision | None,
+    flow_run_id: str,
+    timeout_s: int,
+    compared_champion: str | None,
 ) -> tuple[str, registry.Promotion | None]:
-    """Approve: promote. Reject or no decision (timeout): the champion stays and the version
-    loses the `challenger` alias (nothing waits on it any more). Always tag the outcome."""
+    """Approve: promote, if the champion is still the one the comparison was made against
+    (`compared_champion`); if it moved during the pause the approval is recorded as stale and
+    nothing moves. Reject or no decision (timeout): the champion stays. In every case but a
+    promotion the version loses the `challenger` alias (nothing waits on it any more)."""
     common = {"approval.flow_run_id": flow_run_id, "approval.at": registry.utc_stamp()}
-    if decision is not None and decision.approve:
-        promotion = registry.promote(client, name, version, approved_by=decision.reviewer,
-                                     reason=decision.reason or "approved without a reason")
-        registry.set_tags(client, name, version, common)
-        return APPROVED, promotion
     if decision is None:
         outcome, by, reason = TIMEOUT, "nobody", f"no decision within {timeout_s} s"
-    else:
+    elif not decision.approve:
         outcome, by, reason = REJECTED, decision.reviewer, decision.reason
+    else:
+        current = registry.alias_version(client, name, registry.CHAMPION)
+        now = str(current.version) if current is not None else None
+        # `version` itself: an earlier attempt of this (retried) task already promoted it.
+        if now in (compared_champion, str(version)):
+            promotion = registry.promote(client, name, version, approved_by=decision.reviewer,
+                                         reason=decision.reason or "approved without a reason")
+            registry.set_tags(client, name, version, common)
+            return APPROVED, promotion
+        outcome, by = STALE, decision.reviewer
+        reason = (f"approved ({decision.reason or 'no reason'}), but the champion moved from "
+                  f"{_v(compared_champion)} to {_v(now)} while waiting: the comparison no longer "
+                  f"holds; run the night again")
     registry.set_tags(client, name, version, {**common, "approval.decision": outcome, "approval.by": by,
                                               "approval.reason": reason})
     registry.remove_alias_if(client, name, registry.CHALLENGER, version)
     return outcome, None
 
 
+def _v(version: str | None) -> str:
+    return f"v{version}" if version else "no champion"
+
+
 @task(name="approval-decision", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def decision_task(client: MlflowClient, name: str, version: str, decision: Decision | None,
-                  flow_run_id: str, timeout_s: int) -> tuple[str, registry.Promotion | None]:
+                  flow_run_id: str, timeout_s: int, compared_champion: str | None,
+                  ) -> tuple[str, registry.Promotion | None]:
     """Record the reviewer's decision on the version and promote when approved (retried: registry I/O)."""
-    return apply_decision(client, name, version, decision, flow_run_id, timeout_s)
+    return apply_decision(client, name, version, decision, flow_run_id, timeout_s, compared_champion)

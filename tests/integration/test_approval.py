@@ -5,6 +5,7 @@ the model version in a real SQLite MLflow registry. Also: a pause that times out
 from __future__ import annotations
 
 import contextvars
+import json
 import threading
 import time
 import uuid
@@ -190,10 +191,42 @@ def test_reject_keeps_the_champion_and_drops_the_challenger(loop):
     assert _flow_run_state(run_id).is_completed()
 
 
-def test_a_pause_that_times_out_promotes_nothing(loop):
+def test_an_approval_after_the_champion_moved_promotes_nothing(loop):
+    """The reviewer approved a comparison against v_old, but during the pause someone promoted
+    another version (an emergency promotion; a rollback does the same): the approval is stale."""
+    client = loop["client"]
+    night = Night(loop)
+    run_id = _wait_until_paused(night, set())
+    challenger = str(registry.alias_version(client, NAME, registry.CHALLENGER).version)
+    compared = _champion(client)
+    other = next(str(v.version) for v in client.search_model_versions(f"name = '{NAME}'")
+                 if str(v.version) not in (challenger, compared))
+    registry.promote(client, NAME, other, approved_by="ops", reason="hotfix while a night waited")
+
+    approved = _cli(loop, "approve", run_id, "--reviewer", "ann", "--reason", "looks good")
+    assert approved.exit_code == 0, approved.output
+    summary = night.finish()
+
+    assert summary["decision"] == "stale" and not summary["promoted"]
+    assert _champion(client) == other
+    tags = client.get_model_version(NAME, challenger).tags
+    assert tags["approval.decision"] == "stale" and tags["approval.by"] == "ann"
+    assert f"moved from v{compared} to v{other}" in tags["approval.reason"], tags["approval.reason"]
+    assert registry.alias_version(client, NAME, registry.CHALLENGER) is None
+
+
+def test_a_pause_that_times_out_promotes_nothing(loop, tmp_path, monkeypatch):
+    """Through `recloop run`: the flow raises ApprovalExpired (run Failed), the CLI still prints
+    and writes the night's summary, and exits 3."""
     client = loop["client"]
     champion_before = _champion(client)
-    summary = Night(loop, timeout_s=5).finish(timeout=240)
+    monkeypatch.setenv("RECLOOP_APPROVAL_TIMEOUT_S", "5")
+    out = tmp_path / "night.json"
+    res = _cli(loop, "run", "--date", str(RUN_DATE), "--arch", "wide", "--epochs", "2",
+               "--approval", "manual", "--json", str(out))
+    assert res.exit_code == 3, res.output
+    assert "no decision on v" in res.output and "within 5 s: champion unchanged" in res.output, res.output
+    summary = json.loads(out.read_text())
 
     assert summary["decision"] == "timeout" and not summary["promoted"]
     assert _champion(client) == champion_before
@@ -201,7 +234,6 @@ def test_a_pause_that_times_out_promotes_nothing(loop):
     assert tags["approval.decision"] == "timeout" and tags["approval.by"] == "nobody"
     run_id = tags["approval.flow_run_id"]
     assert registry.alias_version(client, NAME, registry.CHALLENGER) is None
-    # Prefect's server fails a run whose pause expired, whatever the flow returns.
     assert _flow_run_state(run_id).is_failed()
     late = _cli(loop, "approve", run_id, "--reviewer", "ann")
     assert late.exit_code == 1 and "is not paused" in late.output, late.output
