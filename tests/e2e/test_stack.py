@@ -19,6 +19,7 @@ from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import mlflow_ui  # tests/e2e/mlflow_ui.py, the page reader
 import pytest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -29,6 +30,7 @@ PG_ADMIN = os.environ.get("RECLOOP_E2E_PG", "postgresql://postgres@127.0.0.1:543
 TIMEZONE = "America/New_York"  # not prefect.yaml's default: shows the override reaches the server
 DATASET = "synthetic_clicks"
 MODEL = "synthetic_clicks-ranker"
+ARTIFACTS = Path(os.environ.get("RECLOOP_TEST_ARTIFACTS", REPO / "test-artifacts"))
 
 
 def _free_port() -> int:
@@ -244,30 +246,128 @@ def test_concurrency_limit_one_makes_the_second_night_wait(stack):
     print(f"waiting states seen: {seen_waiting}")
 
 
+def _start_manual_night(stack, run_date: str, **parameters) -> str:
+    """A manual-mode night (the deployment's default mode) on the worker, waited on until it
+    pauses for a decision."""
+    dep = stack.deployment()
+    run_id = stack.api_call("POST", f"/deployments/{dep['id']}/create_flow_run",
+                            {"parameters": {"run_date": run_date, "architectures": ["wide"], **parameters}})["id"]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        run = stack.flow_run(run_id)
+        if run["state_type"] in ("PAUSED", "COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            break
+        time.sleep(1)
+    assert run["state_type"] == "PAUSED", f"{run['state']}\n{stack.logs()}"
+    return run_id
+
+
+def _recloop(stack, *args: str) -> subprocess.CompletedProcess:
+    env = {**stack.env, "RECLOOP_TRACKING_URI": stack.mlflow}
+    return subprocess.run([str(BIN / "recloop"), *args], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+
+
 def test_manual_mode_pauses_and_recloop_approve_moves_the_champion(stack):
     from mlflow import MlflowClient
 
     client = MlflowClient(stack.mlflow, stack.mlflow)
     before = client.get_model_version_by_alias(MODEL, "champion").version
-    dep = stack.deployment()
-    # approval_mode is not passed: the deployment's default (manual) applies.
-    run_id = stack.api_call("POST", f"/deployments/{dep['id']}/create_flow_run",
-                            {"parameters": {"run_date": "2026-01-07", "architectures": ["wide"]}})["id"]
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        run = stack.flow_run(run_id)
-        if run["state_type"] == "PAUSED" or run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-            break
-        time.sleep(1)
-    assert run["state_type"] == "PAUSED", f"{run['state']}\n{stack.logs()}"
-
-    env = {**stack.env, "RECLOOP_TRACKING_URI": stack.mlflow}
-    res = subprocess.run([str(BIN / "recloop"), "approve", run_id, "--reviewer", "e2e-reviewer",
-                          "--reason", "served-stack test"], env=env, cwd=REPO, capture_output=True, text=True,
-                         timeout=120)
+    run_id = _start_manual_night(stack, "2026-01-07")  # approval_mode not passed: manual
+    res = _recloop(stack, "approve", run_id, "--reviewer", "e2e-reviewer", "--reason", "served-stack test")
     assert res.returncode == 0, res.stdout + res.stderr
     run = _wait_terminal(stack, run_id, timeout=180)
     assert run["state_type"] == "COMPLETED", run["state"]
     champion = client.get_model_version_by_alias(MODEL, "champion")
     assert champion.version != before
     assert champion.tags["approval.by"] == "e2e-reviewer"
+    assert champion.tags["previous_champion"] == str(before)
+
+
+def test_a_rejected_night_keeps_the_champion_then_rollback_restores_the_previous_one(stack):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(stack.mlflow, stack.mlflow)
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    run_id = _start_manual_night(stack, "2026-01-06")
+    challenger = client.get_model_version_by_alias(MODEL, "challenger")
+    res = _recloop(stack, "reject", run_id, "--reviewer", "e2e-bob", "--reason", "calibration drifted")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert _wait_terminal(stack, run_id, timeout=180)["state_type"] == "COMPLETED"
+    assert client.get_model_version_by_alias(MODEL, "champion").version == champion.version
+    tags = client.get_model_version(MODEL, challenger.version).tags
+    assert (tags["approval.decision"], tags["approval.by"], tags["approval.reason"]) == (
+        "rejected", "e2e-bob", "calibration drifted")
+    assert tags["approval.flow_run_id"] == run_id
+
+    res = _recloop(stack, "rollback", DATASET, "--reviewer", "e2e-carol", "--reason", "CTR dropped")
+    assert res.returncode == 0, res.stdout + res.stderr
+    restored = client.get_model_version_by_alias(MODEL, "champion")
+    assert restored.version == champion.tags["previous_champion"]
+    assert restored.tags["rollback.by"] == "e2e-carol" and restored.tags["rollback.role"] == "restored"
+
+
+def test_a_night_nobody_decides_on_times_out_without_promotion(stack):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(stack.mlflow, stack.mlflow)
+    before = client.get_model_version_by_alias(MODEL, "champion").version
+    run_id = _start_manual_night(stack, "2026-01-06", approval_timeout_s=20)
+    challenger = client.get_model_version_by_alias(MODEL, "challenger").version
+    run = _wait_terminal(stack, run_id, timeout=240)
+    # Failed whichever comes first: the server's pause-expiration loop or the flow's own end.
+    assert run["state_type"] == "FAILED", run["state"]
+    assert client.get_model_version_by_alias(MODEL, "champion").version == before
+    tags = client.get_model_version(MODEL, challenger).tags
+    assert tags["approval.decision"] == "timeout" and tags["approval.by"] == "nobody"
+    late = _recloop(stack, "approve", run_id, "--reviewer", "e2e-late")
+    assert late.returncode == 1 and "is not paused" in late.stdout + late.stderr
+
+
+def test_the_mlflow_ui_compares_a_nights_child_runs_in_headless_chromium(stack):
+    """A reviewer opens the night's child runs side by side in the MLflow UI: same params and
+    metrics on every run, the champion's staging numbers next to the challenger's, tags for the
+    data window and the code version. The page is read in a real browser; the screenshot is kept
+    in $RECLOOP_TEST_ARTIFACTS (default test-artifacts/)."""
+    from mlflow import MlflowClient
+
+    why_not = mlflow_ui.chromium_available()
+    if why_not:
+        if os.environ.get("CI"):
+            pytest.fail(f"headless Chromium is required in CI: {why_not}")
+        pytest.skip(why_not)
+    client = MlflowClient(stack.mlflow, stack.mlflow)
+    champion = client.get_model_version_by_alias(MODEL, "champion")  # earlier tests made one
+    dep = stack.deployment()
+    flow_run_id = stack.api_call("POST", f"/deployments/{dep['id']}/create_flow_run", {"parameters": {
+        "run_date": "2026-01-06", "approval_mode": "auto", "architectures": ["wide", "deep"]}})["id"]
+    run = _wait_terminal(stack, flow_run_id, timeout=300)
+    assert run["state_type"] == "COMPLETED", f"{run['state']}\n{stack.logs()}"
+
+    exp = client.get_experiment_by_name(DATASET)
+    runs = client.search_runs([exp.experiment_id], f"tags.flow_run_id = '{flow_run_id}'")
+    children = sorted((r for r in runs if "mlflow.parentRunId" in r.data.tags), key=lambda r: r.info.run_name)
+    assert [r.info.run_name for r in children] == ["deep", "wide"]
+    deep, wide = children
+    # The same metric keys and the same run-level params; `hp.*` are each architecture's own.
+    assert set(deep.data.metrics) == set(wide.data.metrics)
+    shared = {k for k in wide.data.params if not k.startswith("hp.")}
+    assert shared == {k for k in deep.data.params if not k.startswith("hp.")} and "train.epochs" in shared
+    for r in children:  # the champion of that night was scored on the same staging day
+        assert r.data.tags["champion_version"] == str(champion.version)
+        assert r.data.metrics["champion_staging_auc"] == wide.data.metrics["champion_staging_auc"]
+
+    shot = ARTIFACTS / f"mlflow-compare-{flow_run_id}.png"
+    page = mlflow_ui.read_compare_page(stack.mlflow, exp.experiment_id, [wide.info.run_id, deep.info.run_id],
+                                       screenshot=shot)
+    print(f"compare page {page.url}\nscreenshot {shot}\nmetrics shown: {page.metrics}")
+    assert page.runs == [wide.info.run_id, deep.info.run_id]
+    for key in ("val_auc", "val_logloss", "staging_auc", "staging_logloss", "champion_staging_auc",
+                "champion_staging_logloss", "delta_auc"):
+        for r in children:
+            shown, stored = page.metric(key, r.info.run_id), r.data.metrics[key]
+            assert shown == pytest.approx(stored, rel=5e-3, abs=5e-4), (key, r.info.run_name, shown, stored)
+    assert page.rows["arch"] == ["wide", "deep"]
+    for tag in ("data_window", "code_version", "staging_day"):
+        assert page.rows[tag] == [wide.data.tags[tag], deep.data.tags[tag]], (tag, page.rows.get(tag))
+    assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
