@@ -31,21 +31,43 @@ class CategoricalColumn(_Strict):
     hash_buckets: int | None = Field(default=None, ge=2)
 
 
+def _check_boundaries(boundaries: list[float], what: str) -> None:
+    if len(boundaries) == 0 or sorted(set(boundaries)) != list(boundaries):
+        raise ValueError(f"{what}: bucketize boundaries must be strictly increasing")
+
+
 class ContinuousColumn(_Strict):
-    """Fill missing values, optionally log1p, then normalize; or bucketize into a categorical."""
+    """Fill missing values, optionally clip from below, then log1p and normalize; or bucketize
+    into a categorical. `clip_min` (e.g. 0) comes before the log: log1p is undefined at -1 and
+    below, which count features with negative sentinels (Criteo's I2) do reach."""
 
     name: str
     fill: Literal["median", "zero"] = "median"
+    clip_min: float | None = None
     log: bool = False
     normalize: bool = True
     bucketize: list[float] | None = None  # boundaries; the result is a categorical id
 
     @model_validator(mode="after")
     def _sorted_boundaries(self) -> ContinuousColumn:
-        if self.bucketize is not None and (
-            len(self.bucketize) == 0 or sorted(set(self.bucketize)) != list(self.bucketize)
-        ):
-            raise ValueError(f"continuous '{self.name}': bucketize boundaries must be strictly increasing")
+        if self.bucketize is not None:
+            _check_boundaries(self.bucketize, f"continuous '{self.name}'")
+        return self
+
+
+class BucketizedColumn(_Strict):
+    """A categorical id derived from a continuous column's buckets, next to that column's own
+    use: `age` feeds the deep part normalized and the crosses as `age_buckets`. The source is
+    filled (and clipped) the way its continuous entry says, then bucketized; the raw data
+    carries only the source."""
+
+    name: str
+    source: str
+    boundaries: list[float]
+
+    @model_validator(mode="after")
+    def _sorted_boundaries(self) -> BucketizedColumn:
+        _check_boundaries(self.boundaries, f"bucketized '{self.name}'")
         return self
 
 
@@ -85,12 +107,13 @@ class DatasetSpec(_Strict):
     item_columns: list[str] = Field(default_factory=list)
     categorical: list[CategoricalColumn] = Field(default_factory=list)
     continuous: list[ContinuousColumn] = Field(default_factory=list)
+    bucketized: list[BucketizedColumn] = Field(default_factory=list)
     crosses: list[Cross] = Field(default_factory=list)
     expectations: Expectations = Field(default_factory=Expectations)
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
-        names = [c.name for c in self.categorical] + [c.name for c in self.continuous]
+        names = [*self.feature_columns, *(b.name for b in self.bucketized)]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"columns declared twice: {dupes}")
@@ -98,15 +121,24 @@ class DatasetSpec(_Strict):
         clash = sorted(reserved & set(names))
         if clash:
             raise ValueError(f"label/day/timestamp/oracle columns cannot also be features: {clash}")
-        crossable = {c.name for c in self.categorical} | {
-            c.name for c in self.continuous if c.bucketize is not None
-        }
+        continuous = {c.name for c in self.continuous}
+        for derived in self.bucketized:
+            if derived.source not in continuous:
+                raise ValueError(
+                    f"bucketized '{derived.name}': source '{derived.source}' must be a continuous "
+                    f"column (have: {sorted(continuous)})"
+                )
+        crossable = (
+            {c.name for c in self.categorical}
+            | {c.name for c in self.continuous if c.bucketize is not None}
+            | {b.name for b in self.bucketized}
+        )
         for cross in self.crosses:
             unknown = [c for c in cross.columns if c not in crossable]
             if unknown:
                 raise ValueError(
-                    f"cross {cross.columns}: {unknown} must be categorical or bucketized "
-                    f"continuous columns (have: {sorted(crossable)})"
+                    f"cross {cross.columns}: {unknown} must be categorical, bucketized "
+                    f"continuous or bucketized columns (have: {sorted(crossable)})"
                 )
         for side, cols in (("user_columns", self.user_columns), ("item_columns", self.item_columns)):
             unknown = [c for c in cols if c not in set(names)]
@@ -118,6 +150,7 @@ class DatasetSpec(_Strict):
 
     @property
     def feature_columns(self) -> list[str]:
+        """The raw input columns of the preprocessing (bucketized columns are derived)."""
         return [c.name for c in self.categorical] + [c.name for c in self.continuous]
 
     @property

@@ -133,11 +133,13 @@ class OutputNames:
 
 
 def output_names(spec: DatasetSpec) -> OutputNames:
-    """Categorical outputs: the spec categoricals, then the bucketized continuous columns."""
+    """Categorical outputs: the spec categoricals, the bucketized continuous columns, then the
+    bucketized columns derived from a continuous one."""
     return OutputNames(
         categorical=tuple(
             [c.name for c in spec.categorical]
             + [c.name for c in spec.continuous if c.bucketize is not None]
+            + [b.name for b in spec.bucketized]
         ),
         continuous=tuple(c.name for c in spec.continuous if c.bucketize is None),
         crosses=tuple(x.name for x in spec.crosses),
@@ -157,19 +159,32 @@ def build_workflow(spec: DatasetSpec, out_path: str | Path | None = None) -> nvt
             outputs.append([col.name] >> ops.Categorify(freq_threshold=threshold, **cat_kwargs))
 
     crossable: dict[str, Any] = {c.name: c.name for c in spec.categorical}
+    values: dict[str, Any] = {}  # continuous column -> its filled (and clipped) value node
     for col in spec.continuous:
-        filled = [col.name] >> (ops.FillMedian() if col.fill == "median" else ops.FillMissing(0))
+        node = [col.name] >> (ops.FillMedian() if col.fill == "median" else ops.FillMissing(0))
+        if col.clip_min is not None:
+            node = node >> ops.Clip(min_value=col.clip_min)
+        values[col.name] = node
         if col.bucketize is not None:
-            bucketized = filled >> DomainBucketize(list(col.bucketize))
+            bucketized = node >> DomainBucketize(list(col.bucketize))
             crossable[col.name] = bucketized  # crosses see the bucket ids, not the raw value
             outputs.append(bucketized)
             continue
-        node = filled
         if col.log:
             node = node >> ops.LogOp()
         if col.normalize:
             node = node >> ops.Normalize()
         outputs.append(node)
+
+    for derived in spec.bucketized:
+        # Branches off the source's filled value: the source keeps its own output.
+        bucketized = (
+            values[derived.source]
+            >> DomainBucketize(list(derived.boundaries))
+            >> ops.Rename(name=derived.name)
+        )
+        crossable[derived.name] = bucketized
+        outputs.append(bucketized)
 
     for cross in spec.crosses:
         # One op per cross: a list of column groups fed to one HashedCross is flattened.

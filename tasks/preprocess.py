@@ -32,13 +32,19 @@ class PreparedData:
 
 
 def prepare(window: RawWindow, spec: DatasetSpec) -> PreparedData:
+    """The loop's split: fit on the window's training days, validate on D-1, stage on D."""
+    return prepare_frames(
+        spec, window.frame(window.fit_days), window.frame([window.val_day]), window.frame([window.holdout_day])
+    )
+
+
+def prepare_frames(
+    spec: DatasetSpec, train_raw: pd.DataFrame, val_raw: pd.DataFrame, holdout_raw: pd.DataFrame
+) -> PreparedData:
+    """Fit the workflow on `train_raw` only, then transform all three splits into tensors."""
     t0 = time.perf_counter()
-    train_raw = window.frame(window.fit_days)
     preprocessor = Preprocessor.fit(spec, train_raw)
     fit_seconds = time.perf_counter() - t0
-
-    val_raw = window.frame([window.val_day])
-    holdout_raw = window.frame([window.holdout_day])
     t1 = time.perf_counter()
     batches = [
         to_batch(preprocessor.transform(df), df[spec.label].to_numpy())

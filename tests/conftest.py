@@ -30,3 +30,23 @@ def recloop_home(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("RECLOOP_SETTINGS_FILE", str(tmp_path / "absent.env"))
     return home
+
+
+@pytest.fixture(scope="session")
+def movielens_root():
+    """The data root holding fetched MovieLens-100k partitions, or skip the test.
+
+    Looked up in $RECLOOP_MOVIELENS_ROOT, else the default data root ($RECLOOP_DATA_ROOT, else
+    $RECLOOP_HOME/data), which is where `make test` fetches it. Its licence forbids
+    redistribution, so it is never in the repository."""
+    from pathlib import Path
+
+    from feature_store.datasets.movielens import ENV_ROOT, SKIP_REASON, locate_fetched
+    from tasks.settings import get_settings
+
+    configured = os.environ.get(ENV_ROOT)
+    root = Path(configured) if configured else get_settings().resolved_data_root
+    found = locate_fetched(root)
+    if found is None:
+        pytest.skip(f"{SKIP_REASON} (looked in {root}; set {ENV_ROOT} to another data root)")
+    return found
