@@ -33,6 +33,7 @@ from models.schema import InputSchema
 class Config:
     embedding_dim: int = 16
     embedding_init_std: float = 0.1
+    use_crosses: bool = True  # embed the hashed crosses as extra fields (layers.id_fields)
     n_cross_layers: int = 3
     low_rank: int | None = None  # None: full-rank W_l
     n_experts: int = 1  # > 1: mixture of low-rank experts (needs low_rank)
@@ -63,7 +64,8 @@ class DCNv2(nn.Module):
         config: see `Config`.
 
     Forward:
-        batch: {"cat": int64 (B, F), "cont": float32 (B, C)}  ("cross" is ignored)
+        batch: {"cat": int64 (B, F), "cont": float32 (B, C), "cross": int64 (B, K)}
+        ("cross" is read only with use_crosses)
         -> logits float32 (B,)
     """
 
@@ -72,7 +74,8 @@ class DCNv2(nn.Module):
     def __init__(self, schema: InputSchema, config: Config = Config()):
         super().__init__()
         self.schema, self.config = schema, config
-        self.inputs = FlatFeatures(schema, config.embedding_dim, config.embedding_init_std, "DCNv2")
+        self.inputs = FlatFeatures(schema, config.embedding_dim, config.embedding_init_std, config.use_crosses,
+                                   "DCNv2")
         width = self.inputs.out_dim  # N
         self.net = CrossDeepHead(CrossNetV2(width, config.n_cross_layers, config.low_rank, config.n_experts), width, config.hidden, config.dropout,
                                  config.activation, config.batch_norm, config.structure)

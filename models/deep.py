@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.layers import MLP, FusedEmbedding, check_embedding_args, check_mlp_args
+from models.layers import MLP, FlatFeatures, check_embedding_args, check_mlp_args
 from models.schema import InputSchema
 
 
@@ -33,6 +33,7 @@ class Config:
     # and then memorises rare ids; N(0, 0.5^2) ids act as random features from step one
     # (+0.03 val AUC for deep, +0.01 for wide_deep on the synthetic_clicks dataset).
     embedding_init_std: float = 0.5
+    use_crosses: bool = True  # embed the hashed crosses as extra fields (layers.id_fields)
 
     def __post_init__(self):
         check_embedding_args(self.embedding_dim, self.embedding_init_std)
@@ -47,7 +48,8 @@ class Deep(nn.Module):
         config: see `Config`.
 
     Forward:
-        batch: {"cat": int64 (B, F), "cont": float32 (B, C)}  ("cross" is ignored)
+        batch: {"cat": int64 (B, F), "cont": float32 (B, C), "cross": int64 (B, K)}
+        ("cross" is read only with use_crosses)
         -> logits float32 (B,)
     """
 
@@ -56,18 +58,11 @@ class Deep(nn.Module):
     def __init__(self, schema: InputSchema, config: Config = Config()):
         super().__init__()
         self.schema, self.config = schema, config
-        n_cat, n_cont = len(schema.categorical), len(schema.continuous)
-        if n_cat + n_cont == 0:
-            raise ValueError("Deep needs at least one categorical or continuous input")
-        d = config.embedding_dim
-        self.embedding = FusedEmbedding(
-            [f.cardinality for f in schema.categorical], d, init_std=config.embedding_init_std
-        )
-        self.mlp = MLP(n_cat * d + n_cont, config.hidden, config.dropout, config.activation,
+        self.inputs = FlatFeatures(schema, config.embedding_dim, config.embedding_init_std,
+                                   config.use_crosses, "Deep")
+        self.mlp = MLP(self.inputs.out_dim, config.hidden, config.dropout, config.activation,
                        config.batch_norm)
         self.head = nn.Linear(self.mlp.out_dim, 1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        emb = self.embedding(batch["cat"])  # (B, F, D)
-        x = torch.cat([emb.flatten(1), batch["cont"]], dim=1)  # (B, F*D + C)
-        return self.head(self.mlp(x)).squeeze(1)  # (B, H) -> (B, 1) -> (B,)
+        return self.head(self.mlp(self.inputs(batch))).squeeze(1)  # (B, H) -> (B, 1) -> (B,)

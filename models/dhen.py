@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from models.interactions import CrossNetV2, DotInteraction, InteractingLayer
-from models.layers import FieldEmbedding
+from models.layers import FieldEmbedding, id_fields, id_inputs
 from models.schema import InputSchema
 
 MODULES = ("dot", "self_attention", "linear", "cross")
@@ -30,6 +30,7 @@ MODULES = ("dot", "self_attention", "linear", "cross")
 class Config:
     embedding_dim: int = 16
     embedding_init_std: float = 0.1
+    use_crosses: bool = True  # embed the hashed crosses as extra fields (layers.id_fields)
     n_layers: int = 2
     modules: tuple[str, ...] = MODULES
     n_heads: int = 2  # self-attention heads; must divide embedding_dim
@@ -92,7 +93,8 @@ class DHEN(nn.Module):
         config: see `Config`.
 
     Forward:
-        batch: {"cat": int64 (B, F), "cont": float32 (B, C)}  ("cross" is ignored)
+        batch: {"cat": int64 (B, F), "cont": float32 (B, C), "cross": int64 (B, K)}
+        ("cross" is read only with use_crosses)
         -> logits float32 (B,)
     """
 
@@ -105,7 +107,7 @@ class DHEN(nn.Module):
         if len(schema.categorical) + n_cont == 0:
             raise ValueError("DHEN needs at least one categorical or continuous input")
         c = config
-        self.embedding = FieldEmbedding([f.cardinality for f in schema.categorical], n_cont,
+        self.embedding = FieldEmbedding([f.cardinality for f in id_fields(schema, config.use_crosses)], n_cont,
                                         c.embedding_dim, c.embedding_init_std)
         n = self.embedding.num_fields
         self.layers = nn.Sequential(*(DHENLayer(n, c.embedding_dim, c.modules, c.n_heads)
@@ -113,5 +115,5 @@ class DHEN(nn.Module):
         self.head = nn.Linear(n * c.embedding_dim, 1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        x = self.embedding(batch["cat"], batch["cont"])  # (B, n, D)
+        x = self.embedding(id_inputs(batch, self.config.use_crosses), batch["cont"])  # (B, n, D)
         return self.head(self.layers(x).flatten(1)).squeeze(1)  # (B, n, D) -> (B,)

@@ -20,7 +20,14 @@ import torch
 from torch import nn
 
 from models.interactions import DotInteraction
-from models.layers import MLP, FusedEmbedding, check_embedding_args, check_mlp_args
+from models.layers import (
+    MLP,
+    FusedEmbedding,
+    check_embedding_args,
+    check_mlp_args,
+    id_fields,
+    id_inputs,
+)
 from models.schema import InputSchema
 
 
@@ -28,6 +35,7 @@ from models.schema import InputSchema
 class Config:
     embedding_dim: int = 16
     embedding_init_std: float = 0.1
+    use_crosses: bool = True  # embed the hashed crosses as extra fields (layers.id_fields)
     bottom_hidden: tuple[int, ...] = (64,)  # before the bottom MLP's last layer, of width D
     hidden: tuple[int, ...] = (256, 128, 64)  # the top MLP
     dropout: float = 0.1
@@ -48,7 +56,8 @@ class DLRM(nn.Module):
         config: see `Config`.
 
     Forward:
-        batch: {"cat": int64 (B, F), "cont": float32 (B, C)}  ("cross" is ignored)
+        batch: {"cat": int64 (B, F), "cont": float32 (B, C), "cross": int64 (B, K)}
+        ("cross" is read only with use_crosses)
         -> logits float32 (B,)
     """
 
@@ -57,12 +66,13 @@ class DLRM(nn.Module):
     def __init__(self, schema: InputSchema, config: Config = Config()):
         super().__init__()
         self.schema, self.config = schema, config
-        n_cat, n_cont, d = len(schema.categorical), len(schema.continuous), config.embedding_dim
+        fields = id_fields(schema, config.use_crosses)
+        n_cat, n_cont, d = len(fields), len(schema.continuous), config.embedding_dim
         n_vectors = n_cat + (1 if n_cont else 0)
         top_in = (d if n_cont else 0) + n_vectors * (n_vectors - 1) // 2
         if top_in == 0:
             raise ValueError("DLRM needs at least one continuous input or two categorical fields")
-        self.embedding = FusedEmbedding([f.cardinality for f in schema.categorical], d,
+        self.embedding = FusedEmbedding([f.cardinality for f in fields], d,
                                         init_std=config.embedding_init_std)
         self.bottom = (MLP(n_cont, (*config.bottom_hidden, d), config.dropout, config.activation,
                            config.batch_norm) if n_cont else None)
@@ -71,7 +81,7 @@ class DLRM(nn.Module):
         self.head = nn.Linear(self.top.out_dim, 1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        vectors = self.embedding(batch["cat"])  # (B, F, D)
+        vectors = self.embedding(id_inputs(batch, self.config.use_crosses))  # (B, F', D)
         if self.bottom is None:
             x = self.interaction(vectors)  # (B, F (F - 1) / 2)
         else:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from models.interactions import BilinearFusion, FeatureGating
-from models.layers import MLP, FusedEmbedding, check_mlp_args
+from models.layers import MLP, FlatFeatures, check_mlp_args
 from models.schema import InputSchema
 
 
@@ -26,6 +26,7 @@ from models.schema import InputSchema
 class Config:
     embedding_dim: int = 16
     embedding_init_std: float = 0.1
+    use_crosses: bool = True  # embed the hashed crosses as extra fields (layers.id_fields)
     hidden1: tuple[int, ...] = (256, 128, 64)  # stream 1
     hidden2: tuple[int, ...] = (128, 64)  # stream 2
     gate_hidden: int = 64  # width of each feature-gating MLP
@@ -53,7 +54,8 @@ class FinalMLP(nn.Module):
         config: see `Config`.
 
     Forward:
-        batch: {"cat": int64 (B, F), "cont": float32 (B, C)}  ("cross" is ignored)
+        batch: {"cat": int64 (B, F), "cont": float32 (B, C), "cross": int64 (B, K)}
+        ("cross" is read only with use_crosses)
         -> logits float32 (B,)
     """
 
@@ -62,13 +64,9 @@ class FinalMLP(nn.Module):
     def __init__(self, schema: InputSchema, config: Config = Config()):
         super().__init__()
         self.schema, self.config = schema, config
-        n_cat, n_cont = len(schema.categorical), len(schema.continuous)
-        if n_cat + n_cont == 0:
-            raise ValueError("FinalMLP needs at least one categorical or continuous input")
         c = config
-        self.embedding = FusedEmbedding([f.cardinality for f in schema.categorical],
-                                        c.embedding_dim, init_std=c.embedding_init_std)
-        width = n_cat * c.embedding_dim + n_cont  # N
+        self.inputs = FlatFeatures(schema, c.embedding_dim, c.embedding_init_std, c.use_crosses, "FinalMLP")
+        width = self.inputs.out_dim  # N
         self.gate1 = FeatureGating(width, c.embedding_dim, c.gate_hidden)
         self.gate2 = FeatureGating(width, c.embedding_dim, c.gate_hidden)
         self.stream1 = MLP(width, c.hidden1, c.dropout, c.activation, c.batch_norm)
@@ -76,7 +74,7 @@ class FinalMLP(nn.Module):
         self.fusion = BilinearFusion(self.stream1.out_dim, self.stream2.out_dim, c.n_heads)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        x = torch.cat([self.embedding(batch["cat"]).flatten(1), batch["cont"]], dim=1)  # (B, N)
+        x = self.inputs(batch)  # (B, N)
         o1 = self.stream1(self.gate1(x))  # (B, H1)
         o2 = self.stream2(self.gate2(x))  # (B, H2)
         return self.fusion(o1, o2).squeeze(1)  # (B, 1) -> (B,)

@@ -33,6 +33,7 @@ from models.schema import InputSchema
 class Config:
     embedding_dim: int = 16
     embedding_init_std: float = 0.1
+    use_crosses: bool = True  # embed the hashed crosses as extra fields (layers.id_fields)
     n_cross_layers: int = 3
     structure: str = "stacked"
     hidden: tuple[int, ...] = (256, 128, 64)
@@ -57,7 +58,8 @@ class GDCN(nn.Module):
         config: see `Config`.
 
     Forward:
-        batch: {"cat": int64 (B, F), "cont": float32 (B, C)}  ("cross" is ignored)
+        batch: {"cat": int64 (B, F), "cont": float32 (B, C), "cross": int64 (B, K)}
+        ("cross" is read only with use_crosses)
         -> logits float32 (B,)
     """
 
@@ -66,7 +68,8 @@ class GDCN(nn.Module):
     def __init__(self, schema: InputSchema, config: Config = Config()):
         super().__init__()
         self.schema, self.config = schema, config
-        self.inputs = FlatFeatures(schema, config.embedding_dim, config.embedding_init_std, "GDCN")
+        self.inputs = FlatFeatures(schema, config.embedding_dim, config.embedding_init_std, config.use_crosses,
+                                   "GDCN")
         width = self.inputs.out_dim  # N
         self.net = CrossDeepHead(GatedCrossNet(width, config.n_cross_layers), width, config.hidden, config.dropout,
                                  config.activation, config.batch_norm, config.structure)

@@ -211,31 +211,46 @@ class FieldEmbedding(nn.Module):
         return torch.cat([emb, cont.unsqueeze(2) * self.cont], dim=1)  # (B, F + C, D)
 
 
-class FlatFeatures(nn.Module):
-    """The flat input of the cross-network models (DCN, DCN-V2, GDCN):
+def id_fields(schema, use_crosses: bool) -> list:
+    """The id fields a model reads: the categorical columns, then, with `use_crosses`, the
+    hashed crosses. Embedding a cross gives the memorization a wide part gets from its
+    weights (on synthetic_clicks: +0.017 val AUC for deep, +0.05 for AutoInt)."""
+    return [*schema.categorical, *(schema.crosses if use_crosses else ())]
 
-        x_0 = [e_1, ..., e_F, x_cont]      e_f = embedding of field f (one fused table)
+
+def id_inputs(batch: dict[str, torch.Tensor], use_crosses: bool) -> torch.Tensor:
+    """The ids matching `id_fields`: int64 (B, F), or (B, F + K) with the crosses."""
+    return torch.cat([batch["cat"], batch["cross"]], dim=1) if use_crosses else batch["cat"]
+
+
+class FlatFeatures(nn.Module):
+    """The flat input of the MLP and cross-network models (Deep, DCN, DCN-V2, GDCN, FinalMLP):
+
+        x_0 = [e_1, ..., e_F', x_cont]     e_f = embedding of id field f (one fused table)
 
     Args:
         schema: input fields and cardinalities (categorical fields and continuous columns).
         dim: embedding dimension D.
         init_std: std of the embedding init.
+        use_crosses: embed the hashed crosses as extra id fields (F' = F + K), see `id_fields`.
         owner: the architecture's name, for the error on an input-less schema.
 
     Forward:
-        batch: {"cat": int64 (B, F), "cont": float32 (B, C)} -> (B, F*D + C)
+        batch: {"cat": int64 (B, F), "cont": float32 (B, C), "cross": int64 (B, K)} -> (B, F'*D + C)
     """
 
-    def __init__(self, schema, dim: int, init_std: float, owner: str):
+    def __init__(self, schema, dim: int, init_std: float, use_crosses: bool, owner: str):
         super().__init__()
-        n_cat, n_cont = len(schema.categorical), len(schema.continuous)
-        if n_cat + n_cont == 0:
+        fields, n_cont = id_fields(schema, use_crosses), len(schema.continuous)
+        if len(fields) + n_cont == 0:
             raise ValueError(f"{owner} needs at least one categorical or continuous input")
-        self.embedding = FusedEmbedding([f.cardinality for f in schema.categorical], dim, init_std=init_std)
-        self.out_dim = n_cat * dim + n_cont  # N
+        self.use_crosses = use_crosses
+        self.embedding = FusedEmbedding([f.cardinality for f in fields], dim, init_std=init_std)
+        self.out_dim = len(fields) * dim + n_cont  # N
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.cat([self.embedding(batch["cat"]).flatten(1), batch["cont"]], dim=1)  # (B, N)
+        emb = self.embedding(id_inputs(batch, self.use_crosses))  # (B, F', D)
+        return torch.cat([emb.flatten(1), batch["cont"]], dim=1)  # (B, N)
 
 
 CROSS_STRUCTURES = ("stacked", "parallel")
@@ -297,13 +312,10 @@ class LinearAndFields(nn.Module):
         if len(schema.categorical) + n_cont == 0:
             raise ValueError(f"{owner} needs at least one categorical or continuous input")
         self.use_crosses = use_crosses
-        wide = [*schema.categorical, *(schema.crosses if use_crosses else ())]
-        self.linear = WideLinear([f.cardinality for f in wide], n_continuous=n_cont)
+        self.linear = WideLinear([f.cardinality for f in id_fields(schema, use_crosses)], n_continuous=n_cont)
         self.embedding = FieldEmbedding([f.cardinality for f in schema.categorical], n_cont, dim, init_std)
         self.num_fields = self.embedding.num_fields
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = batch["cat"]  # (B, F)
-        if self.use_crosses:
-            ids = torch.cat([ids, batch["cross"]], dim=1)  # (B, F + K)
+        ids = id_inputs(batch, self.use_crosses)  # (B, F) or (B, F + K)
         return self.linear(ids, batch["cont"]), self.embedding(batch["cat"], batch["cont"])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.layers import WideLinear
+from models.layers import WideLinear, id_fields, id_inputs
 from models.schema import InputSchema
 
 
@@ -42,15 +42,13 @@ class Wide(nn.Module):
     def __init__(self, schema: InputSchema, config: Config = Config()):
         super().__init__()
         self.schema, self.config = schema, config
-        fields = list(schema.categorical) + (list(schema.crosses) if config.use_crosses else [])
+        fields = id_fields(schema, config.use_crosses)
         n_cont = len(schema.continuous) if config.use_continuous else 0
         if not fields and n_cont == 0:
             raise ValueError("Wide needs at least one categorical, cross or continuous input")
         self.linear = WideLinear([f.cardinality for f in fields], n_continuous=n_cont)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        ids = batch["cat"]  # (B, n_cat)
-        if self.config.use_crosses:
-            ids = torch.cat([ids, batch["cross"]], dim=1)  # (B, n_cat + n_cross)
+        ids = id_inputs(batch, self.config.use_crosses)  # (B, n_cat) or (B, n_cat + n_cross)
         cont = batch["cont"] if self.config.use_continuous else None  # (B, C)
         return self.linear(ids, cont).squeeze(1)  # (B, 1) -> (B,)

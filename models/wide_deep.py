@@ -12,14 +12,24 @@ deep part's mistakes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from models.deep import Config, Deep
-from models.layers import WideLinear
+from models import deep
+from models.deep import Deep
+from models.layers import WideLinear, id_fields, id_inputs
 from models.schema import InputSchema
 
-__all__ = ["Config", "WideDeep"]  # the deep tower's hyper-parameters are the whole config
+
+@dataclass(frozen=True)
+class Config(deep.Config):
+    """The deep tower's hyper-parameters (models/deep.py) are the whole config; the wide part
+    has no knobs. As in the paper the crosses feed the wide part only, so the deep tower
+    embeds the base features (use_crosses=True also embeds them there)."""
+
+    use_crosses: bool = False
 
 
 class WideDeep(nn.Module):
@@ -27,7 +37,7 @@ class WideDeep(nn.Module):
 
     Args:
         schema: input fields and cardinalities (from the fitted preprocessing).
-        config: the deep tower's `Config` (models/deep.py); the wide part has no knobs.
+        config: see `Config`.
 
     Forward:
         batch: {"cat": int64 (B, F), "cross": int64 (B, K), "cont": float32 (B, C)}
@@ -39,9 +49,9 @@ class WideDeep(nn.Module):
     def __init__(self, schema: InputSchema, config: Config = Config()):
         super().__init__()
         self.schema, self.config = schema, config
-        self.wide = WideLinear([f.cardinality for f in (*schema.categorical, *schema.crosses)])
+        self.wide = WideLinear([f.cardinality for f in id_fields(schema, use_crosses=True)])
         self.deep = Deep(schema, config)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        ids = torch.cat([batch["cat"], batch["cross"]], dim=1)  # (B, F + K)
+        ids = id_inputs(batch, use_crosses=True)  # (B, F + K)
         return self.wide(ids).squeeze(1) + self.deep(batch)  # (B,) + (B,)

@@ -68,7 +68,7 @@ def train_candidate(
     run_tags: dict[str, str],
     log: Callable[[str], None] = print,
 ) -> Candidate:
-    model = build_model(arch, data.schema, hparams)
+    model = build_model(arch, data.schema, hparams, seed=train_config.seed)  # reproducible nights
     n_params = sum(p.numel() for p in model.parameters())
     with mlflow.start_run(
         experiment_id=experiment_id, run_name=arch, parent_run_id=parent_run_id, tags={**run_tags, "arch": arch}
