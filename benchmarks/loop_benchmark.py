@@ -11,13 +11,14 @@ rows/s, preprocessing rows/s, and the wall time of each stage of the flow.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
+
+from benchmarks.report import write_results
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -60,10 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
         "generate_seconds": generate_seconds,
         "nights": nights,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "loop.json").write_text(json.dumps(result, indent=2, default=str))
-    (args.out / "loop.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.out, "loop", result, markdown(result))
     return result
 
 
