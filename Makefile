@@ -15,8 +15,6 @@ WORKDIR ?= .recloop
 export RECLOOP_HOME ?= $(abspath $(WORKDIR))
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(abspath $(WORKDIR))/prefect
-# The ephemeral server migrates a fresh database on its first start (26 s here; Prefect waits 20 s).
-export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 export PYTHONWARNINGS ?= ignore::UserWarning:merlin.dtypes.mappings.tf,ignore::UserWarning:merlin.dtypes.mappings.triton
 PYTEST_ARGS ?=
 

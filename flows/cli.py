@@ -15,12 +15,6 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-# With PREFECT_API_URL unset, every `recloop run`/`demo` starts Prefect's ephemeral server, which
-# migrates a fresh SQLite database on its first start: 26 s on this 2-core machine, past
-# Prefect's 20 s default, and then the command dies before the night begins. Set before any
-# Prefect import (Prefect reads its settings when it is imported).
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Nightly retraining loop for CTR ranking models.")
 
 
