@@ -15,18 +15,19 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from flows.console import stdout_console
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Nightly retraining loop for CTR ranking models.")
 
 
 class _LazyConsole:
-    """A rich console made at first use, on the stdout of that moment: wide (160 columns)
-    when stdout is not a terminal, so tables in logs and CI output are not folded."""
+    """A `stdout_console` made at first use, and again whenever sys.stdout changes."""
 
     _console: Console | None = None
 
     def __getattr__(self, name):
         if self._console is None or self._console.file is not sys.stdout:
-            self._console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160)
+            self._console = stdout_console()
         return getattr(self._console, name)
 
 

@@ -12,6 +12,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from flows.console import stdout_console
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -25,7 +27,7 @@ Force = Annotated[bool, typer.Option("--force", help="Replace the dataset if it 
 
 def _console() -> Console:
     # soft_wrap: long messages (paths) stay on one line in logs and are easy to grep.
-    return Console(width=None if Console().is_terminal else 160, soft_wrap=True)
+    return stdout_console(soft_wrap=True)
 
 
 def _root(data_root: Path | None) -> Path:
