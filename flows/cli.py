@@ -87,10 +87,12 @@ def run(
 ) -> None:
     """Run one night of the loop (Prefect flow `nightly-retrain`)."""
     _quiet_libraries()
+    from tasks.approval import TIMEOUT
+
     summary = _run_night(date.fromisoformat(run_date), dataset, arch, epochs, approval)
     if json_out:
         json_out.write_text(json.dumps(summary, indent=2, default=str))
-    if summary["decision"] == "timeout":  # the Prefect run ended Failed (ApprovalExpired)
+    if summary["decision"] == TIMEOUT:  # the Prefect run ended Failed (ApprovalExpired)
         raise typer.Exit(code=3)
 
 
