@@ -10,7 +10,7 @@ import sys
 import warnings
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -76,49 +76,146 @@ def generate(
     console.print(f"wrote {len(paths)} day partitions under {root}/synthetic_clicks")
 
 
+def _bad_argument(option: str, value, rule: str) -> NoReturn:
+    """One line naming the argument and the rule, exit status 2 (nothing was done)."""
+    _err(f"{option} {value!r}: {rule}")
+    raise typer.Exit(code=2)
+
+
+def _err(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def _parse_date(value: str, option: str = "--date") -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        _bad_argument(option, value, f"not a date YYYY-MM-DD ({exc})")
+
+
 @app.command()
 def run(
     run_date: Annotated[str, typer.Option("--date", help="Run date D: trains on days before D-1, stages on D-1.")],
     dataset: Annotated[str, typer.Option(help="Dataset spec name.")] = "synthetic_clicks",
     arch: Annotated[Optional[list[str]], typer.Option(help="Architecture (repeatable).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Max epochs (early stopping may stop sooner).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Max epochs, >= 1 (early stopping may stop sooner).")] = None,
     approval: Annotated[Optional[str], typer.Option(help="auto | manual (default from settings).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the summary as JSON.")] = None,
+    backfill: Annotated[bool, typer.Option(help="Allow a staging day the champion trained on: evaluate only, "
+                                                "register and promote nothing.")] = False,
+    force: Annotated[bool, typer.Option(help="Retrain even when the champion came from this very night "
+                                             "(same data, code and config).")] = False,
 ) -> None:
-    """Run one night of the loop (Prefect flow `nightly-retrain`)."""
-    _quiet_libraries()
-    from tasks.approval import TIMEOUT
+    """Run one night of the loop (Prefect flow `nightly-retrain`).
 
-    summary = _run_night(date.fromisoformat(run_date), dataset, arch, epochs, approval)
+    Exit status: 0 done (promoted or not), 2 bad input or arguments (nothing stored), 3 a
+    manual night got no decision in time, 4 a store does not answer (nothing done), 1 other."""
+    _quiet_libraries()
+    day = _parse_date(run_date)
+    if epochs is not None and epochs < 1:
+        _bad_argument("--epochs", epochs, "must be at least 1")
+    if approval is not None and approval not in ("auto", "manual"):
+        _bad_argument("--approval", approval, "must be auto or manual")
+    settings = _checked_settings(epochs=epochs, approval_mode=approval)
+    _checked(lambda: _preflight(settings, json_out, (dataset, day, backfill)))
+    with _prefect(settings):
+        summary = _run_night(day, dataset, arch, epochs, approval, backfill=backfill, force=force)
     if json_out:
-        json_out.write_text(json.dumps(summary, indent=2, default=str))
-    if summary["decision"] == TIMEOUT:  # the Prefect run ended Failed (ApprovalExpired)
+        _write_json(json_out, summary)
+    if summary["decision"] == "timeout":  # the Prefect run ended Failed (ApprovalExpired)
         raise typer.Exit(code=3)
 
 
-def _run_night(run_date: date, dataset: str, arch, epochs, approval) -> dict:
+def _checked_settings(**overrides):
+    from feature_store.errors import ParameterError
+
+    try:
+        return _settings(**overrides)
+    except ParameterError as exc:
+        _err(str(exc))
+        raise typer.Exit(code=2) from None
+
+
+def _preflight(settings, json_out: Path | None, night: tuple[str, date, bool] | None = None) -> None:
+    """Before any work: the home directory, the output file, the stores (seconds, one line),
+    and for a night (dataset, run date, backfill) whether the champion allows it (the flow
+    checks again; here it costs no Prefect server start)."""
+    from tasks import preflight
+
+    preflight.check_home(settings.home)
+    preflight.check_output_file(json_out)
+    preflight.check_stores(settings.resolved_tracking_uri, settings.resolved_registry_uri)
+    if night is not None:
+        from feature_store.spec import load_spec
+        from tasks import guards, registry
+
+        dataset, day, backfill = night
+        name = registry.registered_model_name(load_spec(dataset).name)
+        champion = registry.alias_version(_mlflow_client(), name, registry.CHAMPION)
+        guards.check_staging_day(champion, day - timedelta(days=1), day, backfill)
+
+
+def _checked(fn):
+    """Run `fn`; the errors a night can stop on become one line and their exit status."""
     from feature_store.errors import RecloopInputError
+    from tasks.lock import LockTimeout
+    from tasks.preflight import StoreUnreachable
+
+    try:
+        return fn()
+    except RecloopInputError as exc:
+        _err(str(exc))
+        raise typer.Exit(code=2) from None
+    except StoreUnreachable as exc:
+        _err(f"{exc} (nothing was done; try again when it answers)")
+        raise typer.Exit(code=4) from None
+    except LockTimeout as exc:
+        _err(str(exc))
+        raise typer.Exit(code=1) from None
+
+
+def _write_json(path: Path, summary: dict) -> None:
+    """Write atomically; a failure here must not turn a finished night into a failed one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(summary, indent=2, default=str))
+        os.replace(tmp, path)
+    except OSError as exc:
+        console.print(f"[yellow]warning: the night finished, but --json {path} could not be written: {exc}[/]")
+
+
+def _prefect(settings):
+    """The Prefect API for this command: the configured one, else a private local server that
+    dies with this process (flows/local_prefect.py)."""
+    from flows.local_prefect import prefect_api
+
+    return prefect_api(settings.home / "logs", echo=lambda m: console.print(m, style="dim", highlight=False))
+
+
+def _run_night(run_date: date, dataset: str, arch, epochs, approval, backfill: bool = False,
+               force: bool = False) -> dict:
     from flows.nightly import nightly_retrain
     from tasks.approval import ApprovalExpired
     from tasks.report import rich_table
 
     expired = None
     try:
-        summary = nightly_retrain(run_date=run_date, dataset=dataset, architectures=arch or None,
-                                  approval_mode=approval, epochs=epochs)
-    except RecloopInputError as exc:
-        console.print(f"[bold red]run for {run_date} stopped before training; the registry is unchanged[/]")
-        console.print(str(exc), markup=False, highlight=False)
-        raise typer.Exit(code=2) from None
+        summary = _checked(lambda: nightly_retrain(run_date=run_date, dataset=dataset, architectures=arch or None,
+                                                   approval_mode=approval, epochs=epochs, backfill=backfill,
+                                                   force=force))
     except ApprovalExpired as exc:
         summary, expired = exc.summary, exc
-    console.print(rich_table(summary["rows"], f"{dataset}: night of {run_date} (staging day {summary['staging_day']})"))
+    if summary.get("noop"):
+        for note in summary["notes"]:
+            console.print(note, highlight=False)
+        return summary
+    console.print(rich_table(summary["rows"], f"{summary['dataset']}: night of {run_date} (staging day {summary['staging_day']})"))
     before, after = summary["champion_before"], summary["champion_after"]
     verdict = (f"promoted v{after} (was {'v' + before if before else 'none'})" if summary["promoted"]
                else f"champion unchanged ({'v' + after if after else 'none'})")
     console.print(f"[bold]{verdict}[/bold]")
     for note in summary["notes"]:
-        console.print(f"  - {note}")
+        console.print(f"  - {note}", highlight=False)
     if expired is not None:  # the Prefect run ended Failed: nobody decided in time
         console.print(f"[bold red]{expired}[/]", highlight=False)
     return summary
@@ -132,7 +229,8 @@ def demo(
 ) -> None:
     """Generate the embedded data and run two nights: the first champion, then challengers."""
     _quiet_libraries()
-    settings = _settings()
+    settings = _checked_settings()
+    _checked(lambda: _preflight(settings, None))
     if fresh:
         # Only what the demo itself makes: the synthetic partitions and the default local
         # store. A configured tracking server or another dataset is never touched.
@@ -149,9 +247,10 @@ def demo(
             console.print(f"removed {target} (demo starts fresh; --no-fresh keeps it)")
     generate(days=DEMO_DAYS, rows_per_day=rows_per_day, start=str(DEMO_START), seed=7, data_root=None)
     last_day = DEMO_START + timedelta(days=DEMO_DAYS - 1)
-    for night, run_date in enumerate((last_day, last_day + timedelta(days=1)), start=1):
-        console.rule(f"night {night}: run date {run_date}")
-        _run_night(run_date, "synthetic_clicks", None, epochs, "auto")
+    with _prefect(settings):
+        for night, run_date in enumerate((last_day, last_day + timedelta(days=1)), start=1):
+            console.rule(f"night {night}: run date {run_date}")
+            _run_night(run_date, "synthetic_clicks", None, epochs, "auto")
     console.rule("look further")
     console.print(f"  make ui          MLflow UI on {settings.resolved_tracking_uri} (http://127.0.0.1:5000)")
     console.print("  make status      champion / challenger per dataset")
@@ -160,7 +259,7 @@ def demo(
 
 @app.command()
 def status(dataset: Annotated[Optional[list[str]], typer.Option(help="Dataset (repeatable); default: all specs.")] = None) -> None:
-    """Champion and challenger versions per dataset."""
+    """Champion, challenger and the newest version per dataset: gate, health, approval."""
     _quiet_libraries()
     from rich.table import Table
 
@@ -168,15 +267,61 @@ def status(dataset: Annotated[Optional[list[str]], typer.Option(help="Dataset (r
     from tasks import registry
 
     client = _mlflow_client()
-    table = Table(title="registry")
-    for col in ("registered model", "alias", "version", "arch", "staging AUC", "gate", "approved by"):
-        table.add_column(col)
+    table = Table(title=f"registry ({_settings().resolved_registry_uri})")
+    for col in ("registered model", "role", "version", "arch", "trained on", "staging AUC", "gate", "health",
+                "approval"):
+        table.add_column(col, overflow="fold")
     for ds in dataset or sorted(p.stem for p in SPEC_DIR.glob("*.yaml")):
         for st in registry.status(client, ds):
-            table.add_row(st.name, st.alias, st.version or "-", st.tags.get("arch", ""),
-                          st.tags.get("gate.staging_auc", ""), st.tags.get("gate.verdict", ""),
-                          st.tags.get("approval.by", ""))
+            t = st.tags
+            health = t.get(registry.HEALTH, "unchecked")
+            if health == registry.BROKEN:
+                health = f"broken: {t.get(registry.HEALTH_REASON, '')}"
+            decision = t.get("approval.decision", "")
+            approval = f"{decision} by {t['approval.by']}" if decision and t.get("approval.by") else decision
+            if decision in ("crashed", "timeout", "stale") and t.get("approval.reason"):
+                approval += f": {t['approval.reason']}"
+            table.add_row(st.name, st.role, f"v{st.version}", t.get("arch", ""), t.get("data_window", ""),
+                          t.get("gate.staging_auc", ""), t.get("gate.verdict", ""), health, approval)
+    if table.row_count == 0:
+        console.print(f"no registered models in {_settings().resolved_registry_uri}")
+        return
     console.print(table)
+
+
+@app.command()
+def doctor(
+    dataset: Annotated[Optional[list[str]], typer.Option(help="Dataset (repeatable); default: all specs.")] = None,
+) -> None:
+    """End runs left RUNNING by a dead night and finish interrupted registry writes.
+
+    Every night does this for its dataset before it starts; run it by hand after a crash to see
+    the state put right now. A dataset whose night is running is left alone."""
+    _quiet_libraries()
+    from feature_store.spec import SPEC_DIR
+    from tasks import doctor as doc
+    from tasks.lock import LockTimeout, NightLock
+
+    settings = _checked_settings()
+    _checked(lambda: _preflight(settings, None))
+    client = _mlflow_client()
+    total = 0
+    with _prefect(settings):
+        flow_runs = doc.FlowRuns()
+        try:
+            for ds in dataset or sorted(p.stem for p in SPEC_DIR.glob("*.yaml")):
+                try:
+                    with NightLock(settings.home, ds).acquire(0, log=lambda m: None) as lock:
+                        repairs = doc.reconcile(client, ds, flow_runs, lock.stale, log=lambda m: None)
+                except LockTimeout as exc:
+                    console.print(f"{ds}: skipped, {exc}", highlight=False)
+                    continue
+                for r in repairs:
+                    console.print(f"{ds}: {r.line()}", highlight=False)
+                total += len(repairs)
+        finally:
+            flow_runs.close()
+    console.print(f"[bold]{total} repair(s)[/]" if total else "nothing to repair")
 
 
 # --- served stack (`recloop stack up|down|status`; the logic is in flows/stack.py) ---------
@@ -333,21 +478,34 @@ def rollback(
     dataset: Annotated[str, typer.Argument(help="Dataset whose champion goes back one promotion.")],
     reviewer: Annotated[str, typer.Option(help="Who rolls back (recorded on both versions).")],
     reason: Annotated[str, typer.Option(help="Why (recorded on both versions).")],
+    to_version: Annotated[Optional[int], typer.Option(help="Restore this version instead of the previous "
+                                                           "champion (it must have passed its gate).")] = None,
 ) -> None:
-    """Move `champion` back to the version it replaced (its `previous_champion` tag)."""
+    """Move `champion` back to the version it replaced (its `previous_champion` tag), or to --to-version."""
     _quiet_libraries()
     from tasks import registry
 
     client = _mlflow_client()
     try:
-        done = registry.rollback(client, registry.registered_model_name(dataset), reviewer, reason)
+        done = registry.rollback(client, registry.registered_model_name(dataset), reviewer, reason,
+                                 to_version=str(to_version) if to_version is not None else None)
     except registry.RollbackError as exc:
         _fail(f"rollback refused: {exc}")
     console.print(f"[bold]{done.name}: champion v{done.previous} -> v{done.version}[/] (rolled back by {reviewer})")
 
 
 def main(argv: list[str] | None = None) -> None:
-    app(args=argv if argv is not None else sys.argv[1:], prog_name="recloop")
+    """The `recloop` entry point: a usage error (unknown option, a value of the wrong type) is
+    one line and exit status 2, like every other bad argument."""
+    try:
+        code = app(args=argv if argv is not None else sys.argv[1:], prog_name="recloop", standalone_mode=False)
+    except typer.Abort:
+        sys.exit(130)
+    except typer.TyperException as exc:  # typer's click exceptions: usage errors, bad values
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        _err(" ".join(message.split()) + " (see --help)")
+        sys.exit(getattr(exc, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

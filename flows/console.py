@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from rich.console import Console
@@ -11,3 +12,29 @@ def stdout_console(**options) -> Console:
     """A rich console on the current sys.stdout (a test runner may have swapped it): 160 columns
     wide when stdout is not a terminal, so tables in logs and CI output are not folded."""
     return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160, **options)
+
+
+class _InputErrorsWithoutTraceback(logging.Filter):
+    """Prefect logs a failed task and then the failed flow, each with a full traceback. For
+    bad input the traceback says nothing the error message does not: keep one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from feature_store.errors import RecloopInputError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, RecloopInputError):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            record.msg, record.args = f"stopped on bad input: {type(exc).__name__}: {first}", ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_FILTER = _InputErrorsWithoutTraceback()
+
+
+def quiet_input_errors() -> None:
+    """Install the filter on Prefect's run loggers (idempotent; called when a night starts)."""
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)

@@ -7,7 +7,7 @@ ingest -> validate (GX) -> preprocess (NVTabular) -> train each architecture (Py
 from __future__ import annotations
 
 import time
-from datetime import date
+from datetime import date, timedelta
 from typing import Literal
 
 from prefect import flow, get_run_logger
@@ -17,9 +17,11 @@ from prefect.flow_runs import pause_flow_run
 from prefect.runtime import flow_run
 
 from feature_store.spec import load_spec
-from tasks import approval, registry, report, tracking
+from flows.console import quiet_input_errors
+from tasks import approval, doctor, guards, preflight, registry, report, tracking
 from tasks.evaluate import GatePolicy
 from tasks.ingest import ingest_task
+from tasks.lock import NightLock
 from tasks.preprocess import preprocess_task
 from tasks.settings import get_settings
 from tasks.stage import promotion_task, staging_task
@@ -39,16 +41,42 @@ def nightly_retrain(
     hparams: dict[str, dict] | None = None,
     data_root: str | None = None,
     approval_timeout_s: int | None = None,
+    backfill: bool = False,
+    force: bool = False,
 ) -> dict:
-    """Retrain on the window before `run_date`, gate against the champion, maybe promote."""
+    """Retrain on the window before `run_date`, gate against the champion, maybe promote.
+
+    `backfill`: a night whose staging day the champion trained on only evaluates (registers
+    nothing); without it such a night is refused. `force`: run even when this very night
+    (same data, code and config) already produced the champion."""
     log = get_run_logger()
+    quiet_input_errors()
     settings = get_settings(approval_mode=approval_mode, epochs=epochs, data_root=data_root,
                             approval_timeout_s=approval_timeout_s)
     run_date = run_date or date.today()
     architectures = architectures or DEFAULT_ARCHITECTURES
     spec = load_spec(dataset)
     check_architectures(architectures, hparams)
+    preflight.check_home(settings.home)
+    preflight.check_stores(settings.resolved_tracking_uri, settings.resolved_registry_uri)
     client = tracking.configure(settings)
+    with NightLock(settings.home, spec.name).acquire(
+        settings.lock_wait_s, log=log.info, run_date=str(run_date), flow_run_id=str(flow_run.id)
+    ) as lock:
+        repairs = doctor.reconcile_task(client, spec.name, lock.stale)
+        summary = _night(client, settings, spec, run_date, architectures, hparams, backfill, force, lock)
+        summary["notes"][:0] = [r.line() for r in repairs]
+    if summary["decision"] == approval.TIMEOUT:
+        raise approval.ApprovalExpired(
+            f"no decision on v{summary['registered_version']} within {settings.approval_timeout_s} s: "
+            f"champion unchanged ({'v' + summary['champion_after'] if summary['champion_after'] else 'none'})",
+            summary)
+    return summary
+
+
+def _night(client, settings, spec, run_date: date, architectures: list[str], hparams, backfill: bool,
+           force: bool, lock: NightLock) -> dict:
+    log = get_run_logger()
     stage_seconds: dict[str, float] = {}
 
     def timed(stage: str, fn, *args, **kwargs):
@@ -57,7 +85,18 @@ def nightly_retrain(
         stage_seconds[stage] = stage_seconds.get(stage, 0.0) + time.perf_counter() - t0
         return out
 
+    name = registry.registered_model_name(spec.name)
+    champion = registry.alias_version(client, name, registry.CHAMPION)
+    backfill_note = guards.check_staging_day(champion, run_date - timedelta(days=1), run_date, backfill)
     window = timed("ingest", ingest_task, settings.resolved_data_root, spec, run_date, settings.window_days)
+    config = train_config(settings)
+    code = tracking.code_version()
+    night_config = guards.night_config(architectures, hparams, config, settings.window_days)
+    if not (force or backfill) and guards.rerun_of_champion(champion, window.fingerprint, code, night_config):
+        note = (f"nothing to do: champion v{champion.version} came from this very night (data fingerprint "
+                f"{window.fingerprint}, code {code}, config {night_config}); pass force=True (--force) to retrain")
+        log.info(note)
+        return _noop_summary(spec.name, run_date, window, str(champion.version), note)
     timed("validate", validate_task, window, spec)
     data = timed("preprocess", preprocess_task, window, spec)
     log.info(f"window {window.data_window}, staging day {window.holdout_day}: "
@@ -70,16 +109,18 @@ def nightly_retrain(
         "validation_day": str(window.val_day),
         "staging_day": str(window.holdout_day),
         "dataset_fingerprint": window.fingerprint,
-        "code_version": tracking.code_version(),
+        "code_version": code,
+        guards.NIGHT_CONFIG: night_config,
         "device": data.preprocessor.device,
         "flow_run_id": str(flow_run.id),  # links the MLflow runs to the Prefect run
+        **tracking.process_tags(),
     }
     exp_id, parent_id = tracking.start_night(
         client, spec.name, f"night-{run_date}", run_tags, tracking.artifact_location(settings)
     )
-    ok = False
+    lock.update(parent_run_id=parent_id)
+    ok, failure = False, None
     try:
-        config = train_config(settings)
         candidates = [
             timed("train", train_task, arch, data, spec, config, (hparams or {}).get(arch),
                   exp_id, parent_id, run_tags)
@@ -87,7 +128,10 @@ def nightly_retrain(
         ]
         policy = GatePolicy.from_settings(settings)
         outcome = timed("staging", staging_task, client, spec.name, candidates, data.holdout_raw,
-                        data.holdout_labels, policy, {**run_tags, "parent_run_id": parent_id})
+                        data.holdout_labels, policy, {**run_tags, "parent_run_id": parent_id},
+                        evaluate_only=backfill_note is not None)
+        if backfill_note:
+            outcome.notes.insert(0, backfill_note)
         promotion = timed("promotion", promotion_task, client, spec.name, outcome, settings.approval_mode)
         decision = approval.APPROVED if promotion is not None else None
         if settings.approval_mode == "manual" and outcome.version_gate is not None and outcome.version_gate.passed:
@@ -96,7 +140,7 @@ def nightly_retrain(
         oracle = (data.holdout_raw[spec.oracle_column].to_numpy(dtype=float)
                   if spec.oracle_column and spec.oracle_column in data.holdout_raw else None)
         rows = report.comparison_rows(candidates, outcome, data.holdout_labels, oracle)
-        champion_after = registry.alias_version(client, registry.registered_model_name(spec.name), registry.CHAMPION)
+        champion_after = registry.alias_version(client, name, registry.CHAMPION)
         summary = {
             "dataset": spec.name,
             "run_date": str(run_date),
@@ -109,6 +153,8 @@ def nightly_retrain(
             "registered_version": outcome.version,
             "promoted": promotion is not None,
             "decision": decision,
+            "noop": False,
+            "backfill": backfill_note is not None,
             "champion_before": outcome.champion.version if outcome.champion else None,
             "champion_after": str(champion_after.version) if champion_after else None,
             "notes": outcome.notes,
@@ -128,14 +174,22 @@ def nightly_retrain(
         if decision is not None:
             client.set_tag(parent_id, "approval.decision", decision)
         ok = True
+    except BaseException as exc:
+        failure = f"{type(exc).__name__}: {exc}"
+        raise
     finally:
-        tracking.end_night(client, parent_id, ok)
-    if decision == approval.TIMEOUT:
-        raise approval.ApprovalExpired(
-            f"no decision on v{outcome.version} within {settings.approval_timeout_s} s: "
-            f"champion unchanged ({'v' + summary['champion_after'] if summary['champion_after'] else 'none'})",
-            summary)
+        tracking.end_night(client, parent_id, ok, failure)
     return summary
+
+
+def _noop_summary(dataset: str, run_date: date, window, champion: str, note: str) -> dict:
+    return {
+        "dataset": dataset, "run_date": str(run_date), "data_window": window.data_window,
+        "staging_day": str(window.holdout_day), "parent_run_id": None, "experiment_id": None, "rows": [],
+        "selected": None, "registered_version": None, "promoted": False, "decision": None, "noop": True,
+        "backfill": False, "champion_before": champion, "champion_after": champion, "notes": [note],
+        "stage_seconds": {},
+    }
 
 
 def _manual_approval(client, settings, dataset: str, outcome, candidates, staging_day: str):

@@ -7,12 +7,15 @@ champion on the new version (tag `previous_champion`), so a rollback is one comm
 from __future__ import annotations
 
 import getpass
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+
+from tasks import faults
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -71,26 +74,59 @@ class Promotion:
     previous: str | None
 
 
+# Moving `champion` is three writes that no store makes atomic: an intent tag on the target,
+# the alias, then the tags that describe the move. The intent says what the move is and
+# carries everything the final tags need, so a process killed between the writes leaves a
+# state `finish_move` (run by `recloop doctor` and every night) completes or withdraws:
+# `champion` on a version with an intent -> write the final tags; an intent on a version that
+# is not champion -> the alias never moved, drop the intent. Tags that describe a move never
+# exist without the alias.
+INTENT = "champion.intent"
+
+
+def _move_champion(client: MlflowClient, name: str, version: str, intent: dict[str, str]) -> None:
+    set_tags(client, name, version, {INTENT: json.dumps(intent, sort_keys=True)})
+    faults.point("before_champion_alias")
+    client.set_registered_model_alias(name, CHAMPION, version)
+    faults.point("after_champion_alias")
+    finish_move(client, name, version, intent)
+
+
+def finish_move(client: MlflowClient, name: str, version: str, intent: dict[str, str]) -> None:
+    """The tags that follow a champion move (promotion or rollback), then drop the intent."""
+    if intent["kind"] == "promotion":
+        set_tags(client, name, version, {
+            "previous_champion": intent["previous"] or "none",
+            "approval.decision": "approved",
+            "approval.by": intent["by"],
+            "approval.reason": intent["reason"],
+            "promoted_at": intent["at"],
+        })
+    else:  # rollback: both versions say who, why and when
+        stamp = {"rollback.by": intent["by"], "rollback.reason": intent["reason"], "rollback.at": intent["at"],
+                 "rollback.from_version": intent["previous"], "rollback.to_version": version}
+        set_tags(client, name, intent["previous"], {**stamp, "rollback.role": "rolled back"})
+        set_tags(client, name, version, {**stamp, "rollback.role": "restored"})
+    drop_intent(client, name, version)
+    remove_alias_if(client, name, CHALLENGER, version)
+
+
+def drop_intent(client: MlflowClient, name: str, version: str) -> None:
+    try:
+        client.delete_model_version_tag(name, version, INTENT)
+    except MlflowException as exc:  # already gone: another reconcile finished the move
+        if exc.error_code not in {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}:
+            raise
+
+
 def promote(client: MlflowClient, name: str, version: str, approved_by: str, reason: str) -> Promotion:
     """Move `champion` to `version`, recording who, why and the champion it replaces."""
     previous = alias_version(client, name, CHAMPION)
     prev_version = str(previous.version) if previous is not None else None
     if prev_version == str(version):
         return Promotion(name, str(version), prev_version)
-    set_tags(
-        client,
-        name,
-        version,
-        {
-            "previous_champion": prev_version or "none",
-            "approval.decision": "approved",
-            "approval.by": approved_by,
-            "approval.reason": reason,
-            "promoted_at": utc_stamp(),
-        },
-    )
-    client.set_registered_model_alias(name, CHAMPION, version)
-    remove_alias_if(client, name, CHALLENGER, version)
+    _move_champion(client, name, str(version), {"kind": "promotion", "previous": prev_version or "",
+                                                "by": approved_by, "reason": reason, "at": utc_stamp()})
     return Promotion(name, str(version), prev_version)
 
 
@@ -104,31 +140,58 @@ def remove_alias_if(client: MlflowClient, name: str, alias: str, version: str) -
 
 
 class RollbackError(RuntimeError):
-    """A rollback that cannot happen (no champion, no recorded previous champion)."""
+    """A rollback that cannot happen (no champion, no recorded previous champion, a bad target)."""
 
 
-def rollback(client: MlflowClient, name: str, by: str, reason: str) -> Promotion:
+def rollback(client: MlflowClient, name: str, by: str, reason: str, to_version: str | None = None) -> Promotion:
     """Move `champion` back to the version recorded in the current champion's
-    `previous_champion` tag, tagging who, why and when on both versions. Repeating it walks
-    further back, since the restored version carries its own `previous_champion`."""
+    `previous_champion` tag (or to `to_version`), tagging who, why and when on both versions.
+    Repeating it walks further back, since the restored version carries its own
+    `previous_champion`. A target must have passed its gate and not be marked broken."""
     current = alias_version(client, name, CHAMPION)
     if current is None:
         raise RollbackError(f"{name} has no champion: nothing to roll back")
-    target = current.tags.get("previous_champion", "none")
+    target = str(to_version) if to_version else current.tags.get("previous_champion", "none")
     if target in {"", "none"}:
         raise RollbackError(f"{name} champion v{current.version} has no previous champion recorded: "
-                            "it is the first one, there is nothing to roll back to")
+                            "it is the first one; name a version with --to-version")
+    if target == str(current.version):
+        raise RollbackError(f"{name} v{target} is the champion already")
     try:
-        client.get_model_version(name, target)
+        mv = client.get_model_version(name, target)
     except MlflowException as exc:
-        raise RollbackError(f"{name} v{target} (the previous champion) no longer exists: {exc.message}") from None
-    stamp = {"rollback.by": by, "rollback.reason": reason,
-             "rollback.at": utc_stamp(),
-             "rollback.from_version": str(current.version), "rollback.to_version": target}
-    set_tags(client, name, str(current.version), {**stamp, "rollback.role": "rolled back"})
-    set_tags(client, name, target, {**stamp, "rollback.role": "restored"})
-    client.set_registered_model_alias(name, CHAMPION, target)
+        raise RollbackError(f"{name} v{target} does not exist: {exc.message}") from None
+    if mv.tags.get("gate.passed") != "true":
+        raise RollbackError(f"{name} v{target} did not pass its staging gate "
+                            f"({mv.tags.get('gate.verdict', 'no gate result')}): not a rollback target")
+    if mv.tags.get(HEALTH) == BROKEN:
+        raise RollbackError(f"{name} v{target} is marked {HEALTH}={BROKEN} "
+                            f"({mv.tags.get(HEALTH_REASON, 'no reason')}): choose another with --to-version")
+    _move_champion(client, name, target, {"kind": "rollback", "previous": str(current.version),
+                                          "by": by, "reason": reason, "at": utc_stamp()})
     return Promotion(name, target, str(current.version))
+
+
+def pending_moves(client: MlflowClient, name: str) -> list[tuple[ModelVersion, dict]]:
+    """Versions carrying a champion-move intent (a move that was interrupted)."""
+    return [(mv, json.loads(mv.tags[INTENT])) for mv in all_versions(client, name) if mv.tags.get(INTENT)]
+
+
+def all_versions(client: MlflowClient, name: str) -> list[ModelVersion]:
+    """Every version of a registered model, newest first (none when the model does not exist)."""
+    found = client.search_model_versions(f"name='{name}'")
+    return sorted(found, key=lambda mv: int(mv.version), reverse=True)
+
+
+# Health of a version, as last seen by a night that tried to score it.
+HEALTH, HEALTH_REASON, HEALTH_AT = "health", "health.reason", "health.checked_at"
+OK, BROKEN = "ok", "broken"
+
+
+def mark_health(client: MlflowClient, name: str, version: str, reason: str | None) -> None:
+    """`health=ok`, or `health=broken` with the reason (e.g. the bundle no longer loads)."""
+    set_tags(client, name, version, {HEALTH: BROKEN if reason else OK, HEALTH_REASON: reason or "",
+                                     HEALTH_AT: utc_stamp()})
 
 
 def current_user() -> str:
@@ -139,19 +202,26 @@ def current_user() -> str:
 
 
 @dataclass(frozen=True)
-class AliasStatus:
+class VersionStatus:
+    """One line of `recloop status`: a version and why it is listed (its alias, or `latest`)."""
+
     name: str
-    alias: str
-    version: str | None
+    role: str
+    version: str
     run_id: str | None
     tags: dict[str, str]
 
 
-def status(client: MlflowClient, dataset: str) -> list[AliasStatus]:
+def status(client: MlflowClient, dataset: str) -> list[VersionStatus]:
+    """Champion, challenger, and the newest version when it is neither (e.g. a night that was
+    rejected, timed out or died while waiting); empty when nothing is registered."""
     name = registered_model_name(dataset)
     out = []
     for alias in (CHAMPION, CHALLENGER):
         mv = alias_version(client, name, alias)
-        out.append(AliasStatus(name, alias, str(mv.version) if mv else None, mv.run_id if mv else None,
-                               dict(mv.tags) if mv else {}))
+        if mv is not None:
+            out.append(VersionStatus(name, alias, str(mv.version), mv.run_id, dict(mv.tags)))
+    newest = next(iter(all_versions(client, name)), None)
+    if newest is not None and str(newest.version) not in {row.version for row in out}:
+        out.append(VersionStatus(name, "latest", str(newest.version), newest.run_id, dict(newest.tags)))
     return out

@@ -31,7 +31,9 @@ def comparison_rows(
             "verdict": gate.verdict,
             "registered": f"v{outcome.version}" if cand.arch == outcome.selected else "",
         })
-    if outcome.champion is not None:
+    if outcome.champion is not None and outcome.champion.pred is None:
+        rows.append({"model": f"champion v{outcome.champion.version}", "verdict": "broken (health=broken)"})
+    elif outcome.champion is not None:
         champ = score(y, outcome.champion.pred)
         rows.append({"model": f"champion v{outcome.champion.version}", "staging_auc": champ.auc,
                      "staging_logloss": champ.logloss, "calibration": champ.calibration,

@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from feature_store.errors import ParameterError
 
 
 def _default_home() -> Path:
@@ -35,6 +37,9 @@ class Settings(BaseSettings):
     approval_timeout_s: int = Field(default=6 * 3600, ge=1, description="Manual mode: wait this long for a decision.")
     approval_poll_s: int = Field(default=10, ge=1, description="Manual mode: how often the paused run checks for one.")
     window_days: int = Field(default=7, ge=2, description="Training days before the staging day.")
+    lock_wait_s: float = Field(
+        default=600, ge=0, description="How long a night waits for another night of its dataset to finish."
+    )
     # Staging gate.
     auc_tolerance: float = Field(default=0.002, ge=0.0, description="Challenger AUC may be this much below the champion's.")
     logloss_tolerance: float = Field(default=0.002, ge=0.0, description="Challenger logloss may be this much above.")
@@ -76,6 +81,20 @@ class Settings(BaseSettings):
 
 def get_settings(**overrides) -> Settings:
     """Settings from the environment and the env file named by RECLOOP_SETTINGS_FILE (read
-    now, not at import), with explicit overrides (CLI flags, flow parameters)."""
+    now, not at import), with explicit overrides (CLI flags, flow parameters). A bad value is
+    one `ParameterError` line naming the variable (or parameter) and the rule."""
     env_file = os.environ.get("RECLOOP_SETTINGS_FILE", "recloop.env")
-    return Settings(_env_file=env_file, **{k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(_env_file=env_file, **given)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
+            if field in given:
+                where = f"{field}={given[field]!r}"
+            else:
+                var = f"RECLOOP_{field.upper()}" if field else "settings"
+                where = f"{var}={os.environ[var]!r}" if var in os.environ else f"{var} (in {env_file})"
+            problems.append(f"{where}: {err['msg']}")
+        raise ParameterError("; ".join(problems)) from None

@@ -19,16 +19,20 @@ from mlflow import MlflowClient
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import plots, registry
+from tasks import faults, plots, registry
 from tasks.evaluate import Check, GatePolicy, GateResult, evaluate_gate, reload_check
 from tasks.train import Candidate
 
 
 @dataclass
 class ChampionScore:
+    """The champion on the staging day; `pred` is None when its bundle could not score (then
+    `broken` says why, the version is tagged `health=broken` and the absolute floor applies)."""
+
     version: str
     run_id: str | None
-    pred: np.ndarray
+    pred: np.ndarray | None
+    broken: str | None = None
 
 
 @dataclass
@@ -49,12 +53,26 @@ def predict_raw(bundle, raw: pd.DataFrame) -> np.ndarray:
 
 
 def score_champion(client: MlflowClient, name: str, holdout_raw: pd.DataFrame) -> ChampionScore | None:
-    """Predict the staging day with the current champion's own bundle; None if no champion."""
+    """Predict the staging day with the current champion's own bundle; None if no champion.
+
+    A champion that no longer loads or scores (deleted artifacts, a bundle from an incompatible
+    code version, non-finite output) must not block every later night: it is tagged
+    `health=broken` with the reason, and the challengers are judged against the absolute floor,
+    so a passing one replaces it."""
     mv = registry.alias_version(client, name, registry.CHAMPION)
     if mv is None:
         return None
-    bundle = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
-    return ChampionScore(str(mv.version), mv.run_id, predict_raw(bundle, holdout_raw))
+    try:
+        bundle = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
+        pred = predict_raw(bundle, holdout_raw)
+        if not np.all(np.isfinite(pred)):
+            raise ValueError(f"{int(np.sum(~np.isfinite(pred)))} non-finite predictions")
+    except Exception as exc:  # whatever broke, the night goes on without it
+        reason = f"cannot score the staging day: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        registry.mark_health(client, name, str(mv.version), reason)
+        return ChampionScore(str(mv.version), mv.run_id, None, broken=reason)
+    registry.mark_health(client, name, str(mv.version), None)
+    return ChampionScore(str(mv.version), mv.run_id, pred)
 
 
 def gate_candidates(
@@ -66,8 +84,9 @@ def gate_candidates(
 ) -> dict[str, GateResult]:
     """Gate every candidate and log the staging numbers (the champion's too) on its run."""
     gates = {}
+    baseline = champion.pred if champion is not None else None
     for cand in candidates:
-        gate = evaluate_gate(y, cand.holdout_pred, champion.pred if champion else None, policy)
+        gate = evaluate_gate(y, cand.holdout_pred, baseline, policy)
         gates[cand.arch] = gate
         for key, value in gate.metrics().items():
             client.log_metric(cand.run_id, key, float(value))
@@ -75,8 +94,8 @@ def gate_candidates(
         if champion:
             client.set_tag(cand.run_id, "champion_version", champion.version)
         scores = {cand.arch: cand.holdout_pred}
-        if champion is not None:
-            scores[f"champion v{champion.version}"] = champion.pred
+        if baseline is not None:
+            scores[f"champion v{champion.version}"] = baseline
         if np.all(np.isfinite(cand.holdout_pred)):
             for fig_fn, path in ((plots.roc_figure, "plots/staging_roc.png"),
                                  (plots.calibration_figure, "plots/staging_calibration.png")):
@@ -101,17 +120,24 @@ def register_challenger(
     holdout_raw: pd.DataFrame,
     version_tags: dict[str, str],
 ) -> tuple[str, GateResult]:
-    """Register the candidate, reload it from the registry, and alias it `challenger` if sane."""
+    """Check that the logged bundle loads back and reproduces its predictions, then register
+    it with its complete gate result in one write, then alias it `challenger` if it passed.
+
+    One write: a version never exists without its gate tags, whenever the process dies (the
+    store creates a version and its tags in one transaction). The reload reads the logged
+    model, the very artifacts the version points to."""
     name = registry.registered_model_name(dataset)
-    mv = registry.register_version(client, name, dataset, cand.model_uri, cand.run_id,
-                                   {**version_tags, "arch": cand.arch})
     try:
-        reloaded = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
-        p_loaded = predict_raw(reloaded, holdout_raw)
-        gate.add_check(reload_check(p_loaded, cand.holdout_pred))
+        reloaded = mlflow.pyfunc.load_model(cand.model_uri)
+        gate.add_check(reload_check(predict_raw(reloaded, holdout_raw), cand.holdout_pred))
     except Exception as exc:  # any failure to load or predict is a failed sanity check
-        gate.add_check(Check("bundle_reload", False, f"bundle failed to reload from the registry: {exc}"))
-    registry.set_tags(client, name, mv.version, gate.tags())
+        gate.add_check(Check("bundle_reload", False, f"bundle failed to reload from the store: {exc}"))
+    reload = next(c for c in gate.checks if c.name == "bundle_reload")
+    health = {registry.HEALTH: registry.OK if reload.passed else registry.BROKEN,
+              registry.HEALTH_REASON: "" if reload.passed else reload.detail, registry.HEALTH_AT: registry.utc_stamp()}
+    mv = registry.register_version(client, name, dataset, cand.model_uri, cand.run_id,
+                                   {**version_tags, "arch": cand.arch, **gate.tags(), **health})
+    faults.point("after_version_created")
     client.set_tag(cand.run_id, "registered_version", mv.version)
     if gate.passed:
         client.set_registered_model_alias(name, registry.CHALLENGER, mv.version)
@@ -127,12 +153,24 @@ def run_staging(
     policy: GatePolicy,
     version_tags: dict[str, str],
     log: Callable[[str], None] = print,
+    evaluate_only: bool = False,
 ) -> StagingOutcome:
     name = registry.registered_model_name(dataset)
     champion = score_champion(client, name, holdout_raw)
-    log(f"champion: {'v' + champion.version if champion else 'none yet (absolute floor applies)'}")
+    if champion is None:
+        log("champion: none yet (absolute floor applies)")
+    elif champion.broken:
+        log(f"champion v{champion.version} is broken ({champion.broken}): tagged health=broken; "
+            "the absolute floor applies, a passing challenger replaces it")
+    else:
+        log(f"champion: v{champion.version}")
     gates = gate_candidates(client, candidates, y, champion, policy)
     outcome = StagingOutcome(gates=gates, champion=champion)
+    if champion is not None and champion.broken:
+        outcome.notes.append(f"champion v{champion.version} marked health=broken: {champion.broken}")
+    if evaluate_only:
+        outcome.notes.append("backfill: evaluated only, nothing registered or promoted")
+        return outcome
     chosen = select_candidate(candidates, gates)
     if chosen is None:
         outcome.notes.append("no candidate passed the gate; champion unchanged")
@@ -161,9 +199,11 @@ def approve_and_promote(
 
 @task(name="staging-evaluation", cache_policy=NO_CACHE)
 def staging_task(client: MlflowClient, dataset: str, candidates: list[Candidate], holdout_raw: pd.DataFrame,
-                 y: np.ndarray, policy: GatePolicy, version_tags: dict[str, str]) -> StagingOutcome:
+                 y: np.ndarray, policy: GatePolicy, version_tags: dict[str, str],
+                 evaluate_only: bool = False) -> StagingOutcome:
     """Score candidates and the champion on the staging day; register the gate's choice."""
-    return run_staging(client, dataset, candidates, holdout_raw, y, policy, version_tags, log=get_run_logger().info)
+    return run_staging(client, dataset, candidates, holdout_raw, y, policy, version_tags,
+                       log=get_run_logger().info, evaluate_only=evaluate_only)
 
 
 @task(name="promotion", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)

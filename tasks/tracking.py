@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -21,18 +24,46 @@ def configure(settings: Settings) -> MlflowClient:
 
 
 def code_version() -> str:
-    """The git commit of the running code (with '-dirty' if modified), else the package version."""
+    """The git commit of the running code, else the package version. Modified code gets
+    '-dirty-<hash of the diff>': two different edits of one commit must not look like the same
+    code (a re-run of a night is a no-op only when data, code and config are the same)."""
     root = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
                              text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
+        diff = subprocess.run(["git", "diff", "HEAD"], cwd=root, capture_output=True, timeout=10).stdout
+        return sha + (f"-dirty-{hashlib.sha256(diff).hexdigest()[:8]}" if diff.strip() else "")
     except (OSError, subprocess.SubprocessError):
         from importlib.metadata import version
 
         return f"recloop-{version('recloop')}"
+
+
+def process_tags() -> dict[str, str]:
+    """Who runs this night: host, pid and the pid's start time (a recycled pid has another), so
+    `recloop doctor` can tell a night that is still running from one whose process died."""
+    return {PROCESS_HOST: socket.gethostname(), PROCESS_PID: str(os.getpid()),
+            PROCESS_START: process_start_time(os.getpid()) or ""}
+
+
+PROCESS_HOST, PROCESS_PID, PROCESS_START = "recloop.host", "recloop.pid", "recloop.pid_start"
+
+
+def process_start_time(pid: int) -> str | None:
+    """Start time of a process in clock ticks since boot (/proc/<pid>/stat field 22), None if gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()
+    return None if fields[0] == "Z" else fields[19]
+
+
+def process_alive(tags: dict[str, str]) -> bool | None:
+    """True/False when the tags name a process on this host, None when it is another host's."""
+    if tags.get(PROCESS_HOST) != socket.gethostname() or not tags.get(PROCESS_PID, "").isdigit():
+        return None
+    return process_start_time(int(tags[PROCESS_PID])) == tags.get(PROCESS_START)
 
 
 def artifact_location(settings: Settings) -> str | None:
@@ -58,5 +89,8 @@ def start_night(
     return exp_id, run.info.run_id
 
 
-def end_night(client: MlflowClient, run_id: str, ok: bool) -> None:
+def end_night(client: MlflowClient, run_id: str, ok: bool, reason: str | None = None) -> None:
+    """End the parent run; a failed night says why on the run (tag `failure.reason`)."""
+    if reason:
+        client.set_tag(run_id, "failure.reason", reason[:4000])
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))

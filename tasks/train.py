@@ -17,7 +17,7 @@ from feature_store.errors import ParameterError
 from feature_store.spec import DatasetSpec
 from models import build_model, model_config
 from models.trainer import TrainConfig, TrainResult, fit, predict_proba
-from tasks import plots
+from tasks import faults, plots
 from tasks.bundle import log_bundle
 from tasks.preprocess import PreparedData
 
@@ -89,6 +89,8 @@ def train_candidate(
             )
             log(f"[{arch}] epoch {h['epoch']}: train_loss {h['train_loss']:.4f}  "
                 f"val_logloss {h['val_logloss']:.4f}  val_auc {h['val_auc']:.4f}  ({h['seconds']:.1f}s)")
+            if h["epoch"] == 1:
+                faults.point("after_first_epoch")
 
         result = fit(model, data.train, data.val, train_config, on_epoch=on_epoch)
         t0 = time.perf_counter()

@@ -1,0 +1,31 @@
+"""Named points where a night can be killed on purpose, to rehearse crashes.
+
+`RECLOOP_FAULT=<point>` makes the process SIGKILL itself when it reaches that point: no
+`finally`, no atexit, no Prefect hook runs, exactly like the OOM killer or a lost machine.
+The crash tests use it to check that every point leaves a registry and a tracking store that
+`recloop doctor` (or the next night) can put right; an operator can use it the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "RECLOOP_FAULT"
+
+# Where a kill is most interesting, in the order a night reaches them.
+POINTS = (
+    "after_first_epoch",  # training: parent and child runs RUNNING, nothing registered
+    "after_version_created",  # registered with its gate tags, no alias yet
+    "before_champion_alias",  # promotion intent written, `champion` not moved yet
+    "after_champion_alias",  # `champion` moved, the promotion's tags not written yet
+    "while_paused",  # manual mode: waiting for a reviewer
+)
+
+
+def point(name: str) -> None:
+    """SIGKILL this process when RECLOOP_FAULT names this point (read at every call)."""
+    if name not in POINTS:
+        raise ValueError(f"unknown fault point {name!r} (known: {', '.join(POINTS)})")
+    if os.environ.get(ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
