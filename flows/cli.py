@@ -15,7 +15,7 @@ from typing import Annotated, NoReturn, Optional
 import typer
 from rich.console import Console
 
-from flows.console import stdout_console
+from flows.console import rebind_prefect_console, stdout_console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Nightly retraining loop for CTR ranking models.")
 
@@ -49,6 +49,7 @@ def _quiet_libraries() -> None:
     # MLflow warns on every pyfunc log that the wrapper is cloudpickled; that is the design here.
     logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    rebind_prefect_console()
 
 
 def _settings(**overrides):
@@ -271,22 +272,25 @@ def status(dataset: Annotated[Optional[list[str]], typer.Option(help="Dataset (r
     for col in ("registered model", "role", "version", "arch", "trained on", "staging AUC", "gate", "health",
                 "approval"):
         table.add_column(col, overflow="fold")
+    notes = []
     for ds in dataset or sorted(p.stem for p in SPEC_DIR.glob("*.yaml")):
         for st in registry.status(client, ds):
             t = st.tags
             health = t.get(registry.HEALTH, "unchecked")
             if health == registry.BROKEN:
-                health = f"broken: {t.get(registry.HEALTH_REASON, '')}"
+                notes.append(f"{st.name} v{st.version} is broken: {t.get(registry.HEALTH_REASON, '')}")
             decision = t.get("approval.decision", "")
             approval = f"{decision} by {t['approval.by']}" if decision and t.get("approval.by") else decision
             if decision in ("crashed", "timeout", "stale") and t.get("approval.reason"):
-                approval += f": {t['approval.reason']}"
+                notes.append(f"{st.name} v{st.version} approval {decision}: {t['approval.reason']}")
             table.add_row(st.name, st.role, f"v{st.version}", t.get("arch", ""), t.get("data_window", ""),
                           t.get("gate.staging_auc", ""), t.get("gate.verdict", ""), health, approval)
     if table.row_count == 0:
         console.print(f"no registered models in {_settings().resolved_registry_uri}")
         return
     console.print(table)
+    for note in notes:
+        console.print(f"  - {note}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -38,3 +38,18 @@ def quiet_input_errors() -> None:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
+
+
+def rebind_prefect_console() -> None:
+    """Point Prefect's console log handlers at the current sys.stderr. They keep the stream
+    they were created with; when a host program (a test runner, a notebook) swaps and closes
+    it, every later log line fails, and with the flow's `log_prints` the error report itself
+    is logged again, without end."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for logger in (logging.getLogger("prefect"), logging.getLogger()):
+        for handler in logger.handlers:
+            if isinstance(handler, PrefectConsoleHandler):
+                with handler.lock:  # not setStream(): it flushes the old, maybe closed, stream
+                    handler.stream = sys.stderr
+                    handler.console.file = sys.stderr

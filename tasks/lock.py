@@ -14,14 +14,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tasks.registry import utc_stamp
-from tasks.tracking import process_start_time
+from tasks.processes import this_process, utc_now
 
 
 class LockTimeout(RuntimeError):
@@ -86,8 +84,7 @@ class NightLock:
     def update(self, **info: str) -> None:
         """Record (more of) who holds the lock, e.g. the MLflow parent run once it exists."""
         assert self._fd is not None, "lock not held"
-        base = self.holder or Holder(self.dataset, socket.gethostname(), os.getpid(),
-                                     process_start_time(os.getpid()) or "", utc_stamp())
+        base = self.holder or Holder(self.dataset, *this_process(), utc_now())
         known = {k: v for k, v in info.items() if k in Holder.__dataclass_fields__}
         self.holder = Holder(**{**asdict(base), **known})
         payload = json.dumps(asdict(self.holder)).encode()

@@ -9,13 +9,13 @@ from __future__ import annotations
 import getpass
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from tasks import faults
+from tasks.processes import utc_now
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -23,7 +23,7 @@ CHALLENGER = "challenger"
 
 def utc_stamp() -> str:
     """The timestamp format of every time tag on a version (promotion, approval, rollback)."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return utc_now()
 
 
 def registered_model_name(dataset: str) -> str:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
 import subprocess
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
+from tasks import processes
 from tasks.settings import Settings
 
 
@@ -42,28 +41,18 @@ def code_version() -> str:
 def process_tags() -> dict[str, str]:
     """Who runs this night: host, pid and the pid's start time (a recycled pid has another), so
     `recloop doctor` can tell a night that is still running from one whose process died."""
-    return {PROCESS_HOST: socket.gethostname(), PROCESS_PID: str(os.getpid()),
-            PROCESS_START: process_start_time(os.getpid()) or ""}
+    host, pid, start = processes.this_process()
+    return {PROCESS_HOST: host, PROCESS_PID: str(pid), PROCESS_START: start}
 
 
 PROCESS_HOST, PROCESS_PID, PROCESS_START = "recloop.host", "recloop.pid", "recloop.pid_start"
 
 
-def process_start_time(pid: int) -> str | None:
-    """Start time of a process in clock ticks since boot (/proc/<pid>/stat field 22), None if gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(")") + 2:].split()
-    return None if fields[0] == "Z" else fields[19]
-
-
 def process_alive(tags: dict[str, str]) -> bool | None:
     """True/False when the tags name a process on this host, None when it is another host's."""
-    if tags.get(PROCESS_HOST) != socket.gethostname() or not tags.get(PROCESS_PID, "").isdigit():
+    if not tags.get(PROCESS_PID, "").isdigit():
         return None
-    return process_start_time(int(tags[PROCESS_PID])) == tags.get(PROCESS_START)
+    return processes.is_alive(tags.get(PROCESS_HOST, ""), int(tags[PROCESS_PID]), tags.get(PROCESS_START, ""))
 
 
 def artifact_location(settings: Settings) -> str | None:

@@ -1,0 +1,36 @@
+"""Which process is this, and is that one still alive: pid plus start time, since a pid alone
+is recycled. Linux /proc; no heavy imports (the night lock reads it before anything else)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+def process_start_time(pid: int) -> str | None:
+    """Start time of a live process in clock ticks since boot (/proc/<pid>/stat field 22);
+    None when it is gone or a zombie."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()  # the command name may contain spaces
+    return None if fields[0] == "Z" else fields[19]
+
+
+def this_process() -> tuple[str, int, str]:
+    """(host, pid, start time) of the calling process."""
+    return socket.gethostname(), os.getpid(), process_start_time(os.getpid()) or ""
+
+
+def is_alive(host: str, pid: int, start: str) -> bool | None:
+    """True/False for a process of this host; None when it ran on another host (unknowable here)."""
+    if host != socket.gethostname():
+        return None
+    return process_start_time(pid) == start
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
