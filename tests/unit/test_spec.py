@@ -48,6 +48,14 @@ def test_bundled_spec_loads_by_name():
         ({"continuous": [{"name": "price", "bucketize": [5, 1]}]}, "strictly increasing"),
         ({"crosses": [{"columns": ["device", "user_id"], "buckets": 1}]}, "crosses.0.buckets"),
         ({"label": None}, "label"),
+        # Expectations that no value, or no column, could meet are spec errors, not silent no-ops.
+        ({"expectations": {"columns": {"score": {"min": 3, "max": 1}}}},
+         "expectations.columns.score: Value error, min 3.0 > max 1.0"),
+        ({"expectations": {"columns": {"score": {"dtype": "integer", "allow_infinite": True}}}},
+         "allow_infinite: integer columns cannot hold inf"),
+        ({"expectations": {"columns": {"score": {"allowed_values": []}}}}, "expectations.columns.score.allowed_values"),
+        ({"expectations": {"columns": {"price": {"dtype": "float", "allow_infinite": True}}}},
+         "expectations.columns.price.allow_infinite: a continuous feature cannot take inf"),
     ],
 )
 def test_bad_spec_names_file_and_field(tmp_path, change, fragment):
