@@ -288,6 +288,10 @@ def _report(source: str, df: pd.DataFrame, results: Any, spec: DatasetSpec) -> V
     return report
 
 
+def _rows(n: Any) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
+
+
 def _exception(result: Any) -> str | None:
     """The first line of the error GX caught while evaluating, if any (it nests metric errors
     by metric id)."""
@@ -312,10 +316,10 @@ def _observed(result: Any, spec: DatasetSpec, df: pd.DataFrame) -> str:
         absent = res.get("partial_missing_list") or []
         present = [v for v in spec.label_values if v not in absent]
         if len(present) == 1:
-            return f"only label value {present[0]} occurs ({len(df)} rows)"
-        return f"label values {absent} never occur ({len(df)} rows)"
+            return f"only label value {present[0]} occurs ({_rows(len(df))})"
+        return f"label values {absent} never occur ({_rows(len(df))})"
     if kind == "expect_table_row_count_to_be_between":
-        return f"{res.get('observed_value')} rows"
+        return _rows(res.get("observed_value"))
     if "unexpected_count" in res:
         pct = res.get("unexpected_percent")
         pct_s = f" ({pct:.2f}%)" if isinstance(pct, (int, float)) else ""
