@@ -83,15 +83,32 @@ class Cross(_Strict):
 
 
 class ColumnExpectation(_Strict):
+    """What one raw column must satisfy in every part file. Values outside `min`/`max` (either
+    may be left open) or `allowed_values` fail; so do +/-inf in a float or numeric column unless
+    `allow_infinite` (never for a continuous feature: inf breaks training)."""
+
     dtype: Literal["integer", "float", "string", "numeric"] | None = None
     min: float | None = None
     max: float | None = None
     max_null_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
-    allowed_values: list[str | int | float] | None = None
+    allowed_values: list[str | int | float] | None = Field(default=None, min_length=1)
+    allow_infinite: bool = False
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ColumnExpectation:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} > max {self.max}: no value could pass")
+        if self.allow_infinite and self.dtype in {"integer", "string"}:
+            raise ValueError(f"allow_infinite: {self.dtype} columns cannot hold inf (it applies to float/numeric)")
+        return self
 
 
 class Expectations(_Strict):
+    """The data contract of a dataset. A training window must have every calendar day unless
+    `allow_missing_days` (for sources with days without any event, e.g. MovieLens-100k)."""
+
     min_rows_per_day: int = Field(default=1, ge=1)
+    allow_missing_days: bool = False
     columns: dict[str, ColumnExpectation] = Field(default_factory=dict)
 
 
@@ -122,6 +139,10 @@ class DatasetSpec(_Strict):
         if clash:
             raise ValueError(f"label/day/timestamp/oracle columns cannot also be features: {clash}")
         continuous = {c.name for c in self.continuous}
+        lenient = sorted(c for c, e in self.expectations.columns.items() if e.allow_infinite and c in continuous)
+        if lenient:
+            raise ValueError(f"expectations.columns.{lenient[0]}.allow_infinite: a continuous feature "
+                             "cannot take inf (training breaks on it)")
         for derived in self.bucketized:
             if derived.source not in continuous:
                 raise ValueError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +16,14 @@ from feature_store.errors import RecloopInputError
 from feature_store.spec import DatasetSpec
 
 
+@dataclass(frozen=True)
+class RawPart:
+    """One part file of a day as read: validation checks, and names, each file on its own."""
+
+    file: partitions.PartFile
+    frame: pd.DataFrame
+
+
 @dataclass
 class RawWindow:
     """Raw rows of one nightly run. The last training day is the validation day (early
@@ -24,8 +33,8 @@ class RawWindow:
     run_date: date
     train_days: list[date]
     holdout_day: date
-    frames: dict[date, pd.DataFrame]
-    sources: dict[date, str]
+    parts: dict[date, list[RawPart]]
+    sources: dict[date, str]  # the day directories
     fingerprint: str
 
     @property
@@ -36,28 +45,44 @@ class RawWindow:
     def val_day(self) -> date:
         return self.train_days[-1]
 
+    def files(self, day: date) -> list[Path]:
+        return [p.file.path for p in self.parts[day]]
+
+    @cached_property
+    def frames(self) -> dict[date, pd.DataFrame]:
+        """One frame per day, its files in name order (built at first use: after validation)."""
+        return {
+            day: parts[0].frame if len(parts) == 1 else pd.concat([p.frame for p in parts], ignore_index=True)
+            for day, parts in self.parts.items()
+        }
+
     def frame(self, days: list[date]) -> pd.DataFrame:
         return pd.concat([self.frames[d] for d in days], ignore_index=True)
 
     @property
     def data_window(self) -> str:
-        return f"{self.train_days[0]}..{self.train_days[-1]}"
+        """The training days, gaps shown: `2026-01-01..2026-01-07`, or with a spec that allows
+        missing days `1997-12-08..1997-12-10, 1997-12-12..1997-12-14 (missing 1997-12-11)`."""
+        return partitions.describe_days(self.train_days)
 
 
 def load_window(data_root: Path, spec: DatasetSpec, run_date: date, window_days: int) -> RawWindow:
-    """Read the window for `run_date`: fails fast, naming the file, when a day is unusable."""
-    train_days, holdout_day = partitions.training_window(data_root, spec.name, run_date, window_days)
+    """Read the window for `run_date`: fails fast, naming the day or file, when a day is missing,
+    empty, written twice or unreadable. Columns and values are validation's job."""
+    train_days, holdout_day = partitions.training_window(
+        data_root, spec.name, run_date, window_days, allow_missing_days=spec.expectations.allow_missing_days
+    )
     days = [*train_days, holdout_day]
-    frames = {d: partitions.read_day(data_root, spec.name, d, spec=spec) for d in days}
-    sources = {d: str(partitions.day_dir(data_root, spec.name, d)) for d in days}
+    parts = {d: [RawPart(f, df) for f, df in partitions.read_parts(data_root, spec.name, d)] for d in days}
     return RawWindow(
         dataset=spec.name,
         run_date=run_date,
         train_days=list(train_days),
         holdout_day=holdout_day,
-        frames=frames,
-        sources=sources,
-        fingerprint=partitions.fingerprint(data_root, spec.name, days),
+        parts=parts,
+        sources={d: str(partitions.day_dir(data_root, spec.name, d)) for d in days},
+        # From the hashes read_parts computed: every file is hashed once per night.
+        fingerprint=partitions.fingerprint_parts(p.file for d in days for p in parts[d]),
     )
 
 

@@ -13,6 +13,7 @@ from feature_store.generators.synthetic import write_day
 from feature_store.partitions import (
     available_days,
     day_dir,
+    describe_days,
     fingerprint,
     read_day,
     read_days,
@@ -72,10 +73,36 @@ def test_training_window_and_holdout(root: Path) -> None:
     train, holdout = training_window(root, DS, date(2026, 1, 11), window_days=3)
     assert holdout == date(2026, 1, 10)
     assert train == [date(2026, 1, 7), date(2026, 1, 8), date(2026, 1, 9)]
-    # A gap shrinks the calendar window instead of reaching further back.
-    train, holdout = training_window(root, DS, date(2026, 1, 8), window_days=3)
+
+
+def test_missing_day_inside_the_window_is_an_error(root: Path) -> None:
+    """The window is the calendar range [D-1-window_days, D-2]: a gap in it is named, not
+    silently dropped (before, Jan 5 vanished and the window shrank to Jan 4 and 6)."""
+    with pytest.raises(DataError) as exc:
+        training_window(root, DS, date(2026, 1, 8), window_days=3)
+    assert exc.value.rule == "every day of the training window present"
+    assert exc.value.source == str(day_dir(root, DS, date(2026, 1, 5)))
+    assert "window 2026-01-04..2026-01-06 misses 2026-01-05" in str(exc.value)
+    assert "allow_missing_days" in str(exc.value)
+
+
+def test_allow_missing_days_keeps_the_days_that_exist(root: Path) -> None:
+    train, holdout = training_window(root, DS, date(2026, 1, 8), window_days=3, allow_missing_days=True)
     assert holdout == date(2026, 1, 7)
+    # The calendar range stays [D-1-window_days, D-2]: it never reaches back to staler days.
     assert train == [date(2026, 1, 4), date(2026, 1, 6)]
+    assert describe_days(train) == "2026-01-04, 2026-01-06 (missing 2026-01-05)"
+
+
+def test_describe_days_shows_runs_and_gaps() -> None:
+    jan = [date(2026, 1, d) for d in (1, 2, 3, 4, 6, 7, 8, 9)]
+    assert describe_days(jan) == "2026-01-01..2026-01-04, 2026-01-06..2026-01-09 (missing 2026-01-05)"
+    assert describe_days(jan[:4]) == "2026-01-01..2026-01-04"
+    assert describe_days([]) == "none"
+    sparse = [date(2026, 1, 1) + timedelta(days=2 * i) for i in range(40)]  # every other day
+    text = describe_days(sparse)
+    assert text.startswith("2026-01-01, 2026-01-03, ") and "... (30 more), " in text
+    assert "missing 39 days: 2026-01-02, 2026-01-04, " in text and len(text) < 400
 
 
 def test_missing_holdout_day_names_day_and_dir(root: Path) -> None:
@@ -84,11 +111,21 @@ def test_missing_holdout_day_names_day_and_dir(root: Path) -> None:
     assert exc.value.rule == "holdout day present"
     assert "2026-01-05" in str(exc.value)
     assert str(day_dir(root, DS, date(2026, 1, 5))) in str(exc.value)
+    # The available days show their gap instead of hiding it in "first..last".
+    assert str(exc.value).endswith(
+        "available days: 2026-01-01..2026-01-04, 2026-01-06..2026-01-10 (missing 2026-01-05)"
+    )
 
 
 def test_too_few_training_days(root: Path) -> None:
+    # Only Jan 1 before Jan 2: the window Dec 28..Jan 1 misses four days...
     with pytest.raises(DataError) as exc:
-        training_window(root, DS, date(2026, 1, 3), window_days=5)  # only Jan 1 before Jan 2
+        training_window(root, DS, date(2026, 1, 3), window_days=5)
+    assert exc.value.rule == "every day of the training window present"
+    assert "misses 2025-12-28, 2025-12-29, 2025-12-30, 2025-12-31" in str(exc.value)
+    # ...and even where gaps are allowed, one day is too few to fit and validate.
+    with pytest.raises(DataError) as exc:
+        training_window(root, DS, date(2026, 1, 3), window_days=5, allow_missing_days=True)
     assert exc.value.rule == "at least 2 training days"
 
 
@@ -162,6 +199,36 @@ def test_temp_files_are_ignored(root: Path) -> None:
     (directory / ".part-9.parquet.abc.tmp").write_bytes(b"half written")
     (directory / ".hidden.parquet").write_bytes(b"half written")
     assert len(read_day(root, DS, date(2026, 1, 2))) == 5
+
+
+def test_duplicate_part_files_are_an_error_naming_both(root: Path) -> None:
+    """A day written twice used to double its rows without a word."""
+    directory = day_dir(root, DS, date(2026, 1, 2))
+    original = directory / "part-0.parquet"
+    copy = directory / "part-0 (copy).parquet"
+    copy.write_bytes(original.read_bytes())
+    with pytest.raises(DataError) as exc:
+        read_day(root, DS, date(2026, 1, 2))
+    assert exc.value.rule == "no two part files with the same content"
+    assert exc.value.source in {str(original), str(copy)}
+    assert str(original) in str(exc.value) and str(copy) in str(exc.value)
+    copy.unlink()
+    assert len(read_day(root, DS, date(2026, 1, 2))) == 5
+
+
+def test_fingerprint_is_unchanged_for_the_same_files(root: Path) -> None:
+    """The fingerprint is the one the loop always computed (a re-run of the same night must
+    see the same value): sha256 over 'relative path, size, content sha256' per file."""
+    import hashlib
+
+    days = [date(2026, 1, 2), date(2026, 1, 3)]
+    digest = hashlib.sha256()
+    for day in days:
+        for path in sorted(day_dir(root, DS, day).glob("*.parquet")):
+            rel = path.relative_to(root / DS).as_posix()
+            content = hashlib.sha256(path.read_bytes()).hexdigest()
+            digest.update(f"{rel}\0{path.stat().st_size}\0{content}\n".encode())
+    assert fingerprint(root, DS, days) == digest.hexdigest()[:16]
 
 
 def test_fingerprint_is_stable_and_content_sensitive(

@@ -48,6 +48,14 @@ def test_bundled_spec_loads_by_name():
         ({"continuous": [{"name": "price", "bucketize": [5, 1]}]}, "strictly increasing"),
         ({"crosses": [{"columns": ["device", "user_id"], "buckets": 1}]}, "crosses.0.buckets"),
         ({"label": None}, "label"),
+        # Expectations that no value, or no column, could meet are spec errors, not silent no-ops.
+        ({"expectations": {"columns": {"score": {"min": 3, "max": 1}}}},
+         "expectations.columns.score: Value error, min 3.0 > max 1.0"),
+        ({"expectations": {"columns": {"score": {"dtype": "integer", "allow_infinite": True}}}},
+         "allow_infinite: integer columns cannot hold inf"),
+        ({"expectations": {"columns": {"score": {"allowed_values": []}}}}, "expectations.columns.score.allowed_values"),
+        ({"expectations": {"columns": {"price": {"dtype": "float", "allow_infinite": True}}}},
+         "expectations.columns.price.allow_infinite: a continuous feature cannot take inf"),
     ],
 )
 def test_bad_spec_names_file_and_field(tmp_path, change, fragment):
@@ -79,11 +87,14 @@ def test_clean_day_passes_the_suite_and_a_bad_one_lists_every_failure():
     bad.loc[bad.index[:4], "position"] = 0
     bad["price"] = bad["price"].astype(object)
     bad.loc[bad.index[:2], "price"] = "free"
-    report = validate_frame(bad, spec, "day=2026-01-01")
-    failed = {(f.column, f.rule.split("(")[0]) for f in report.failures}
-    assert ("position", "expect_column_values_to_be_between") in failed
-    assert ("price", "expect_column_values_to_be_in_type_list") in failed
-    assert "day=2026-01-01" in report.summary()
+    report = validate_frame(bad, spec, "day=2026-01-01/part-0.parquet")
+    # The type comes first; the range of a column of strings is not judged at all.
+    assert [(f.column, f.rule, f.expectation) for f in report.failures] == [
+        ("price", "type float", "expect_column_values_to_be_in_type_list"),
+        ("position", "values in [1, 10]", "expect_column_values_to_be_between"),
+    ]
+    assert "4 unexpected values" in report.failures[1].observed
+    assert "day=2026-01-01/part-0.parquet" in report.summary()
 
 
 def test_missing_column_is_reported_once(tmp_path):
