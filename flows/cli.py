@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from flows.console import stdout_console
+from flows.spec_options import SpecOption, dataset_names, dataset_spec, flow_dataset_name
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Nightly retraining loop for CTR ranking models.")
 
@@ -79,7 +80,8 @@ def generate(
 @app.command()
 def run(
     run_date: Annotated[str, typer.Option("--date", help="Run date D: trains on days before D-1, stages on D-1.")],
-    dataset: Annotated[str, typer.Option(help="Dataset spec name.")] = "synthetic_clicks",
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset name (RECLOOP_SPEC_DIRS, then the package's specs); default synthetic_clicks.")] = None,
+    spec: SpecOption = None,
     arch: Annotated[Optional[list[str]], typer.Option(help="Architecture (repeatable).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Max epochs (early stopping may stop sooner).")] = None,
     approval: Annotated[Optional[str], typer.Option(help="auto | manual (default from settings).")] = None,
@@ -87,9 +89,11 @@ def run(
 ) -> None:
     """Run one night of the loop (Prefect flow `nightly-retrain`)."""
     _quiet_libraries()
+    from feature_store.spec import DEFAULT_DATASET
     from tasks.approval import TIMEOUT
 
-    summary = _run_night(date.fromisoformat(run_date), dataset, arch, epochs, approval)
+    resolved = dataset_spec(dataset, spec, default=DEFAULT_DATASET)
+    summary = _run_night(date.fromisoformat(run_date), resolved.reference, arch, epochs, approval)
     if json_out:
         json_out.write_text(json.dumps(summary, indent=2, default=str))
     if summary["decision"] == TIMEOUT:  # the Prefect run ended Failed (ApprovalExpired)
@@ -112,7 +116,7 @@ def _run_night(run_date: date, dataset: str, arch, epochs, approval) -> dict:
         raise typer.Exit(code=2) from None
     except ApprovalExpired as exc:
         summary, expired = exc.summary, exc
-    console.print(rich_table(summary["rows"], f"{dataset}: night of {run_date} (staging day {summary['staging_day']})"))
+    console.print(rich_table(summary["rows"], f"{summary['dataset']}: night of {run_date} (staging day {summary['staging_day']})"))
     before, after = summary["champion_before"], summary["champion_after"]
     verdict = (f"promoted v{after} (was {'v' + before if before else 'none'})" if summary["promoted"]
                else f"champion unchanged ({'v' + after if after else 'none'})")
@@ -159,19 +163,19 @@ def demo(
 
 
 @app.command()
-def status(dataset: Annotated[Optional[list[str]], typer.Option(help="Dataset (repeatable); default: all specs.")] = None) -> None:
+def status(dataset: Annotated[Optional[list[str]], typer.Option(help="Dataset (repeatable); default: all specs.")] = None,
+           spec: SpecOption = None) -> None:
     """Champion and challenger versions per dataset."""
     _quiet_libraries()
     from rich.table import Table
 
-    from feature_store.spec import SPEC_DIR
     from tasks import registry
 
     client = _mlflow_client()
     table = Table(title="registry")
     for col in ("registered model", "alias", "version", "arch", "staging AUC", "gate", "approved by"):
         table.add_column(col)
-    for ds in dataset or sorted(p.stem for p in SPEC_DIR.glob("*.yaml")):
+    for ds in dataset_names(dataset, spec):
         for st in registry.status(client, ds):
             table.add_row(st.name, st.alias, st.version or "-", st.tags.get("arch", ""),
                           st.tags.get("gate.staging_auc", ""), st.tags.get("gate.verdict", ""),
@@ -228,7 +232,7 @@ def pending(limit: Annotated[int, typer.Option(help="At most this many runs.")] 
     for col in ("flow run id", "name", "run date", "dataset", "challenger", "expires (UTC)"):
         table.add_column(col, overflow="fold")
     for run in runs:
-        dataset = run.parameters.get("dataset") or "synthetic_clicks"
+        dataset = flow_dataset_name(run.parameters.get("dataset"))
         details = run.state.state_details
         expires = details.pause_timeout
         expired = expires is not None and expires.timestamp() < _utc_now().timestamp()
@@ -330,17 +334,19 @@ def reject(
 
 @app.command()
 def rollback(
-    dataset: Annotated[str, typer.Argument(help="Dataset whose champion goes back one promotion.")],
     reviewer: Annotated[str, typer.Option(help="Who rolls back (recorded on both versions).")],
     reason: Annotated[str, typer.Option(help="Why (recorded on both versions).")],
+    dataset: Annotated[Optional[str], typer.Argument(help="Dataset whose champion goes back one promotion (or --spec).")] = None,
+    spec: SpecOption = None,
 ) -> None:
     """Move `champion` back to the version it replaced (its `previous_champion` tag)."""
     _quiet_libraries()
     from tasks import registry
 
+    name = registry.registered_model_name(dataset_spec(dataset, spec).name)
     client = _mlflow_client()
     try:
-        done = registry.rollback(client, registry.registered_model_name(dataset), reviewer, reason)
+        done = registry.rollback(client, name, reviewer, reason)
     except registry.RollbackError as exc:
         _fail(f"rollback refused: {exc}")
     console.print(f"[bold]{done.name}: champion v{done.previous} -> v{done.version}[/] (rolled back by {reviewer})")
