@@ -1,21 +1,32 @@
-"""Dataset specs: one YAML file per dataset under `feature_store/specs/`.
+"""Dataset specs: one YAML file per dataset, under `feature_store/specs/` or anywhere else.
 
 A spec says which column is the label, which is the day, how each feature column is
 preprocessed, which feature crosses feed the wide part, and what the raw data must satisfy.
 A new dataset is added by writing a spec, never by editing code.
+
+A dataset *name* is looked up like a command on PATH: in each spec directory given (the
+settings' `spec_dirs`, RECLOOP_SPEC_DIRS) in order, then in the package's specs; a value
+ending in .yaml/.yml is a file, used as it is. Whichever way it was found, the dataset is
+called by the `name:` inside the file.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from feature_store.errors import SpecError
+from feature_store.errors import ParameterError, SpecError
 
 SPEC_DIR = Path(__file__).parent / "specs"
+SPEC_SUFFIXES = (".yaml", ".yml")
+DEFAULT_DATASET = "synthetic_clicks"  # the embedded data: what a run without a dataset trains on
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 class _Strict(BaseModel):
@@ -180,20 +191,157 @@ class DatasetSpec(_Strict):
         return [*self.feature_columns, self.label]
 
 
-def spec_path(name_or_path: str | Path) -> Path:
-    """A bare name resolves to `feature_store/specs/<name>.yaml`; anything else is a path."""
-    p = Path(name_or_path)
-    if p.suffix in {".yaml", ".yml"}:
-        return p
-    return SPEC_DIR / f"{name_or_path}.yaml"
+def is_spec_path(name_or_path: str | Path) -> bool:
+    """A value ending in .yaml/.yml is a spec file, used as it is; anything else is a name."""
+    return Path(name_or_path).suffix in SPEC_SUFFIXES
 
 
-def load_spec(name_or_path: str | Path) -> DatasetSpec:
-    """Load and validate a dataset spec; errors name the file and the offending field."""
-    path = spec_path(name_or_path)
-    if not path.exists():
-        known = sorted(p.stem for p in SPEC_DIR.glob("*.yaml"))
-        raise SpecError(path, f"no such spec (known datasets: {known})")
+def spec_search_path(spec_dirs: Iterable[str | Path] = ()) -> list[Path]:
+    """Where a dataset name is looked for, in order: each spec dir, then the package's specs."""
+    return [*(Path(d) for d in spec_dirs), SPEC_DIR]
+
+
+@dataclass(frozen=True)
+class SpecCatalog:
+    """Every spec the search path holds: the file a name resolves to, and the files it hides."""
+
+    searched: tuple[Path, ...]
+    found: dict[str, Path]
+    shadowed: dict[str, tuple[Path, ...]]  # name -> files later in the search path, never read
+
+
+def spec_catalog(spec_dirs: Iterable[str | Path] = ()) -> SpecCatalog:
+    """The specs of the search path; a name found twice resolves the way `spec_path` does."""
+    searched = tuple(spec_search_path(spec_dirs))
+    found: dict[str, Path] = {}
+    shadowed: dict[str, list[Path]] = {}
+    for directory in searched:
+        if not directory.is_dir():
+            continue
+        for suffix in SPEC_SUFFIXES:  # .yaml before .yml, as spec_path tries them
+            for path in sorted(directory.glob(f"*{suffix}")):
+                if not path.is_file():
+                    continue
+                if path.stem in found:
+                    shadowed.setdefault(path.stem, []).append(path)
+                else:
+                    found[path.stem] = path
+    return SpecCatalog(
+        searched, dict(sorted(found.items())), {k: tuple(v) for k, v in sorted(shadowed.items())}
+    )
+
+
+def known_specs(spec_dirs: Iterable[str | Path] = ()) -> dict[str, Path]:
+    """Dataset name -> the spec file it resolves to, over the whole search path."""
+    return spec_catalog(spec_dirs).found
+
+
+def _where_looked(spec_dirs: Iterable[str | Path]) -> str:
+    places = []
+    for directory in spec_search_path(spec_dirs):
+        origin = "package" if directory == SPEC_DIR else "RECLOOP_SPEC_DIRS"
+        missing = "" if directory.is_dir() else ", does not exist"
+        places.append(f"{directory} ({origin}{missing})")
+    return "; ".join(places)
+
+
+def spec_path(name_or_path: str | Path, spec_dirs: Iterable[str | Path] = ()) -> Path:
+    """The spec file of a dataset name (first `<dir>/<name>.yaml` or `.yml` along the search
+    path) or of a path (as it is). An unknown name raises, listing the known datasets and
+    every directory searched."""
+    if is_spec_path(name_or_path):
+        return Path(name_or_path)
+    name = str(name_or_path)
+    spec_dirs = list(spec_dirs)
+    if not _NAME.fullmatch(name):
+        raise SpecError(
+            name,
+            "neither a dataset name (letters, digits, '_', '-', '.') nor a spec file "
+            f"({' or '.join(SPEC_SUFFIXES)})",
+        )
+    for directory in spec_search_path(spec_dirs):
+        for suffix in SPEC_SUFFIXES:
+            path = directory / f"{name}{suffix}"
+            if path.is_file():
+                return path
+    raise SpecError(
+        name,
+        f"unknown dataset (known: {sorted(known_specs(spec_dirs))}); looked for "
+        f"{name}{'/'.join(SPEC_SUFFIXES)} in: {_where_looked(spec_dirs)}. "
+        "A spec elsewhere: pass its path (--spec PATH) or add its directory to RECLOOP_SPEC_DIRS",
+    )
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    """A loaded spec and the file it came from. Everything named after the dataset (data
+    directory, registered model, experiment, titles) uses `spec.name`, never the file name."""
+
+    spec: DatasetSpec
+    path: Path
+    by_name: bool  # found along the search path (else: a file given as it is)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def reference(self) -> str:
+        """What to hand to a flow run that resolves it again: the name when it was found by
+        name (the Prefect run's `dataset` parameter stays a name), else the absolute path."""
+        return self.spec.name if self.by_name else str(self.path.resolve())
+
+
+def resolve_spec(name_or_path: str | Path, spec_dirs: Iterable[str | Path] = ()) -> ResolvedSpec:
+    """Find and validate a spec by name (spec dirs, then the package) or by path."""
+    path = spec_path(name_or_path, spec_dirs)
+    by_name = not is_spec_path(name_or_path)
+    spec = _read_spec(path)
+    if by_name and spec.name != str(name_or_path):
+        # A name must mean one dataset: the file found for it has to agree on the name.
+        raise SpecError(
+            path,
+            f"found for dataset '{name_or_path}' but declares name: '{spec.name}' (a spec "
+            "in a spec directory is named after its file: rename the file or the name)",
+        )
+    return ResolvedSpec(spec, path, by_name)
+
+
+def load_spec(name_or_path: str | Path, spec_dirs: Iterable[str | Path] = ()) -> DatasetSpec:
+    """Load and validate a dataset spec by name or path; errors name the file and the field.
+    `spec_dirs` (the settings' `spec_dirs`, RECLOOP_SPEC_DIRS) are searched before the package."""
+    return resolve_spec(name_or_path, spec_dirs).spec
+
+
+def select_spec(
+    dataset: str | None,
+    spec: str | Path | None,
+    spec_dirs: Iterable[str | Path] = (),
+    default: str | None = None,
+) -> ResolvedSpec:
+    """The one spec a command works on, from `--dataset NAME` and/or `--spec PATH`: both
+    given must agree on the name; neither given means `default` (if the command has one)."""
+    if spec is not None:
+        if not is_spec_path(spec):
+            raise SpecError(spec, f"a spec file's name ends in {' or '.join(SPEC_SUFFIXES)}")
+        resolved = resolve_spec(spec, spec_dirs)
+        if dataset is not None and dataset != resolved.name:
+            raise SpecError(
+                spec,
+                f"declares name: '{resolved.name}', but --dataset says '{dataset}' "
+                "(give one of them, or make them agree)",
+            )
+        return resolved
+    if dataset is None:
+        if default is None:
+            raise ParameterError("give a dataset name or a spec file (--spec PATH)")
+        dataset = default
+    return resolve_spec(dataset, spec_dirs)
+
+
+def _read_spec(path: Path) -> DatasetSpec:
+    if not path.is_file():
+        raise SpecError(path, "no such spec file")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

@@ -15,7 +15,8 @@ from typing import Annotated, NoReturn, Optional
 import typer
 from rich.console import Console
 
-from flows.console import rebind_prefect_console, stdout_console
+from flows.console import print_error, rebind_prefect_console, stdout_console
+from flows.spec_options import SpecOption, dataset_names, dataset_spec, flow_dataset_name
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Nightly retraining loop for CTR ranking models.")
 
@@ -79,12 +80,8 @@ def generate(
 
 def _bad_argument(option: str, value, rule: str) -> NoReturn:
     """One line naming the argument and the rule, exit status 2 (nothing was done)."""
-    _err(f"{option} {value!r}: {rule}")
+    print_error(f"{option} {value!r}: {rule}")
     raise typer.Exit(code=2)
-
-
-def _err(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
 
 
 def _parse_date(value: str, option: str = "--date") -> date:
@@ -97,7 +94,8 @@ def _parse_date(value: str, option: str = "--date") -> date:
 @app.command()
 def run(
     run_date: Annotated[str, typer.Option("--date", help="Run date D: trains on days before D-1, stages on D-1.")],
-    dataset: Annotated[str, typer.Option(help="Dataset spec name.")] = "synthetic_clicks",
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset name (RECLOOP_SPEC_DIRS, then the package's specs); default synthetic_clicks.")] = None,
+    spec: SpecOption = None,
     arch: Annotated[Optional[list[str]], typer.Option(help="Architecture (repeatable).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Max epochs, >= 1 (early stopping may stop sooner).")] = None,
     approval: Annotated[Optional[str], typer.Option(help="auto | manual (default from settings).")] = None,
@@ -112,15 +110,18 @@ def run(
     Exit status: 0 done (promoted or not), 2 bad input or arguments (nothing stored), 3 a
     manual night got no decision in time, 4 a store does not answer (nothing done), 1 other."""
     _quiet_libraries()
+    from feature_store.spec import DEFAULT_DATASET
+
     day = _parse_date(run_date)
     if epochs is not None and epochs < 1:
         _bad_argument("--epochs", epochs, "must be at least 1")
     if approval is not None and approval not in ("auto", "manual"):
         _bad_argument("--approval", approval, "must be auto or manual")
     settings = _checked_settings(epochs=epochs, approval_mode=approval)
-    _checked(lambda: _preflight(settings, json_out, (dataset, day, backfill)))
+    resolved = dataset_spec(dataset, spec, default=DEFAULT_DATASET)
+    _checked(lambda: _preflight(settings, json_out, (resolved.name, day, backfill)))
     with _prefect(settings):
-        summary = _run_night(day, dataset, arch, epochs, approval, backfill=backfill, force=force)
+        summary = _run_night(day, resolved.reference, arch, epochs, approval, backfill=backfill, force=force)
     if json_out:
         _write_json(json_out, summary)
     if summary["decision"] == "timeout":  # the Prefect run ended Failed (ApprovalExpired)
@@ -133,25 +134,24 @@ def _checked_settings(**overrides):
     try:
         return _settings(**overrides)
     except ParameterError as exc:
-        _err(str(exc))
+        print_error(str(exc))
         raise typer.Exit(code=2) from None
 
 
 def _preflight(settings, json_out: Path | None, night: tuple[str, date, bool] | None = None) -> None:
     """Before any work: the home directory, the output file, the stores (seconds, one line),
-    and for a night (dataset, run date, backfill) whether the champion allows it (the flow
-    checks again; here it costs no Prefect server start)."""
+    and for a night (dataset name, run date, backfill) whether the champion allows it (the
+    flow checks again; here it costs no Prefect server start)."""
     from tasks import preflight
 
     preflight.check_home(settings.home)
     preflight.check_output_file(json_out)
     preflight.check_stores(settings.resolved_tracking_uri, settings.resolved_registry_uri)
     if night is not None:
-        from feature_store.spec import load_spec
         from tasks import guards, registry
 
         dataset, day, backfill = night
-        name = registry.registered_model_name(load_spec(dataset).name)
+        name = registry.registered_model_name(dataset)
         champion = registry.alias_version(_mlflow_client(), name, registry.CHAMPION)
         guards.check_staging_day(champion, day - timedelta(days=1), day, backfill)
 
@@ -165,13 +165,13 @@ def _checked(fn):
     try:
         return fn()
     except RecloopInputError as exc:
-        _err(str(exc))
+        print_error(str(exc))
         raise typer.Exit(code=2) from None
     except StoreUnreachable as exc:
-        _err(f"{exc} (nothing was done; try again when it answers)")
+        print_error(f"{exc} (nothing was done; try again when it answers)")
         raise typer.Exit(code=4) from None
     except LockTimeout as exc:
-        _err(str(exc))
+        print_error(str(exc))
         raise typer.Exit(code=1) from None
 
 
@@ -259,12 +259,12 @@ def demo(
 
 
 @app.command()
-def status(dataset: Annotated[Optional[list[str]], typer.Option(help="Dataset (repeatable); default: all specs.")] = None) -> None:
+def status(dataset: Annotated[Optional[list[str]], typer.Option(help="Dataset (repeatable); default: all specs.")] = None,
+           spec: SpecOption = None) -> None:
     """Champion, challenger and the newest version per dataset: gate, health, approval."""
     _quiet_libraries()
     from rich.table import Table
 
-    from feature_store.spec import SPEC_DIR
     from tasks import registry
 
     client = _mlflow_client()
@@ -273,7 +273,7 @@ def status(dataset: Annotated[Optional[list[str]], typer.Option(help="Dataset (r
                 "approval"):
         table.add_column(col, overflow="fold")
     notes = []
-    for ds in dataset or sorted(p.stem for p in SPEC_DIR.glob("*.yaml")):
+    for ds in dataset_names(dataset, spec):
         for st in registry.status(client, ds):
             t = st.tags
             health = t.get(registry.HEALTH, "unchecked")
@@ -296,13 +296,13 @@ def status(dataset: Annotated[Optional[list[str]], typer.Option(help="Dataset (r
 @app.command()
 def doctor(
     dataset: Annotated[Optional[list[str]], typer.Option(help="Dataset (repeatable); default: all specs.")] = None,
+    spec: SpecOption = None,
 ) -> None:
     """End runs left RUNNING by a dead night and finish interrupted registry writes.
 
     Every night does this for its dataset before it starts; run it by hand after a crash to see
     the state put right now. A dataset whose night is running is left alone."""
     _quiet_libraries()
-    from feature_store.spec import SPEC_DIR
     from tasks import doctor as doc
     from tasks.lock import LockTimeout, NightLock
 
@@ -313,7 +313,7 @@ def doctor(
     with _prefect(settings):
         flow_runs = doc.FlowRuns()
         try:
-            for ds in dataset or sorted(p.stem for p in SPEC_DIR.glob("*.yaml")):
+            for ds in dataset_names(dataset, spec):
                 try:
                     with NightLock(settings.home, ds).acquire(0, log=lambda m: None) as lock:
                         repairs = doc.reconcile(client, ds, flow_runs, lock.stale, log=lambda m: None)
@@ -377,7 +377,7 @@ def pending(limit: Annotated[int, typer.Option(help="At most this many runs.")] 
     for col in ("flow run id", "name", "run date", "dataset", "challenger", "expires (UTC)"):
         table.add_column(col, overflow="fold")
     for run in runs:
-        dataset = run.parameters.get("dataset") or "synthetic_clicks"
+        dataset = flow_dataset_name(run.parameters.get("dataset"))
         details = run.state.state_details
         expires = details.pause_timeout
         expired = expires is not None and expires.timestamp() < _utc_now().timestamp()
@@ -479,9 +479,10 @@ def reject(
 
 @app.command()
 def rollback(
-    dataset: Annotated[str, typer.Argument(help="Dataset whose champion goes back one promotion.")],
     reviewer: Annotated[str, typer.Option(help="Who rolls back (recorded on both versions).")],
     reason: Annotated[str, typer.Option(help="Why (recorded on both versions).")],
+    dataset: Annotated[Optional[str], typer.Argument(help="Dataset whose champion goes back one promotion (or --spec).")] = None,
+    spec: SpecOption = None,
     to_version: Annotated[Optional[int], typer.Option(help="Restore this version instead of the previous "
                                                            "champion (it must have passed its gate).")] = None,
 ) -> None:
@@ -489,9 +490,10 @@ def rollback(
     _quiet_libraries()
     from tasks import registry
 
+    name = registry.registered_model_name(dataset_spec(dataset, spec).name)
     client = _mlflow_client()
     try:
-        done = registry.rollback(client, registry.registered_model_name(dataset), reviewer, reason,
+        done = registry.rollback(client, name, reviewer, reason,
                                  to_version=str(to_version) if to_version is not None else None)
     except registry.RollbackError as exc:
         _fail(f"rollback refused: {exc}")
@@ -507,7 +509,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except typer.TyperException as exc:  # typer's click exceptions: usage errors, bad values
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        _err(" ".join(message.split()) + " (see --help)")
+        print_error(" ".join(message.split()) + " (see --help)")
         sys.exit(getattr(exc, "exit_code", 2))
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -14,6 +14,11 @@ def stdout_console(**options) -> Console:
     return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160, **options)
 
 
+def print_error(message: str) -> None:
+    """One line on stderr: how every command reports what stopped it."""
+    print(f"error: {message}", file=sys.stderr)
+
+
 class _InputErrorsWithoutTraceback(logging.Filter):
     """Prefect logs a failed task and then the failed flow, each with a full traceback. For
     bad input the traceback says nothing the error message does not: keep one line."""

@@ -1,4 +1,5 @@
-"""`recloop datasets ...`: bring the public datasets into the data root as day partitions.
+"""`recloop datasets ...`: bring the public datasets, or your own event log, into the data root
+as day partitions, and list the dataset specs recloop knows.
 
 The logic is in `feature_store/datasets/`; these commands only parse options and print.
 """
@@ -13,11 +14,12 @@ import typer
 from rich.console import Console
 
 from flows.console import stdout_console
+from flows.spec_options import SpecOption, dataset_spec
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="Public datasets (Adult, MovieLens-100k, Criteo) as day partitions.",
+    help="Datasets as day partitions: the public ones (Adult, MovieLens-100k, Criteo) and your own event logs.",
 )
 DataRoot = Annotated[
     Optional[Path], typer.Option(help="Default: $RECLOOP_DATA_ROOT, else $RECLOOP_HOME/data.")
@@ -204,3 +206,96 @@ def _date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         _fail(f"'{text}' is not a date (YYYY-MM-DD)")
+
+
+@app.command("import-events")
+def import_events(
+    file: Annotated[
+        Path, typer.Argument(help="Event log: .csv (.csv.gz) or .parquet, one row per impression.")
+    ],
+    spec: SpecOption = None,
+    dataset: Annotated[
+        Optional[str], typer.Option(help="Dataset name instead of --spec (RECLOOP_SPEC_DIRS, then the package).")
+    ] = None,
+    timestamp: Annotated[
+        Optional[str], typer.Option(help="Timestamp column of FILE; default: the spec's timestamp_column.")
+    ] = None,
+    unit: Annotated[
+        Optional[str],
+        typer.Option(help="s, ms, us or ns since the epoch (default s), or iso for ISO 8601 strings."),
+    ] = None,
+    timezone: Annotated[
+        Optional[str], typer.Option(help="IANA time zone whose calendar days are the partitions (default UTC).")
+    ] = None,
+    data_root: DataRoot = None,
+    chunk_rows: Annotated[
+        Optional[int], typer.Option(help="Rows read per chunk: memory is bounded by it, not by the file.")
+    ] = None,
+    force: Force = False,
+) -> None:
+    """Cut your own event log into the day partitions of the dataset a spec describes."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from feature_store.datasets import events
+
+    resolved = dataset_spec(dataset, spec)
+    root = _root(data_root)
+    console = _console()
+    given = {"timestamp": timestamp, "unit": unit, "timezone": timezone, "chunk_rows": chunk_rows}
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+    ) as bar:
+        task = bar.add_task(f"importing {file}", total=None)
+
+        def advance(rows: int) -> None:
+            bar.advance(task, rows)
+            bar.update(task, description=f"importing {file}: {int(bar.tasks[0].completed):,} rows")
+
+        summary = _run(
+            events.import_events,
+            file,
+            resolved.spec,
+            root,
+            force=force,
+            on_chunk=advance,
+            **{k: v for k, v in given.items() if v is not None},  # unset: the importer's defaults
+        )
+    days = list(summary.days)
+    console.print(
+        f"wrote {summary.rows:,} rows as {len(days)} day partitions ({days[0]}..{days[-1]}) under "
+        f"{root / summary.dataset}; rows per day: min {min(summary.days.values()):,}, "
+        f"max {max(summary.days.values()):,}"
+    )
+    how = f"--spec {resolved.path}" if not resolved.by_name else f"--dataset {resolved.name}"
+    console.print(f"next: `recloop run {how} --date {_day_after(days[-1])}` stages on {days[-1]}")
+
+
+@app.command("specs")
+def list_specs(data_root: DataRoot = None) -> None:
+    """Every dataset spec recloop finds by name (RECLOOP_SPEC_DIRS, then the package), and its data."""
+    from rich.table import Table
+
+    from feature_store.datasets.store import read_manifest
+    from feature_store.partitions import available_days
+    from feature_store.spec import spec_catalog
+    from tasks.settings import get_settings
+
+    root = _root(data_root)
+    catalog = spec_catalog(get_settings().spec_dirs)
+    table = Table(title=f"dataset specs (data in {root})")
+    for column in ("name", "spec file", "data", "shadows"):
+        table.add_column(column, overflow="fold")
+    for name, path in catalog.found.items():
+        manifest, days = read_manifest(root, name), available_days(root, name)
+        data = (f"{len(days)} days ({days[0]}..{days[-1]})" if days else "absent") + (
+            f", {manifest['rows']:,} rows" if manifest and "rows" in manifest else ""
+        )
+        table.add_row(name, str(path), data, ", ".join(map(str, catalog.shadowed.get(name, ()))))
+    _console().print(table)
+    _console().print("searched, in order: " + "; ".join(map(str, catalog.searched)), highlight=False)
+
+
+def _day_after(day: str) -> str:
+    from datetime import timedelta
+
+    return str(date.fromisoformat(day) + timedelta(days=1))

@@ -16,7 +16,7 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.runtime import flow_run
 
-from feature_store.spec import load_spec
+from feature_store.spec import DEFAULT_DATASET, load_spec
 from flows.console import quiet_input_errors
 from tasks import approval, doctor, guards, preflight, registry, report, tracking
 from tasks.evaluate import GatePolicy
@@ -34,7 +34,7 @@ DEFAULT_ARCHITECTURES = ["wide", "deep", "wide_deep"]
 @flow(name=approval.FLOW_NAME, log_prints=True)
 def nightly_retrain(
     run_date: date | None = None,
-    dataset: str = "synthetic_clicks",
+    dataset: str = DEFAULT_DATASET,  # a name (RECLOOP_SPEC_DIRS, then the package) or a spec path
     architectures: list[str] | None = None,
     approval_mode: Literal["auto", "manual"] | None = None,
     epochs: int | None = None,
@@ -55,7 +55,7 @@ def nightly_retrain(
                             approval_timeout_s=approval_timeout_s)
     run_date = run_date or date.today()
     architectures = architectures or DEFAULT_ARCHITECTURES
-    spec = load_spec(dataset)
+    spec = load_spec(dataset, settings.spec_dirs)
     check_architectures(architectures, hparams)
     preflight.check_home(settings.home)
     preflight.check_stores(settings.resolved_tracking_uri, settings.resolved_registry_uri)

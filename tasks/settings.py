@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from feature_store.errors import ParameterError
 
@@ -28,6 +28,12 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=_default_home, description="Working directory for data, stores and reports.")
     data_root: Path | None = Field(default=None, description="Raw day partitions; default <home>/data.")
+    # NoDecode: the variable is os.pathsep-separated like PATH, not the JSON list pydantic expects.
+    spec_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Directories searched for dataset specs by name, in order, before the package's "
+        "feature_store/specs/ (RECLOOP_SPEC_DIRS=dir1:dir2).",
+    )
     tracking_uri: str | None = Field(default=None, description="MLflow tracking URI; default sqlite:///<home>/mlflow.db.")
     registry_uri: str | None = Field(default=None, description="MLflow registry URI; default: the tracking URI.")
     prefect_api_url: str | None = Field(
@@ -58,6 +64,13 @@ class Settings(BaseSettings):
     prefect_port: int = Field(default=4200, ge=1, le=65535)
     mlflow_port: int = Field(default=5000, ge=1, le=65535)
     schedule_timezone: str | None = Field(default=None, description="Overrides prefect.yaml's nightly time zone.")
+
+    @field_validator("spec_dirs", mode="before")
+    @classmethod
+    def _split_spec_dirs(cls, value):
+        if isinstance(value, str):  # empty entries (a trailing ':') are skipped, not the cwd
+            return [entry for entry in value.split(os.pathsep) if entry.strip()]
+        return value
 
     @model_validator(mode="after")
     def _bounds(self) -> Settings:

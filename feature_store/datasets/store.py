@@ -1,6 +1,6 @@
 """Writing a whole dataset into the data root atomically, and reading back what was written.
 
-Every converter (Adult, MovieLens, Criteo) writes its day partitions into a hidden staging
+Every converter (Adult, MovieLens, Criteo, a user's event log) writes its day partitions into a hidden staging
 directory under the data root; only when all of them are written does one rename put the
 dataset at `<data_root>/<dataset>`. A failed or interrupted run leaves the previous dataset
 (or nothing) there, never half a dataset. Each dataset directory carries a manifest
@@ -98,10 +98,15 @@ def write_part(
 ) -> Path:
     """One parquet file of one day partition in the staging root. Names are zero-padded so
     that reading in name order is writing order (part-00002 before part-00010)."""
+    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    return write_table(staging, dataset, day, table, part)
+
+
+def write_table(staging: Path, dataset: str, day: date | str, table: pa.Table, part: int = 0) -> Path:
+    """`write_part` for rows already in Arrow (their types are kept as they are)."""
     directory = day_dir(staging, dataset, day)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"part-{part:05d}.parquet"
-    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
     pq.write_table(table, path)
     return path
 
