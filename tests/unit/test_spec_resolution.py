@@ -25,6 +25,17 @@ from tasks.settings import get_settings
 SYNTHETIC = yaml.safe_load((SPEC_DIR / "synthetic_clicks.yaml").read_text())
 
 
+def _register(name: str, dataset: str) -> None:
+    """One version in the registry, so `status` has something to list."""
+    from tasks import tracking
+
+    client = tracking.configure(get_settings())
+    exp = tracking.experiment_id(client, dataset, tracking.artifact_location(get_settings()))
+    run = client.create_run(exp)
+    registry.register_version(client, name, dataset, f"runs:/{run.info.run_id}/model", run.info.run_id,
+                              {"gate.passed": "true", "gate.verdict": "pass"})
+
+
 def write_spec(directory: Path, file_name: str, name: str) -> Path:
     """A copy of the synthetic spec under another dataset name."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -134,6 +145,7 @@ def test_cli_rollback_and_status_name_the_model_after_the_spec(recloop_home, tmp
     assert "bar-ranker has no champion" in rollback.output
     assert "foo.yaml-ranker" not in rollback.output
 
+    _register(registry.registered_model_name("bar"), "bar")
     status = invoke("status", "--spec", str(path))
     assert status.exit_code == 0, status.output
     assert "bar-ranker" in status.output and "foo" not in status.output
@@ -147,10 +159,13 @@ def test_cli_status_lists_the_spec_dirs_too_and_unknown_names_exit_2(recloop_hom
     write_spec(mine, "bar.yaml", "bar")
     monkeypatch.setenv("RECLOOP_SPEC_DIRS", str(mine))
 
+    for ds in ("bar", "synthetic_clicks"):
+        _register(registry.registered_model_name(ds), ds)
     status = invoke("status")
     assert status.exit_code == 0, status.output
-    for model in ("bar-ranker", "synthetic_clicks-ranker", "adult-ranker"):
+    for model in ("bar-ranker", "synthetic_clicks-ranker"):
         assert model in status.output
+    assert "adult-ranker" not in status.output  # known, but nothing registered: no empty rows
 
     unknown = invoke("status", "--dataset", "nope")
     assert unknown.exit_code == 2
