@@ -19,25 +19,34 @@ def print_error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
-class _InputErrorsWithoutTraceback(logging.Filter):
-    """Prefect logs a failed task and then the failed flow, each with a full traceback. For
-    bad input the traceback says nothing the error message does not: keep one line."""
+class _ExpectedStopsWithoutTraceback(logging.Filter):
+    """Prefect logs a failed task and then the failed flow, each with a full traceback. For a
+    night stopped on purpose (bad input, a store that does not answer, another night holding
+    the dataset, an approval nobody gave) the traceback says nothing the message does not:
+    keep one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from feature_store.errors import RecloopInputError
-
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, RecloopInputError):
+        if exc is not None and isinstance(exc, _expected_stops()):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            record.msg, record.args = f"stopped on bad input: {type(exc).__name__}: {first}", ()
+            record.msg, record.args = f"stopped: {type(exc).__name__}: {first}", ()
             record.exc_info, record.exc_text = None, None
         return True
 
 
-_FILTER = _InputErrorsWithoutTraceback()
+def _expected_stops() -> tuple[type[BaseException], ...]:
+    from feature_store.errors import RecloopInputError
+    from tasks.approval import ApprovalExpired
+    from tasks.lock import LockTimeout
+    from tasks.preflight import StoreUnreachable
+
+    return RecloopInputError, StoreUnreachable, LockTimeout, ApprovalExpired
 
 
-def quiet_input_errors() -> None:
+_FILTER = _ExpectedStopsWithoutTraceback()
+
+
+def quiet_expected_stops() -> None:
     """Install the filter on Prefect's run loggers (idempotent; called when a night starts)."""
     for name in ("prefect.flow_runs", "prefect.task_runs"):
         logger = logging.getLogger(name)

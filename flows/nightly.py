@@ -17,7 +17,7 @@ from prefect.flow_runs import pause_flow_run
 from prefect.runtime import flow_run
 
 from feature_store.spec import DEFAULT_DATASET, load_spec
-from flows.console import quiet_input_errors
+from flows.console import quiet_expected_stops
 from tasks import approval, doctor, guards, preflight, registry, report, tracking
 from tasks.evaluate import GatePolicy
 from tasks.ingest import ingest_task
@@ -50,7 +50,7 @@ def nightly_retrain(
     nothing); without it such a night is refused. `force`: run even when this very night
     (same data, code and config) already produced the champion."""
     log = get_run_logger()
-    quiet_input_errors()
+    quiet_expected_stops()
     settings = get_settings(approval_mode=approval_mode, epochs=epochs, data_root=data_root,
                             approval_timeout_s=approval_timeout_s)
     run_date = run_date or date.today()
