@@ -3,6 +3,7 @@
 #   make test   install everything into .venv, fetch MovieLens-100k if absent, run the test suite
 #   make bench  loop, model zoo and DeepCTR-Torch benchmarks (JSON + markdown in benchmarks/results/)
 #   make bench-loop / bench-zoo / bench-deepctr  one of them
+#   make bench-robustness  bad input and killed nights against recloop run (a table, not a timing)
 #   make ui     MLflow UI on the local tracking store
 #   make up     served stack on 127.0.0.1: Prefect server + MLflow server + process worker + deployment
 #   make down   stop exactly what `make up` started (pid files in $(RECLOOP_HOME)/stack)
@@ -18,7 +19,7 @@ export PREFECT_HOME ?= $(abspath $(WORKDIR))/prefect
 export PYTHONWARNINGS ?= ignore::UserWarning:merlin.dtypes.mappings.tf,ignore::UserWarning:merlin.dtypes.mappings.triton
 PYTEST_ARGS ?=
 
-.PHONY: install dirs browser run test test-fast bench bench-loop bench-zoo bench-deepctr ui status clean up down stack-status
+.PHONY: install dirs browser run test test-fast bench bench-loop bench-zoo bench-deepctr bench-robustness ui status clean up down stack-status
 
 install: $(STAMP) dirs
 
@@ -78,6 +79,10 @@ BENCH_ARGS ?=
 bench-deepctr: install
 	$(BIN)/python -m benchmarks.deepctr_compare $(BENCH_ARGS)
 
+# Bad input and faults (real SIGKILLs) against `recloop run`: the table in benchmarks/results/robustness.md.
+bench-robustness: install
+	$(BIN)/python -m benchmarks.robustness $(BENCH_ARGS)
+
 status: install
 	$(BIN)/recloop status
 
@@ -93,7 +98,11 @@ down:
 	@test -x $(BIN)/python || { echo "no $(VENV): nothing was started by make up"; exit 0; }; \
 	$(BIN)/python -m flows.stack down
 
-stack-status: install
+stack-# Bad input and faults (real SIGKILLs) against `recloop run`: the table in benchmarks/results/robustness.md.
+bench-robustness: install
+	$(BIN)/python -m benchmarks.robustness $(BENCH_ARGS)
+
+status: install
 	$(BIN)/python -m flows.stack status
 
 clean:

@@ -6,6 +6,8 @@ The logic is in `feature_store/datasets/`; these commands only parse options and
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Optional
@@ -166,23 +168,13 @@ def import_criteo(
     force: Force = False,
 ) -> None:
     """Stream a Criteo display-ads TSV into day partitions, in file order."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     from feature_store.datasets import criteo
 
     if (rows_per_day is None) == (days is None):
         _fail("give exactly one of --rows-per-day and --days")
     root = _root(data_root)
     console = _console()
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
-    ) as bar:
-        task = bar.add_task(f"importing {file}", total=None)
-
-        def advance(lines: int) -> None:
-            bar.advance(task, lines)
-            bar.update(task, description=f"importing {file}: {int(bar.tasks[0].completed):,} lines")
-
+    with _importing(console, file, "lines") as advance:
         summary = _run(
             criteo.import_criteo,
             file,
@@ -199,6 +191,21 @@ def import_criteo(
         f"wrote {summary.rows:,} lines as {len(summary.days)} day partitions under {root / dataset}: "
         + ", ".join(f"{day} ({n:,})" for day, n in summary.days.items())
     )
+
+
+@contextmanager
+def _importing(console: Console, file: Path, unit: str) -> Iterator[Callable[[int], None]]:
+    """A spinner with the count so far; yields the callback an importer calls per chunk."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task(f"importing {file}", total=None)
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+            bar.update(task, description=f"importing {file}: {int(bar.tasks[0].completed):,} {unit}")
+
+        yield advance
 
 
 def _date(text: str) -> date:
@@ -234,23 +241,13 @@ def import_events(
     force: Force = False,
 ) -> None:
     """Cut your own event log into the day partitions of the dataset a spec describes."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     from feature_store.datasets import events
 
     resolved = dataset_spec(dataset, spec)
     root = _root(data_root)
     console = _console()
     given = {"timestamp": timestamp, "unit": unit, "timezone": timezone, "chunk_rows": chunk_rows}
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
-    ) as bar:
-        task = bar.add_task(f"importing {file}", total=None)
-
-        def advance(rows: int) -> None:
-            bar.advance(task, rows)
-            bar.update(task, description=f"importing {file}: {int(bar.tasks[0].completed):,} rows")
-
+    with _importing(console, file, "rows") as advance:
         summary = _run(
             events.import_events,
             file,

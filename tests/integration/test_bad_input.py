@@ -62,6 +62,16 @@ def _run(loop, root):
                         approval_mode="auto", data_root=str(root))
 
 
+def _first_rows_set(loop, name, day, column, rows, value):
+    """A broken copy of the data whose part of `day` has `value` in the first `rows` rows of `column`."""
+    root = _broken_copy(loop, name)
+    path = _part(root, day)
+    df = pd.read_parquet(path)
+    df.loc[df.index[:rows], column] = value
+    df.to_parquet(path)
+    return root, path
+
+
 def _part(root, day):
     return day_dir(root, DATASET, day) / "part-0.parquet"
 
@@ -85,11 +95,7 @@ def test_missing_column(loop):
 
 
 def test_non_binary_label(loop):
-    root = _broken_copy(loop, "bad_label")
-    path = _part(root, date(2026, 2, 2))
-    df = pd.read_parquet(path)
-    df.loc[df.index[:7], "click"] = 2
-    df.to_parquet(path)
+    root, path = _first_rows_set(loop, "bad_label", date(2026, 2, 2), "click", 7, 2)
     message = _expect_failure(loop, root, ValidationFailed, str(path), "click", "values in {0, 1}")
     assert "7 unexpected values" in message.splitlines()[0]
 
@@ -135,11 +141,7 @@ def test_out_of_range_values_are_listed(loop):
 def test_infinite_price(loop):
     """Before: +inf passed `price >= 1e-06` and the trainer failed with "'cont' contains NaN or
     infinite values", leaving FAILED runs and a logged model behind."""
-    root = _broken_copy(loop, "inf_price")
-    path = _part(root, date(2026, 2, 3))
-    df = pd.read_parquet(path)
-    df.loc[df.index[:4], "price"] = float("inf")
-    df.to_parquet(path)
+    root, path = _first_rows_set(loop, "inf_price", date(2026, 2, 3), "price", 4, float("inf"))
     message = _expect_failure(loop, root, ValidationFailed, str(path), "'price'", "finite values (no +/-inf)")
     assert "4 unexpected values" in message.splitlines()[0]
 

@@ -58,12 +58,17 @@ def _state(client) -> dict:
             "tags": {str(mv.version): dict(mv.tags) for mv in registry.all_versions(client, NAME)}}
 
 
-def test_a_promotion_killed_before_the_alias_moves_never_happened(client):
+def _promotion_of_a_challenger_killed_at(client, point: str) -> tuple[str, str]:
+    """v1 champion, v2 challenger; the promotion of v2 is killed at `point`."""
     v1, v2 = _version(client), _version(client)
     registry.promote(client, NAME, v1, "ann", "first")
     client.set_registered_model_alias(NAME, registry.CHALLENGER, v2)
+    _killed_at(point, f"registry.promote(client, {NAME!r}, {v2!r}, 'bob', 'better')")
+    return v1, v2
 
-    _killed_at("before_champion_alias", f"registry.promote(client, {NAME!r}, {v2!r}, 'bob', 'better')")
+
+def test_a_promotion_killed_before_the_alias_moves_never_happened(client):
+    v1, v2 = _promotion_of_a_challenger_killed_at(client, "before_champion_alias")
     hurt = _state(client)
     assert hurt["champion"] == v1 and registry.INTENT in hurt["tags"][v2]
     assert "approval.by" not in hurt["tags"][v2]  # nothing claims v2 was approved
@@ -77,11 +82,7 @@ def test_a_promotion_killed_before_the_alias_moves_never_happened(client):
 
 
 def test_a_promotion_killed_after_the_alias_moved_is_completed(client):
-    v1, v2 = _version(client), _version(client)
-    registry.promote(client, NAME, v1, "ann", "first")
-    client.set_registered_model_alias(NAME, registry.CHALLENGER, v2)
-
-    _killed_at("after_champion_alias", f"registry.promote(client, {NAME!r}, {v2!r}, 'bob', 'better')")
+    v1, v2 = _promotion_of_a_challenger_killed_at(client, "after_champion_alias")
     hurt = _state(client)
     assert hurt["champion"] == hurt["challenger"] == v2  # the state the issue reported
     assert "previous_champion" not in hurt["tags"][v2]
