@@ -10,6 +10,7 @@ the `nightly` deployment (`make up` / `make down`, `recloop stack up|down|status
     down    stop exactly the process groups named in $RECLOOP_HOME/stack/*.pid (stale files are
             removed, never acted on).
     status  pid, liveness and health of each service.
+    ui      the UI addresses of the running stack (`make ui` starts a local MLflow UI otherwise).
 
 With RECLOOP_DB_URL=postgresql://user@host:port/DB the stack uses two databases on that server,
 `DB_prefect` and `DB_mlflow` (each tool keeps its own `alembic_version` table, so they cannot
@@ -548,6 +549,19 @@ def status_cmd() -> None:
         typer.echo(f"{name:8s} pid {s['pid'] or '-':>7}  running={s['running']!s:5s}  healthy={s['healthy']!s:5s}  {urls[name]}")
     if not all(s["running"] and s["healthy"] for s in st.values()):
         raise typer.Exit(code=1)
+
+
+@app.command("ui")
+def ui_cmd() -> None:
+    """The UI addresses of this RECLOOP_HOME's running stack; exit 1 when it is not running."""
+    from tasks.settings import get_settings
+
+    found = served_stack(get_settings().home)
+    if found is None or not found.running:
+        typer.echo("no served stack of this RECLOOP_HOME is running", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"Prefect UI   {found.prefect_api.removesuffix('/api')}")
+    typer.echo(f"MLflow UI    {found.mlflow_url}")
 
 
 if __name__ == "__main__":

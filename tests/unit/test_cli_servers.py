@@ -31,9 +31,10 @@ def _write_stack(home: Path, pids: dict[str, int]) -> None:
 @pytest.fixture()
 def live(tmp_path):
     """Two process-group leaders standing in for the servers."""
+    home = tmp_path / "live"
     procs = [subprocess.Popen(["sleep", "300"], start_new_session=True) for _ in range(2)]
-    _write_stack(tmp_path, {"prefect": procs[0].pid, "mlflow": procs[1].pid})
-    yield tmp_path
+    _write_stack(home, {"prefect": procs[0].pid, "mlflow": procs[1].pid})
+    yield home
     for p in procs:
         p.kill()
         p.wait()
@@ -43,11 +44,11 @@ def live(tmp_path):
 def dead(tmp_path):
     """stack.json and pid files left by a stack whose processes are gone."""
     procs = [subprocess.Popen(["true"], start_new_session=True) for _ in range(2)]
-    pids = [p.pid for p in procs]
-    _write_stack(tmp_path, {"prefect": pids[0], "mlflow": pids[1]})
+    home = tmp_path / "dead"
+    _write_stack(home, {"prefect": procs[0].pid, "mlflow": procs[1].pid})
     for p in procs:
         p.wait()
-    return tmp_path
+    return home
 
 
 def test_without_a_stack_the_local_defaults_unless_a_prefect_server_is_needed(tmp_path):
@@ -94,3 +95,14 @@ def test_the_cli_refuses_in_one_line_and_leaves_no_local_store(dead, monkeypatch
         res = CliRunner().invoke(app, ["pending"])
     assert res.exit_code == 1 and "set PREFECT_API_URL" in res.output and "make up" in res.output, res.output
     assert not (dead / "mlflow.db").exists()
+
+
+def test_make_ui_shows_the_running_stack_and_falls_back_otherwise(live, dead, monkeypatch):
+    for home, code in ((live, 0), (dead, 1)):
+        monkeypatch.setenv("RECLOOP_HOME", str(home))
+        monkeypatch.setenv("RECLOOP_SETTINGS_FILE", str(home / "absent.env"))
+        res = CliRunner().invoke(stack.app, ["ui"])
+        assert res.exit_code == code, res.output
+    monkeypatch.setenv("RECLOOP_HOME", str(live))
+    res = CliRunner().invoke(stack.app, ["ui"])
+    assert "http://127.0.0.1:4999" in res.output and MLFLOW in res.output and "/api" not in res.output
