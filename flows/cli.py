@@ -279,7 +279,8 @@ def pending(limit: Annotated[int, typer.Option(help="At most this many runs.")] 
         rows = []
         for run in runs:
             version = _pending_version(client, str(run.id))
-            night = (version.tags.get("approval.night_run_id") if version else None) or run.parameters.get("night_run_id")
+            night = ((version.tags.get("approval.night_run_id") if version else None)
+                     or run.parameters.get("night_run_id"))
             night_state = read_state(night) if night else None
             rows.append((run, version, night, night_state))
     for line in _abandoned_lines(client):
@@ -414,7 +415,8 @@ def _resume_run(run_uuid, approve: bool, reviewer: str, reason: str) -> None:
         if flow_name != approval.APPROVAL_FLOW_NAME:
             _fail(f"flow run {flow_run_id} belongs to flow '{flow_name}', not '{approval.APPROVAL_FLOW_NAME}'")
         if run.state is None or not run.state.is_paused():
-            _fail(f"flow run {flow_run_id} ({run.name}) is not paused: it is {run.state.name if run.state else 'without state'}")
+            state = run.state.name if run.state else "without state"
+            _fail(f"flow run {flow_run_id} ({run.name}) is not paused: it is {state}")
         expires = run.state.state_details.pause_timeout
         if expires is not None and expires.timestamp() < _utc_now().timestamp():
             _fail(f"flow run {flow_run_id} ({run.name}): the pause expired at {expires:%Y-%m-%d %H:%M:%S} UTC; "

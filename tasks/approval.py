@@ -325,8 +325,8 @@ def reconcile_abandoned(client: MlflowClient, name: str, read_run_state: ReadRun
         if state is not None and not state.final:
             continue
         found = f"is {state.name}" if state is not None else "is not known to the Prefect API"
-        reason = f"flow run {owner} {found}" + (f" ({state.message})" if state is not None and state.message else "")
-        reason += " while v" + str(mv.version) + " waited for a decision"
+        said = f" ({state.message})" if state is not None and state.message else ""
+        reason = f"flow run {owner} {found}{said} while v{mv.version} waited for a decision"
         notes.append(mark_abandoned(client, name, str(mv.version), reason))
         if close_waiting is not None and waiting and waiting != owner:
             waiting_state = read_run_state(waiting)

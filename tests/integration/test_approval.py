@@ -313,7 +313,8 @@ def test_versions_whose_night_died_while_waiting_are_marked_crashed(loop):
         return mv, str(night.id), str(waiting.id), parent
 
     alive, alive_night, alive_waiting, _ = version()
-    dead, dead_night, dead_waiting, dead_parent = version(Crashed(message="Flow run process exited with non-zero status code -9."))
+    killed = Crashed(message="Flow run process exited with non-zero status code -9.")  # as the worker says
+    dead, dead_night, dead_waiting, dead_parent = version(killed)
 
     listed = _cli(loop, "pending")
     assert listed.exit_code == 0, listed.output
