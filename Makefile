@@ -4,9 +4,10 @@
 #   make bench  loop, model zoo and DeepCTR-Torch benchmarks (JSON + markdown in benchmarks/results/)
 #   make bench-loop / bench-zoo / bench-deepctr  one of them
 #   make bench-robustness  bad input and killed nights against recloop run (a table, not a timing)
-#   make ui     MLflow UI on the local tracking store
+#   make ui     MLflow UI on the local tracking store (the stack's UIs while `make up` runs)
 #   make up     served stack on 127.0.0.1: Prefect server + MLflow server + process worker + deployment
 #   make down   stop exactly what `make up` started (pid files in $(RECLOOP_HOME)/stack)
+#   recloop status / pending / approve / reject / rollback talk to the running stack by themselves
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV   ?= .venv
@@ -86,8 +87,11 @@ bench-robustness: install
 status: install
 	$(BIN)/recloop status
 
+# Next to a running `make up` stack its UIs are the ones to open (a local MLflow UI would show
+# an empty local store, and want the stack's port).
 ui: install
-	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(RECLOOP_HOME)/mlflow.db" --host 127.0.0.1 --port 5000
+	@$(BIN)/python -m flows.stack ui 2>/dev/null || \
+	  $(BIN)/mlflow ui --backend-store-uri "sqlite:///$(RECLOOP_HOME)/mlflow.db" --host 127.0.0.1 --port 5000
 
 # Logic in flows/stack.py; ports: RECLOOP_PREFECT_PORT (4200), RECLOOP_MLFLOW_PORT (5000);
 # RECLOOP_DB_URL=postgresql://user@host:5432/recloop puts both servers on PostgreSQL.

@@ -8,15 +8,17 @@ import os
 import shutil
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, Literal, NoReturn, Optional
 
 import typer
 from rich.console import Console
 
 from flows.console import print_error, rebind_prefect_console, stdout_console
-from flows.spec_options import SpecOption, dataset_names, dataset_spec, flow_dataset_name
+from flows.spec_options import SpecOption, dataset_names, dataset_spec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Nightly retraining loop for CTR ranking models.")
 
@@ -57,6 +59,48 @@ def _settings(**overrides):
     from tasks.settings import get_settings
 
     return get_settings(**overrides)
+
+
+@contextmanager
+def _servers(prefect: Literal["none", "optional", "required"] = "none") -> Iterator[None]:
+    """Talk to the right servers for the rest of the command: every command that reads the
+    registry or Prefect runs inside this. The rule is flows.stack.resolve_servers (an explicit
+    RECLOOP_TRACKING_URI / PREFECT_API_URL, else the running stack of RECLOOP_HOME, else the
+    local defaults); a command it cannot place exits with its one-line reason."""
+    from flows.stack import StackError, resolve_servers
+
+    settings = _settings()
+    explicit_api = None
+    if prefect != "none":
+        from prefect.settings import get_current_settings
+
+        explicit_api = get_current_settings().api.url  # env, Prefect profile or a test harness
+    try:
+        servers = resolve_servers(settings.home, settings.tracking_uri, explicit_api, prefect)
+    except StackError as exc:
+        _fail(str(exc))
+    with ExitStack() as stack:
+        if servers.tracking_uri and servers.tracking_uri != settings.tracking_uri:
+            # Through the environment, so the settings a flow reads in this process see it too.
+            stack.enter_context(_env_var("RECLOOP_TRACKING_URI", servers.tracking_uri))
+        if servers.prefect_api_url and servers.prefect_api_url != explicit_api:
+            from prefect.settings import PREFECT_API_URL, temporary_settings
+
+            stack.enter_context(temporary_settings(updates={PREFECT_API_URL: servers.prefect_api_url}))
+        yield
+
+
+@contextmanager
+def _env_var(name: str, value: str) -> Iterator[None]:
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 @app.command()
@@ -117,11 +161,12 @@ def run(
         _bad_argument("--epochs", epochs, "must be at least 1")
     if approval is not None and approval not in ("auto", "manual"):
         _bad_argument("--approval", approval, "must be auto or manual")
-    settings = _checked_settings(epochs=epochs, approval_mode=approval)
-    resolved = dataset_spec(dataset, spec, default=DEFAULT_DATASET)
-    _checked(lambda: _preflight(settings, json_out, (resolved.name, day, backfill)))
-    with _prefect(settings):
-        summary = _run_night(day, resolved.reference, arch, epochs, approval, backfill=backfill, force=force)
+    with _servers(prefect="optional"):
+        settings = _checked_settings(epochs=epochs, approval_mode=approval)
+        resolved = dataset_spec(dataset, spec, default=DEFAULT_DATASET)
+        _checked(lambda: _preflight(settings, json_out, (resolved.name, day, backfill)))
+        with _prefect(settings):
+            summary = _run_night(day, resolved.reference, arch, epochs, approval, backfill=backfill, force=force)
     if json_out:
         _write_json(json_out, summary)
     if summary["decision"] == "timeout":  # the Prefect run ended Failed (ApprovalExpired)
@@ -230,6 +275,11 @@ def demo(
 ) -> None:
     """Generate the embedded data and run two nights: the first champion, then challengers."""
     _quiet_libraries()
+    with _servers(prefect="optional"):
+        _demo(fresh, epochs, rows_per_day)
+
+
+def _demo(fresh: bool, epochs: int | None, rows_per_day: int) -> None:
     settings = _checked_settings()
     _checked(lambda: _preflight(settings, None))
     if fresh:
@@ -267,13 +317,17 @@ def status(dataset: Annotated[Optional[list[str]], typer.Option(help="Dataset (r
 
     from tasks import registry
 
-    client = _mlflow_client()
+    names = dataset_names(dataset, spec)
+    with _servers(prefect="optional"):
+        client = _mlflow_client()
+        for note in _reconcile_if_prefect(client, names):
+            console.print(f"[bold yellow]{note}[/]", highlight=False)
     table = Table(title=f"registry ({_settings().resolved_registry_uri})")
     for col in ("registered model", "role", "version", "arch", "trained on", "staging AUC", "gate", "health",
                 "approval"):
         table.add_column(col, overflow="fold")
     notes = []
-    for ds in dataset_names(dataset, spec):
+    for ds in names:
         for st in registry.status(client, ds):
             t = st.tags
             health = t.get(registry.HEALTH, "unchecked")
@@ -303,17 +357,23 @@ def doctor(
     Every night does this for its dataset before it starts; run it by hand after a crash to see
     the state put right now. A dataset whose night is running is left alone."""
     _quiet_libraries()
+    with _servers(prefect="optional"):
+        settings = _checked_settings()
+        _checked(lambda: _preflight(settings, None))
+        client = _mlflow_client()
+        total = _doctor(client, settings, dataset_names(dataset, spec))
+    console.print(f"[bold]{total} repair(s)[/]" if total else "nothing to repair")
+
+
+def _doctor(client, settings, datasets: list[str]) -> int:
     from tasks import doctor as doc
     from tasks.lock import LockTimeout, NightLock
 
-    settings = _checked_settings()
-    _checked(lambda: _preflight(settings, None))
-    client = _mlflow_client()
     total = 0
     with _prefect(settings):
         flow_runs = doc.FlowRuns()
         try:
-            for ds in dataset_names(dataset, spec):
+            for ds in datasets:
                 try:
                     with NightLock(settings.home, ds).acquire(0, log=lambda m: None) as lock:
                         repairs = doc.reconcile(client, ds, flow_runs, lock.stale, log=lambda m: None)
@@ -325,7 +385,7 @@ def doctor(
                 total += len(repairs)
         finally:
             flow_runs.close()
-    console.print(f"[bold]{total} repair(s)[/]" if total else "nothing to repair")
+    return total
 
 
 # --- served stack (`recloop stack up|down|status`; the logic is in flows/stack.py) ---------
@@ -346,7 +406,8 @@ def _fail(message: str, code: int = 1) -> None:
 
 @app.command()
 def pending(limit: Annotated[int, typer.Option(help="At most this many runs.")] = 50) -> None:
-    """Nightly runs paused for a manual approval decision (Prefect state Paused)."""
+    """Challengers waiting for a manual decision: the paused `nightly-approval` runs. Versions
+    whose night died while they waited are marked `crashed` first, and said so."""
     _quiet_libraries()
     from prefect import get_client
     from prefect.client.schemas.filters import (
@@ -360,31 +421,90 @@ def pending(limit: Annotated[int, typer.Option(help="At most this many runs.")] 
     from prefect.client.schemas.sorting import FlowRunSort
     from rich.table import Table
 
-    from tasks import approval, registry
+    from tasks import approval
 
-    # sort and limit are passed explicitly: this Prefect server answers 422 to their null defaults.
-    with get_client(sync_client=True) as prefect_client:
+    with _servers(prefect="required"), get_client(sync_client=True) as prefect_client:
+        client = _mlflow_client()
+        read_state = approval.prefect_run_states(prefect_client)
+        for note in _reconcile(client, read_state, approval.prefect_close_run(prefect_client)):
+            console.print(f"[bold yellow]{note}[/]", highlight=False)
+        # sort and limit are passed explicitly: this Prefect server answers 422 to their null defaults.
         runs = prefect_client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=[approval.FLOW_NAME])),
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[approval.APPROVAL_FLOW_NAME])),
             flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))),
             sort=FlowRunSort.START_TIME_DESC, limit=limit,
         )
-    if not runs:
-        console.print("no nightly run is waiting for approval")
+        rows = []
+        for run in runs:
+            version = _pending_version(client, str(run.id))
+            night = ((version.tags.get("approval.night_run_id") if version else None)
+                     or run.parameters.get("night_run_id"))
+            night_state = read_state(night) if night else None
+            rows.append((run, version, night, night_state))
+    for line in _abandoned_lines(client):
+        console.print(line, highlight=False)
+    if not rows:
+        console.print("no challenger is waiting for approval")
         return
-    client = _mlflow_client()
     table = Table(title="waiting for approval")
-    for col in ("flow run id", "name", "run date", "dataset", "challenger", "expires (UTC)"):
+    for col in ("approval run id (approve/reject this)", "challenger", "run date", "night", "expires (UTC)"):
         table.add_column(col, overflow="fold")
-    for run in runs:
-        dataset = flow_dataset_name(run.parameters.get("dataset"))
-        details = run.state.state_details
-        expires = details.pause_timeout
+    for run, version, night, night_state in rows:
+        expires = run.state.state_details.pause_timeout
         expired = expires is not None and expires.timestamp() < _utc_now().timestamp()
-        table.add_row(str(run.id), run.name, str(run.parameters.get("run_date") or "-"), dataset,
-                      _pending_version(client, registry.registered_model_name(dataset), str(run.id)),
+        challenger = f"{version.name} v{version.version}" if version else "?"
+        night_cell = f"{night or '-'} ({night_state.name if night_state else 'unknown'})"
+        table.add_row(str(run.id), challenger, version.tags.get("run_date", "-") if version else "-", night_cell,
                       (f"{expires:%Y-%m-%d %H:%M:%S}" if expires else "-") + (" (expired)" if expired else ""))
     console.print(table)
+
+
+def _reconcile(client, read_state, close_waiting=None, datasets: list[str] | None = None) -> list[str]:
+    """approval.reconcile_abandoned for every dataset's registered model; a registry that does
+    not answer is a note, not a failure (the Prefect side is still worth showing)."""
+    from tasks import approval, registry
+
+    notes = []
+    for ds in datasets or dataset_names(None, None):
+        try:
+            notes += approval.reconcile_abandoned(client, registry.registered_model_name(ds), read_state, close_waiting)
+        except Exception as exc:  # MLflow raises several types for an unreachable server
+            return notes + [f"registry not checked for abandoned approvals: {exc}"]
+    return notes
+
+
+def _reconcile_if_prefect(client, datasets: list[str]) -> list[str]:
+    """`_reconcile` when a Prefect API is configured (or the stack runs); without one there is no
+    run state to judge by, and starting a server for a status line is not worth it."""
+    from prefect import get_client
+    from prefect.settings import get_current_settings
+
+    from tasks import approval
+
+    if not get_current_settings().api.url:
+        return []
+    try:
+        with get_client(sync_client=True) as prefect_client:
+            return _reconcile(client, approval.prefect_run_states(prefect_client),
+                              approval.prefect_close_run(prefect_client), datasets)
+    except Exception as exc:  # the Prefect API does not answer: show the registry as it is
+        return [f"approvals not checked, the Prefect API did not answer: {exc}"]
+
+
+def _abandoned_lines(client) -> list[str]:
+    """One line per model whose newest version was abandoned: its night died while it waited."""
+    from tasks import approval, registry
+
+    lines = []
+    for ds in dataset_names(None, None):
+        try:
+            mv = approval.latest_abandoned(client, registry.registered_model_name(ds))
+        except Exception:  # reported by _reconcile already
+            return lines
+        if mv is not None:
+            lines.append(f"{mv.name} v{mv.version} was not decided on: approval.decision={approval.CRASHED}, "
+                         f"{mv.tags.get('approval.reason', '')}; the next night stages a new candidate")
+    return lines
 
 
 def _utc_now():
@@ -399,24 +519,19 @@ def _mlflow_client():
     return tracking.configure(_settings())
 
 
-def _pending_version(client, name: str, flow_run_id: str) -> str:
-    """The version the paused run waits on: tagged `approval.flow_run_id` when it paused."""
+def _pending_version(client, flow_run_id: str):
+    """The version waiting on approval run `flow_run_id` (tagged `approval.flow_run_id` when the
+    run paused), or None when the registry does not say (or cannot be reached)."""
     try:
-        found = client.search_model_versions(f"name='{name}' and tags.`approval.flow_run_id` = '{flow_run_id}'")
+        found = client.search_model_versions(f"tags.`approval.flow_run_id` = '{flow_run_id}'")
     except Exception:  # the registry may be unreachable from here; the run id is still useful
-        return "?"
-    return ", ".join(f"v{mv.version}" for mv in found) or "?"
+        return None
+    return found[0] if found else None
 
 
 def _resume(flow_run_id: str, approve: bool, reviewer: str, reason: str) -> None:
-    """Resume a paused nightly run with a decision, or exit non-zero saying why not."""
+    """Resume a paused approval run with a decision, or exit non-zero saying why not."""
     from uuid import UUID
-
-    from prefect import get_client
-    from prefect.exceptions import FlowPauseTimeout, NotPausedError, ObjectNotFound
-    from prefect.flow_runs import resume_flow_run
-
-    from tasks import approval
 
     try:
         run_uuid = UUID(flow_run_id)
@@ -424,25 +539,71 @@ def _resume(flow_run_id: str, approve: bool, reviewer: str, reason: str) -> None
         _fail(f"'{flow_run_id}' is not a flow run id (a UUID, see `recloop pending`)", code=2)
     if not reviewer.strip():
         _fail("--reviewer must name a person", code=2)
+    with _servers(prefect="required"):
+        _resume_run(run_uuid, approve, reviewer, reason)
+
+
+def _resume_run(run_uuid, approve: bool, reviewer: str, reason: str) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterParentFlowRunId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.exceptions import FlowPauseTimeout, NotPausedError, ObjectNotFound
+    from prefect.flow_runs import resume_flow_run
+
+    from tasks import approval
+
+    flow_run_id = str(run_uuid)
     decision = approval.Decision(approve=approve, reviewer=reviewer, reason=reason)
-    try:
-        with get_client(sync_client=True) as prefect_client:
+    with get_client(sync_client=True) as prefect_client:
+        try:
             run = prefect_client.read_flow_run(run_uuid)
             flow_name = prefect_client.read_flow(run.flow_id).name
-    except ObjectNotFound:
-        _fail(f"no flow run {flow_run_id} on the Prefect API (check PREFECT_API_URL)")
-    if flow_name != approval.FLOW_NAME:
-        _fail(f"flow run {flow_run_id} belongs to flow '{flow_name}', not '{approval.FLOW_NAME}'")
-    if run.state is None or not run.state.is_paused():
-        _fail(f"flow run {flow_run_id} ({run.name}) is not paused: it is {run.state.name if run.state else 'without state'}")
-    expires = run.state.state_details.pause_timeout
-    if expires is not None and expires.timestamp() < _utc_now().timestamp():
-        _fail(f"flow run {flow_run_id} ({run.name}): the pause expired at {expires:%Y-%m-%d %H:%M:%S} UTC; "
-              "the challenger was not promoted")
+        except ObjectNotFound:
+            _fail(f"no flow run {flow_run_id} on the Prefect API (check PREFECT_API_URL)")
+        if flow_name == approval.FLOW_NAME:
+            # The night's id (e.g. from its page in the UI): it waits in its approval subflow run.
+            children = prefect_client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[approval.APPROVAL_FLOW_NAME])),
+                flow_run_filter=FlowRunFilter(
+                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_uuid]),
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))),
+                sort=FlowRunSort.START_TIME_DESC, limit=1)
+            if not children:
+                state = run.state.name if run.state else "without state"
+                _fail(f"night {flow_run_id} ({run.name}) is not waiting for approval: it is {state}")
+            run, flow_name = children[0], approval.APPROVAL_FLOW_NAME
+            console.print(f"night {flow_run_id} waits in approval run {run.id} ({run.name})", highlight=False)
+            flow_run_id = str(run.id)
+        if flow_name != approval.APPROVAL_FLOW_NAME:
+            _fail(f"flow run {flow_run_id} belongs to flow '{flow_name}', not '{approval.APPROVAL_FLOW_NAME}'")
+        if run.state is None or not run.state.is_paused():
+            state = run.state.name if run.state else "without state"
+            _fail(f"flow run {flow_run_id} ({run.name}) is not paused: it is {state}")
+        expires = run.state.state_details.pause_timeout
+        if expires is not None and expires.timestamp() < _utc_now().timestamp():
+            _fail(f"flow run {flow_run_id} ({run.name}): the pause expired at {expires:%Y-%m-%d %H:%M:%S} UTC; "
+                  "the challenger was not promoted")
+        # Only the night's process records a decision: resuming for a dead night would be a no-op.
+        read_state = approval.prefect_run_states(prefect_client)
+        night = run.parameters.get("night_run_id")
+        night_state = read_state(night) if night else None
+        if night and (night_state is None or night_state.final):
+            notes = _reconcile(_mlflow_client(), read_state, approval.prefect_close_run(prefect_client))
+            _fail(f"flow run {flow_run_id} ({run.name}) waits for night {night}, which is "
+                  f"{night_state.name if night_state else 'gone'}: nothing would record the decision"
+                  + "".join(f"\n  {n}" for n in notes))
     # typer.Exit is a RuntimeError: keep _fail out of this try, or the except below eats it.
     error = None
     try:
-        resume_flow_run(run_uuid, run_input=decision.model_dump())
+        resume_flow_run(run.id, run_input=decision.model_dump())
     except NotPausedError:
         error = f"flow run {flow_run_id} is not paused (any more)"
     except FlowPauseTimeout:
@@ -452,12 +613,13 @@ def _resume(flow_run_id: str, approve: bool, reviewer: str, reason: str) -> None
     if error:
         _fail(error)
     verb = "approved" if approve else "rejected"
-    console.print(f"{verb} by {reviewer}: flow run {flow_run_id} ({run.name}) resumes and records the decision")
+    console.print(f"{verb} by {reviewer}: flow run {flow_run_id} ({run.name}) resumes and the night records "
+                  "the decision", highlight=False)
 
 
 @app.command()
 def approve(
-    flow_run_id: Annotated[str, typer.Argument(help="The paused run (see `recloop pending`).")],
+    flow_run_id: Annotated[str, typer.Argument(help="The paused approval run, or its night (see `recloop pending`).")],
     reviewer: Annotated[str, typer.Option(help="Who approves (recorded on the model version).")],
     reason: Annotated[str, typer.Option(help="Why (recorded on the model version).")] = "",
 ) -> None:
@@ -468,7 +630,7 @@ def approve(
 
 @app.command()
 def reject(
-    flow_run_id: Annotated[str, typer.Argument(help="The paused run (see `recloop pending`).")],
+    flow_run_id: Annotated[str, typer.Argument(help="The paused approval run, or its night (see `recloop pending`).")],
     reviewer: Annotated[str, typer.Option(help="Who rejects (recorded on the model version).")],
     reason: Annotated[str, typer.Option(help="Why (recorded on the model version).")],
 ) -> None:
@@ -491,7 +653,8 @@ def rollback(
     from tasks import registry
 
     name = registry.registered_model_name(dataset_spec(dataset, spec).name)
-    client = _mlflow_client()
+    with _servers():
+        client = _mlflow_client()
     try:
         done = registry.rollback(client, name, reviewer, reason,
                                  to_version=str(to_version) if to_version is not None else None)

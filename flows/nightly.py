@@ -12,7 +12,6 @@ from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.runtime import flow_run
 
@@ -31,7 +30,32 @@ from tasks.validate import validate_task
 DEFAULT_ARCHITECTURES = ["wide", "deep", "wide_deep"]
 
 
-@flow(name=approval.FLOW_NAME, log_prints=True)
+def _record_abandoned_approval(flow, flow_run, state) -> None:
+    """on_crashed / on_cancellation: a night that dies while its challenger waits for a decision
+    (e.g. Prefect cancels it after a failed lease renewal, or the worker reports its process
+    killed) marks that version `crashed` and ends its paused approval run. `recloop pending`
+    reconciles what no hook got to (approval.reconcile_abandoned)."""
+    from prefect import get_client
+    from prefect.logging.loggers import flow_run_logger
+
+    settings = get_settings()
+    dataset = load_spec((flow_run.parameters or {}).get("dataset") or DEFAULT_DATASET, settings.spec_dirs).name
+    client = tracking.configure(settings)
+    # The server may not show this state yet; a run in its on_cancellation hook is as good as
+    # cancelled (its process is about to end).
+    own = approval.RunState("CRASHED" if state.is_crashed() else "CANCELLED", state.name, state.message or "")
+    with get_client(sync_client=True) as prefect_client:
+        read = approval.prefect_run_states(prefect_client)
+        notes = approval.reconcile_abandoned(
+            client, registry.registered_model_name(dataset),
+            lambda run_id: own if run_id == str(flow_run.id) else read(run_id),
+            approval.prefect_close_run(prefect_client))
+    for note in notes:
+        flow_run_logger(flow_run, flow).warning(note)
+
+
+@flow(name=approval.FLOW_NAME, log_prints=True,
+      on_crashed=[_record_abandoned_approval], on_cancellation=[_record_abandoned_approval])
 def nightly_retrain(
     run_date: date | None = None,
     dataset: str = DEFAULT_DATASET,  # a name (RECLOOP_SPEC_DIRS, then the package) or a spec path
@@ -192,30 +216,48 @@ def _noop_summary(dataset: str, run_date: date, window, champion: str, note: str
     }
 
 
-def _manual_approval(client, settings, dataset: str, outcome, candidates, staging_day: str):
-    """Publish the comparison, pause until a reviewer decides (or the pause times out), record
-    the decision. Pause, not suspend: the process keeps the trained candidates and the open
-    MLflow run in memory, and a resume continues here instead of re-running the night."""
-    log = get_run_logger()
+@flow(name=approval.APPROVAL_FLOW_NAME, flow_run_name="approve-{request.dataset}-v{request.version}",
+      log_prints=True)
+def nightly_approval(request: approval.ApprovalRequest, night_run_id: str, poll_s: int) -> approval.Decision:
+    """Wait for a reviewer's decision on `request.version`. This run pauses (Resume in the
+    Prefect UI, or `recloop approve|reject`); the night that called it stays Running. Raises
+    FlowPauseTimeout when nobody decides within `request.timeout_s` (this run ends Failed)."""
     run_id = str(flow_run.id)
+    markdown = approval.comparison_markdown(request, run_id)
+    create_markdown_artifact(key=f"{request.dataset.replace('_', '-')}-approval", markdown=markdown,
+                             description=f"Approve {request.name} v{request.version}?")
+    # The night's stores: its settings come from the same environment.
+    approval.mark_pending(tracking.configure(get_settings()), request.name, request.version, run_id,
+                          request.timeout_s, night_run_id)
+    get_run_logger().info(
+        f"v{request.version} waits for a decision (up to {request.timeout_s} s): Resume in the Prefect UI, "
+        f"or `recloop approve|reject {run_id} --reviewer NAME --reason TEXT`")
+    return pause_flow_run(wait_for_input=approval.Decision.with_initial_data(description=markdown),
+                          timeout=request.timeout_s, poll_interval=poll_s, key=f"approve-v{request.version}")
+
+
+def _manual_approval(client, settings, dataset: str, outcome, candidates, staging_day: str):
+    """Publish the comparison, wait in the `nightly-approval` subflow until a reviewer decides
+    (or the pause times out), record the decision. The night itself never pauses: Prefect
+    revokes a deployment run's concurrency lease when the run leaves Running, and the night's
+    next lease renewal (every 225 s) would then crash it. Pause, not suspend: the process keeps
+    the trained candidates and the open MLflow run in memory, and a resume continues here."""
+    log = get_run_logger()
     req = approval.build_request(client, dataset, outcome, candidates, settings.resolved_tracking_uri,
                                  staging_day, settings.approval_timeout_s)
-    markdown = approval.comparison_markdown(req, run_id)
-    create_markdown_artifact(key=f"{dataset.replace('_', '-')}-approval", markdown=markdown,
-                             description=f"Approve {req.name} v{req.version}?")
-    approval.mark_pending(client, req.name, req.version, run_id, settings.approval_timeout_s)
-    log.info(f"v{req.version} waits for a decision (up to {settings.approval_timeout_s} s): Resume in the "
-             f"Prefect UI, or `recloop approve|reject {run_id} --reviewer NAME --reason TEXT`")
-    try:
-        decision = pause_flow_run(
-            wait_for_input=approval.Decision.with_initial_data(description=markdown),
-            timeout=settings.approval_timeout_s, poll_interval=settings.approval_poll_s,
-            key=f"approve-v{req.version}",
-        )
-    except FlowPauseTimeout:
+    started = time.monotonic()
+    waiting = nightly_approval(req, str(flow_run.id), settings.approval_poll_s, return_state=True)
+    if waiting.is_completed():
+        decision = waiting.result()
+    elif time.monotonic() - started >= settings.approval_timeout_s:
+        # Nobody decided: the subflow raised FlowPauseTimeout, and the server may have replaced
+        # that Failed state with its own ("never resumed"), so the elapsed time is what tells.
         # The registry records the timeout; the flow raises ApprovalExpired at its end.
         log.warning(f"no decision on v{req.version} within {settings.approval_timeout_s} s; champion unchanged")
         decision = None
+    else:
+        waiting.result()  # raises what ended the approval run early
+    run_id = str(waiting.state_details.flow_run_id)  # the approval run: the one a reviewer resumed
     verdict, promotion = approval.decision_task(client, req.name, req.version, decision, run_id,
                                                 settings.approval_timeout_s, req.champion_version)
     if verdict == approval.STALE:

@@ -65,19 +65,3 @@ def dataset_names(datasets: list[str] | None, spec: Path | None) -> list[str]:
     except RecloopInputError as exc:
         _exit_with(exc)
     return list(dict.fromkeys(r.name for r in resolved))
-
-
-def flow_dataset_name(reference: str | None) -> str:
-    """The dataset name of a flow run's `dataset` parameter, which may be a spec path: read for
-    its `name:` when the file is readable here (a worker's file may not be: then as it is)."""
-    from feature_store.errors import RecloopInputError
-    from feature_store.spec import DEFAULT_DATASET, is_spec_path, resolve_spec
-
-    if not reference:
-        return DEFAULT_DATASET
-    if not is_spec_path(reference):
-        return reference
-    try:
-        return resolve_spec(reference, _spec_dirs()).name
-    except RecloopInputError:
-        return reference

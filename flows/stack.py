@@ -10,11 +10,16 @@ the `nightly` deployment (`make up` / `make down`, `recloop stack up|down|status
     down    stop exactly the process groups named in $RECLOOP_HOME/stack/*.pid (stale files are
             removed, never acted on).
     status  pid, liveness and health of each service.
+    ui      the UI addresses of the running stack (`make ui` starts a local MLflow UI otherwise).
 
 With RECLOOP_DB_URL=postgresql://user@host:port/DB the stack uses two databases on that server,
 `DB_prefect` and `DB_mlflow` (each tool keeps its own `alembic_version` table, so they cannot
-share one), created when missing. MLflow reaches PostgreSQL through psycopg 3 (`psycopg[binary]`;
+share one), created when missing; `DB` itself need not exist (they are created from the
+server's `postgres` database). MLflow reaches PostgreSQL through psycopg 3 (`psycopg[binary]`;
 SQLAlchemy 2.1 made psycopg 3 the default driver of postgresql://, the URL names it explicitly).
+
+`up` writes $RECLOOP_HOME/stack/stack.json; `served_stack` reads it back for the `recloop` CLI,
+which then talks to these servers without further variables (flows/cli.py `_servers`).
 """
 
 from __future__ import annotations
@@ -41,6 +46,11 @@ HOST = "127.0.0.1"
 # Stop order: the worker first (it talks to both servers), then the servers.
 SERVICES = ("worker", "mlflow", "prefect")
 START_TIMEOUT_S = float(os.environ.get("RECLOOP_STACK_TIMEOUT", "240"))
+# The database `ensure_databases` connects to for CREATE DATABASE: every PostgreSQL server has it,
+# while the one named in RECLOOP_DB_URL only prefixes the two it creates and may not exist.
+ADMIN_DATABASE = "postgres"
+# The night the hint of `up` shows: `recloop generate`'s default days (2026-01-01..10) cover it.
+HINT_RUN_DATE = "2026-01-10"
 
 
 class StackError(RuntimeError):
@@ -285,7 +295,7 @@ def ensure_databases(cfg: StackConfig) -> list[str]:
     import asyncpg
 
     parts = urlsplit(cfg.db_url)
-    admin_dsn = urlunsplit(("postgresql", parts.netloc, parts.path or "/postgres", "", ""))
+    admin_dsn = urlunsplit(("postgresql", parts.netloc, f"/{ADMIN_DATABASE}", parts.query, ""))
     names = [urlsplit(cfg.database_url(t)).path.lstrip("/") for t in ("prefect", "mlflow")]
 
     async def _create() -> list[str]:
@@ -325,6 +335,7 @@ def up(cfg: StackConfig, echo=print) -> dict:
         if info is not None:
             _pidfile(cfg, name).unlink(missing_ok=True)
             echo(f"removed stale pid file {name}.pid")
+    (cfg.run_dir / "stack.json").unlink(missing_ok=True)  # rewritten once everything is healthy
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     (cfg.home / "mlartifacts").mkdir(parents=True, exist_ok=True)
     env = cfg.env()
@@ -402,7 +413,35 @@ def up(cfg: StackConfig, echo=print) -> dict:
 
 
 def down(cfg: StackConfig) -> dict[str, str]:
-    return {name: _stop(cfg, name) for name in SERVICES}
+    result = {name: _stop(cfg, name) for name in SERVICES}
+    # Stopped on purpose: the CLI goes back to the local stores instead of refusing to guess.
+    (cfg.run_dir / "stack.json").unlink(missing_ok=True)
+    return result
+
+
+@dataclass(frozen=True)
+class ServedStack:
+    """The servers `up` started for one RECLOOP_HOME, as its stack.json records them."""
+
+    prefect_api: str
+    mlflow_url: str
+    running: bool  # both servers' pid files name live process groups that we started
+    stack_file: Path
+
+
+def served_stack(home: Path) -> ServedStack | None:
+    """The stack of this RECLOOP_HOME: None when `up` never completed here (or `down` ran)."""
+    cfg = StackConfig(home=home)
+    path = cfg.run_dir / "stack.json"
+    try:
+        info = json.loads(path.read_text())
+        prefect_api, mlflow_url = info["prefect_api"], info["mlflow_ui"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError) as exc:
+        raise StackError(f"{path} is unreadable ({exc}): run `make down`, then `make up`") from exc
+    running = all(_is_ours(_read_pidfile(cfg, name)) for name in ("prefect", "mlflow"))
+    return ServedStack(prefect_api, mlflow_url, running, path)
 
 
 def status(cfg: StackConfig) -> dict[str, dict]:
@@ -413,6 +452,48 @@ def status(cfg: StackConfig) -> dict[str, dict]:
         out[name] = {"pid": info.get("pid") if info else None, "running": _is_ours(info),
                      "healthy": health[name]}
     return out
+
+
+def run_hint(prefect_api: str) -> str:
+    """The shell command `up` prints for a first night (one quick architecture, auto approval)."""
+    return (f"PREFECT_API_URL={prefect_api} {_bin('prefect')} deployment run '{DEPLOYMENT}' "
+            f"--param run_date={HINT_RUN_DATE} --param approval_mode=auto "
+            f"--param architectures='[\"wide_deep\"]' --watch")
+
+
+@dataclass(frozen=True)
+class Servers:
+    """Which servers a `recloop` command talks to. None: the local default (SQLite MLflow store
+    under RECLOOP_HOME; Prefect's ephemeral mode)."""
+
+    tracking_uri: str | None
+    prefect_api_url: str | None
+
+
+def resolve_servers(home: Path, tracking_uri: str | None, prefect_api_url: str | None,
+                    prefect: str = "none") -> Servers:
+    """The one rule for the CLI: a store set explicitly (RECLOOP_TRACKING_URI, PREFECT_API_URL)
+    wins; else the running stack of this RECLOOP_HOME; else the local defaults, except that a
+    stack that was started here and is not running now is not guessed around, and a command
+    that needs a Prefect server (`prefect="required"`) does not fall back to ephemeral mode.
+    `prefect` is "none" (the command does not use Prefect), "optional" or "required"."""
+    stack = served_stack(home)
+    down_hint = "" if stack is None else (
+        f"the served stack of RECLOOP_HOME={home} is not running ({stack.stack_file} is left from `make up`): "
+        "start it again with `make up`, or `make down` to use the local stores")
+    if tracking_uri is None and stack is not None:
+        if not stack.running:
+            raise StackError(f"{down_hint}; or set RECLOOP_TRACKING_URI to the MLflow store to use")
+        tracking_uri = stack.mlflow_url
+    if prefect != "none" and prefect_api_url is None:
+        if stack is not None and stack.running:
+            prefect_api_url = stack.prefect_api
+        elif stack is not None:
+            raise StackError(f"{down_hint}; or set PREFECT_API_URL to the Prefect server to use")
+        elif prefect == "required":
+            raise StackError("no Prefect server to talk to: set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api), "
+                             f"or start the served stack of RECLOOP_HOME={home} with `make up`")
+    return Servers(tracking_uri, prefect_api_url)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -442,8 +523,7 @@ def up_cmd(
     typer.echo(f"MLflow UI    {s['mlflow_ui']}   (backend {s['mlflow_backend']}, ready in {secs['mlflow_server_s']} s)")
     typer.echo(f"worker       pool {s['work_pool']} online in {secs['worker_s']} s; deployment {s['deployment']}")
     typer.echo(f"logs and pid files in {cfg.run_dir}")
-    typer.echo(f"run a night: PREFECT_API_URL={s['prefect_api']} {_bin('prefect')} deployment run "
-               f"'{DEPLOYMENT}' --param run_date=2026-01-10 --param approval_mode=auto --watch")
+    typer.echo(f"run a night: {run_hint(s['prefect_api'])}")
 
 
 @app.command("down")
@@ -469,6 +549,19 @@ def status_cmd() -> None:
         typer.echo(f"{name:8s} pid {s['pid'] or '-':>7}  running={s['running']!s:5s}  healthy={s['healthy']!s:5s}  {urls[name]}")
     if not all(s["running"] and s["healthy"] for s in st.values()):
         raise typer.Exit(code=1)
+
+
+@app.command("ui")
+def ui_cmd() -> None:
+    """The UI addresses of this RECLOOP_HOME's running stack; exit 1 when it is not running."""
+    from tasks.settings import get_settings
+
+    found = served_stack(get_settings().home)
+    if found is None or not found.running:
+        typer.echo("no served stack of this RECLOOP_HOME is running", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"Prefect UI   {found.prefect_api.removesuffix('/api')}")
+    typer.echo(f"MLflow UI    {found.mlflow_url}")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,28 @@
 """Manual approval: what the reviewer sees, what they send back, and what it does to the registry.
 
 In approval mode `manual`, a candidate that passed the staging gate carries the `challenger`
-alias and the flow pauses (`pause_flow_run(wait_for_input=Decision)`) until a person approves
-or rejects it in the Prefect UI or with `recloop approve/reject`. Every outcome (approved,
-rejected, timeout) is written on the model version as `approval.*` tags. The pause itself
-lives in the flow: Prefect can only pause a flow run.
+alias and the night waits in a subflow run (flow `nightly-approval`, run `approve-<dataset>-v<N>`)
+that pauses itself (`pause_flow_run(wait_for_input=Decision)`) until a person approves or
+rejects it in the Prefect UI or with `recloop approve/reject`. Every outcome (approved,
+rejected, stale, timeout, crashed) is written on the model version as `approval.*` tags. The
+pause itself lives in flows/nightly.py: Prefect can only pause a flow run.
+
+Why a subflow: a deployment run holds its concurrency slot through a lease that its own process
+renews every 225 s, and Prefect 3.8.8's server revokes that lease when the run leaves RUNNING,
+for PAUSED too. So the night stays RUNNING (and keeps renewing) and only the subflow, which
+holds no slot, is paused. A night that dies during the wait leaves a version tagged `pending`
+that nobody will decide on: `reconcile_abandoned` finds and marks those.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from mlflow import MlflowClient
+from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.input import RunInput
@@ -23,11 +33,21 @@ from tasks.evaluate import GateResult
 from tasks.stage import StagingOutcome
 from tasks.train import Candidate
 
-FLOW_NAME = "nightly-retrain"  # the flow that pauses; `recloop pending` lists its paused runs
+FLOW_NAME = "nightly-retrain"  # the night: the deployment's flow
+APPROVAL_FLOW_NAME = "nightly-approval"  # its subflow that pauses; `recloop pending` lists these
 APPROVED, REJECTED, TIMEOUT, PENDING = "approved", "rejected", "timeout", "pending"
 # Approved, but the champion moved while the run waited (a rollback or another night): the
 # reviewer approved a comparison against a model that is no longer in production.
 STALE = "stale"
+# The night died while it waited (killed, crashed, cancelled): nothing will record a decision.
+CRASHED = "crashed"
+# Prefect state types after which a run's process records nothing any more.
+FINAL_STATE_TYPES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+
+
+def approval_run_name(dataset: str, version: str) -> str:
+    """The name of the paused subflow run a reviewer looks for in the Prefect UI."""
+    return f"approve-{dataset}-v{version}"
 
 
 class ApprovalExpired(RuntimeError):
@@ -99,11 +119,18 @@ def _num(v: float | None, spec: str) -> str:
 
 
 def comparison_markdown(req: ApprovalRequest, flow_run_id: str) -> str:
-    """The Prefect artifact (and resume-form description) a reviewer decides on."""
+    """The Prefect artifact (and resume-form description) a reviewer decides on. Narrow on
+    purpose: the UI's resume form is a modal a few hundred pixels wide, so the table has three
+    columns (metric | challenger | champion) and the deltas with their interval are a list."""
     g, champ = req.gate, req.gate.champion
-    ci = (f" [95% CI {g.delta_auc_low:+.4f}, {g.delta_auc_high:+.4f}]"
-          if g.delta_auc_low is not None else "")
     champ_col = f"champion v{req.champion_version}" if req.champion_version else "champion (none yet)"
+    deltas = []
+    if g.delta_auc is not None:
+        ci = (f", 95% CI [{g.delta_auc_low:+.4f}, {g.delta_auc_high:+.4f}]"
+              if g.delta_auc_low is not None else "")
+        deltas = ["**Challenger - champion**", "",
+                  f"- Δ AUC {g.delta_auc:+.4f}{ci}",
+                  f"- Δ logloss {_num(g.delta_logloss, '+.4f')}", ""]
     lines = [
         f"## Approval needed: {req.name} v{req.version} ({req.arch})",
         "",
@@ -111,14 +138,14 @@ def comparison_markdown(req: ApprovalRequest, flow_run_id: str) -> str:
         f"The challenger passed the staging gate; approving moves `champion` "
         f"{'from v' + req.champion_version + ' ' if req.champion_version else ''}to v{req.version}.",
         "",
-        f"| | challenger v{req.version} | {champ_col} | Δ (challenger - champion) |",
-        "|---|---|---|---|",
-        f"| staging AUC | {g.challenger.auc:.4f} | {_num(champ and champ.auc, '.4f')} | "
-        f"{_num(g.delta_auc, '+.4f')}{ci} |",
-        f"| staging logloss | {g.challenger.logloss:.4f} | {_num(champ and champ.logloss, '.4f')} | "
-        f"{_num(g.delta_logloss, '+.4f')} |",
-        f"| calibration (mean prediction / CTR) | {g.challenger.calibration:.3f} | "
-        f"{_num(champ and champ.calibration, '.3f')} | |",
+        f"| staging day | challenger v{req.version} | {champ_col} |",
+        "|---|---|---|",
+        f"| AUC | {g.challenger.auc:.4f} | {_num(champ and champ.auc, '.4f')} |",
+        f"| logloss | {g.challenger.logloss:.4f} | {_num(champ and champ.logloss, '.4f')} |",
+        f"| calibration | {g.challenger.calibration:.3f} | {_num(champ and champ.calibration, '.3f')} |",
+        "",
+        *deltas,
+        "Calibration: mean prediction / observed CTR.",
         "",
         "**Gate checks**",
         "",
@@ -128,10 +155,10 @@ def comparison_markdown(req: ApprovalRequest, flow_run_id: str) -> str:
         f"champion {_run_link(req.tracking_uri, req.champion_experiment_id, req.champion_run_id)} "
         f"(tracking `{req.tracking_uri}`)",
         "",
-        "**Decide** with the Resume button of this flow run in the Prefect UI, or:",
-        "",
-        f"    recloop approve {flow_run_id} --reviewer NAME [--reason TEXT]",
-        f"    recloop reject {flow_run_id} --reviewer NAME --reason TEXT",
+        # Inline code, not a code block: a block does not wrap and would need a sideways scroll.
+        "**Decide** with the Resume button of this flow run in the Prefect UI, or with "
+        f"`recloop approve {flow_run_id} --reviewer NAME --reason TEXT` "
+        f"(`recloop reject` takes the same arguments).",
         "",
         f"Without a decision within {timedelta(seconds=req.timeout_s)} the champion stays and "
         f"v{req.version} loses the `challenger` alias.",
@@ -139,11 +166,15 @@ def comparison_markdown(req: ApprovalRequest, flow_run_id: str) -> str:
     return "\n".join(lines)
 
 
-def mark_pending(client: MlflowClient, name: str, version: str, flow_run_id: str, timeout_s: int) -> None:
-    """Tag the challenger as waiting on this flow run (so `recloop pending` can name it)."""
+def mark_pending(client: MlflowClient, name: str, version: str, flow_run_id: str, timeout_s: int,
+                 night_run_id: str | None = None) -> None:
+    """Tag the challenger as waiting on the paused run `flow_run_id` (the one a reviewer resumes)
+    of the night `night_run_id` (the process that will record the decision)."""
     expires = (datetime.now(UTC) + timedelta(seconds=timeout_s)).isoformat(timespec="seconds")
-    registry.set_tags(client, name, version, {"approval.decision": PENDING, "approval.flow_run_id": flow_run_id,
-                                              "approval.expires_at": expires})
+    tags = {"approval.decision": PENDING, "approval.flow_run_id": flow_run_id, "approval.expires_at": expires}
+    if night_run_id is not None:
+        tags["approval.night_run_id"] = night_run_id
+    registry.set_tags(client, name, version, tags)
 
 
 def apply_decision(
@@ -193,3 +224,126 @@ def decision_task(client: MlflowClient, name: str, version: str, decision: Decis
                   ) -> tuple[str, registry.Promotion | None]:
     """Record the reviewer's decision on the version and promote when approved (retried: registry I/O)."""
     return apply_decision(client, name, version, decision, flow_run_id, timeout_s, compared_champion)
+
+
+# --------------------------------------------------------------------------- abandoned approvals
+@dataclass(frozen=True)
+class RunState:
+    """What the Prefect API says about a flow run: state type (`StateType` value, e.g.
+    "CRASHED"), state name (e.g. "AwaitingConcurrencySlot") and message."""
+
+    type: str
+    name: str
+    message: str = ""
+
+    @property
+    def final(self) -> bool:
+        return self.type in FINAL_STATE_TYPES
+
+
+# flow run id -> its state, or None when the API has no such run.
+ReadRunState = Callable[[str], "RunState | None"]
+# (paused approval run id, why) -> None: end a paused run nobody waits on any more.
+CloseRun = Callable[[str, str], None]
+
+
+def prefect_run_states(prefect_client) -> ReadRunState:
+    """`read_run_state` over a sync Prefect client (`get_client(sync_client=True)`)."""
+    from uuid import UUID
+
+    from prefect.exceptions import ObjectNotFound
+
+    def read(flow_run_id: str) -> RunState | None:
+        try:
+            run = prefect_client.read_flow_run(UUID(flow_run_id))
+        except (ObjectNotFound, ValueError):
+            return None
+        if run.state is None:
+            return RunState("NONE", "without state")
+        return RunState(run.state.type.value, run.state.name, run.state.message or "")
+
+    return read
+
+
+def prefect_close_run(prefect_client) -> CloseRun:
+    """`close_waiting` over a sync Prefect client: the paused run becomes Cancelled, so the UI
+    stops offering a Resume that nothing would act on."""
+    from uuid import UUID
+
+    from prefect.states import Cancelled
+
+    def close(flow_run_id: str, why: str) -> None:
+        prefect_client.set_flow_run_state(UUID(flow_run_id), Cancelled(message=why), force=True)
+
+    return close
+
+
+def mark_abandoned(client: MlflowClient, name: str, version: str, reason: str) -> str:
+    """The night waiting on `version` is gone: tag it `crashed` with the reason, drop its
+    `challenger` alias, and record the reason on the night's MLflow parent run (terminated
+    FAILED if a killed process left it RUNNING). Returns a note saying what was done."""
+    mv = client.get_model_version(name, version)
+    registry.set_tags(client, name, version, {"approval.decision": CRASHED, "approval.by": "nobody",
+                                              "approval.reason": reason, "approval.at": registry.utc_stamp()})
+    registry.remove_alias_if(client, name, registry.CHALLENGER, version)
+    parent = mv.tags.get("parent_run_id")
+    if parent:
+        try:
+            client.set_tag(parent, "failure.reason", f"v{version} {CRASHED}: {reason}")
+            if client.get_run(parent).info.status == RunStatus.to_string(RunStatus.RUNNING):
+                client.set_terminated(parent, RunStatus.to_string(RunStatus.FAILED))
+        except MlflowException:  # the run was deleted: the version tags still say why
+            pass
+    return f"{name} v{version}: approval.decision={CRASHED} ({reason}); not promoted, `challenger` removed"
+
+
+def pending_versions(client: MlflowClient, name: str) -> list:
+    """Versions of `name` tagged `approval.decision=pending`."""
+    try:
+        return list(client.search_model_versions(f"name = '{name}' and tags.`approval.decision` = '{PENDING}'"))
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        raise
+
+
+def reconcile_abandoned(client: MlflowClient, name: str, read_run_state: ReadRunState,
+                        close_waiting: CloseRun | None = None) -> list[str]:
+    """Mark the versions of `name` that wait for a decision nobody will record: tagged
+    `approval.decision=pending`, but the night that would record it (`approval.night_run_id`,
+    else the paused run itself for versions from before the approval subflow) is in a final
+    state or unknown to the Prefect API. A night that still runs is left alone, also when its
+    approval run just ended (it is recording the decision). With `close_waiting`, an approval
+    run still paused for such a night is ended too. Returns one note per version fixed."""
+    notes = []
+    for mv in pending_versions(client, name):
+        waiting = mv.tags.get("approval.flow_run_id")
+        owner = mv.tags.get("approval.night_run_id") or waiting
+        if not owner:
+            continue
+        state = read_run_state(owner)
+        if state is not None and not state.final:
+            continue
+        found = f"is {state.name}" if state is not None else "is not known to the Prefect API"
+        said = f" ({state.message})" if state is not None and state.message else ""
+        reason = f"flow run {owner} {found}{said} while v{mv.version} waited for a decision"
+        notes.append(mark_abandoned(client, name, str(mv.version), reason))
+        if close_waiting is not None and waiting and waiting != owner:
+            waiting_state = read_run_state(waiting)
+            if waiting_state is not None and waiting_state.type == "PAUSED":
+                close_waiting(waiting, f"night {owner} {found}: nothing would record a decision")
+    return notes
+
+
+def latest_abandoned(client: MlflowClient, name: str):
+    """The newest version of `name` when it is tagged `approval.decision=crashed` (a night died
+    while it waited), else None: a newer version means a later night took over."""
+    try:
+        newest = client.search_model_versions(f"name = '{name}'", max_results=1, order_by=["version_number DESC"])
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    if newest and newest[0].tags.get("approval.decision") == CRASHED:
+        return newest[0]
+    return None

@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import registry, tracking
+from tasks import approval, registry, tracking
 from tasks.lock import Holder
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -43,8 +43,9 @@ class Repair:
 
 
 class FlowRuns:
-    """The Prefect side: read a flow run's state type, mark a dead run Crashed. Unreachable
-    API: states are unknown (None) and nothing is marked."""
+    """The Prefect side, over one sync client: read a flow run's state, mark a dead run Crashed,
+    end a paused approval run nobody waits on. Unreachable API: states are unknown (None) and
+    nothing is marked."""
 
     def __init__(self) -> None:
         self._client = None
@@ -57,18 +58,17 @@ class FlowRuns:
             self._client.__enter__()
         return self._client
 
+    def read(self, flow_run_id: str) -> approval.RunState | None:
+        """The run's state, None when the API has no such run; raises when the API is unreachable."""
+        return approval.prefect_run_states(self._get())(flow_run_id)
+
     def state(self, flow_run_id: str) -> str | None:
-        from uuid import UUID
-
-        from prefect.exceptions import ObjectNotFound
-
+        """The state type ("MISSING" when the API has no such run), None when unknown."""
         try:
-            run = self._get().read_flow_run(UUID(flow_run_id))
-        except ObjectNotFound:
-            return "MISSING"
+            found = self.read(flow_run_id)
         except Exception:  # no API here: unknown
             return None
-        return run.state.type.value if run.state else None
+        return "MISSING" if found is None else found.type
 
     def crash(self, flow_run_id: str, message: str) -> bool:
         from uuid import UUID
@@ -80,6 +80,9 @@ class FlowRuns:
             return True
         except Exception:
             return False
+
+    def close_waiting(self, flow_run_id: str, why: str) -> None:
+        approval.prefect_close_run(self._get())(flow_run_id, why)
 
     def close(self) -> None:
         if self._client is not None:
@@ -156,17 +159,17 @@ def repair_registry(client: MlflowClient, name: str) -> list[Repair]:
 def reconcile(client: MlflowClient, dataset: str, flow_runs: FlowRuns | None = None,
               stale: Holder | None = None, log: Callable[[str], None] = print) -> list[Repair]:
     """Every repair for one dataset; call it while holding the dataset's lock."""
-    from tasks import approval
-
     name = registry.registered_model_name(dataset)
-    try:
-        repairs = end_dead_runs(client, dataset, flow_runs, stale) + repair_registry(client, name)
-        if flow_runs is not None and hasattr(approval, "reconcile_abandoned"):
-            repairs += [Repair("approval", name, note)
-                        for note in approval.reconcile_abandoned(client, name, flow_runs.state)]
-    except MlflowException as exc:
-        log(f"reconcile of {dataset} stopped: {exc.message}")
-        raise
+    repairs = end_dead_runs(client, dataset, flow_runs, stale) + repair_registry(client, name)
+    if flow_runs is not None:
+        try:
+            notes = approval.reconcile_abandoned(client, name, flow_runs.read, flow_runs.close_waiting)
+        except MlflowException:
+            raise
+        except Exception as exc:  # the Prefect API does not answer: approvals stay as they are
+            log(f"doctor: approvals of {name} not checked, the Prefect API did not answer ({exc})")
+            notes = []
+        repairs += [Repair("marked approval crashed", name, note) for note in notes]
     for r in repairs:
         log(f"doctor: {r.line()}")
     return repairs

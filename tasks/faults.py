@@ -19,7 +19,6 @@ POINTS = (
     "after_version_created",  # registered with its gate tags, no alias yet
     "before_champion_alias",  # promotion intent written, `champion` not moved yet
     "after_champion_alias",  # `champion` moved, the promotion's tags not written yet
-    "while_paused",  # manual mode: waiting for a reviewer
 )
 
 

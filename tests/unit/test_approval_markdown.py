@@ -22,15 +22,35 @@ def request_():
                            tracking_uri="http://mlflow.internal:5000/", staging_day="2026-01-09", timeout_s=6 * 3600)
 
 
+def _table(md: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines() if line.startswith("|")]
+
+
 def test_shows_both_models_the_deltas_with_interval_and_how_to_decide(request_):
     md = comparison_markdown(request_, "fr-123")
     g = request_.gate
     assert "challenger v3" in md and "champion v2" in md and "moves `champion` from v2 to v3" in md
-    assert f"{g.challenger.auc:.4f}" in md and f"{g.champion.auc:.4f}" in md
-    assert f"{g.delta_auc:+.4f} [95% CI {g.delta_auc_low:+.4f}, {g.delta_auc_high:+.4f}]" in md
-    assert f"{g.delta_logloss:+.4f}" in md and f"{g.challenger.calibration:.3f}" in md
+    rows = {r[0]: r[1:] for r in _table(md)}
+    assert rows["AUC"] == [f"{g.challenger.auc:.4f}", f"{g.champion.auc:.4f}"]
+    assert rows["logloss"] == [f"{g.challenger.logloss:.4f}", f"{g.champion.logloss:.4f}"]
+    assert rows["calibration"] == [f"{g.challenger.calibration:.3f}", f"{g.champion.calibration:.3f}"]
+    assert f"- Δ AUC {g.delta_auc:+.4f}, 95% CI [{g.delta_auc_low:+.4f}, {g.delta_auc_high:+.4f}]" in md.splitlines()
+    assert f"- Δ logloss {g.delta_logloss:+.4f}" in md.splitlines()
     assert "ok auc_vs_champion" in md
-    assert "recloop approve fr-123" in md and "recloop reject fr-123" in md and "6:00:00" in md
+    assert "`recloop approve fr-123 --reviewer NAME --reason TEXT`" in md and "recloop reject" in md
+    assert "6:00:00" in md
+
+
+def test_fits_a_narrow_form_without_a_sideways_scroll(request_):
+    """The Prefect UI's resume form is narrow: a three-column table whose rows stay short, the
+    deltas and the interval outside it, and no code block (a <pre> never wraps)."""
+    md = comparison_markdown(request_, "0b6f3d6e-1f6b-4d7e-9d55-3b8a2d6c9f10")
+    table = _table(md)
+    assert table[0] == ["staging day", "challenger v3", "champion v2"]
+    assert all(len(row) == 3 for row in table), table
+    assert max(len(line) for line in md.splitlines() if line.startswith("|")) <= 50
+    assert not any(line.startswith(("    ", "\t", "```")) for line in md.splitlines())
+    assert not any("CI" in cell or "Δ" in cell for row in table for cell in row)
 
 
 def test_links_runs_on_a_tracking_server_and_prints_ids_otherwise(request_):

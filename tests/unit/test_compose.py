@@ -137,3 +137,18 @@ def test_stale_pid_file_is_removed_not_acted_on(tmp_path):
     assert not list(cfg.run_dir.glob("*.pid"))
     # and the process is untouched
     assert stack._proc_stat(me) is not None
+
+
+def test_the_hint_make_up_prints_is_a_valid_quick_first_night():
+    """`make up` ends with a command for a first night (tests/e2e/test_stack.py runs it as
+    printed): one known architecture, automatic approval, a date `recloop generate` covers."""
+    import shlex
+
+    from models import ARCHITECTURES
+
+    words = shlex.split(stack.run_hint("http://127.0.0.1:4200/api"))
+    assert words[0] == "PREFECT_API_URL=http://127.0.0.1:4200/api" and words[2:5] == ["deployment", "run", stack.DEPLOYMENT]
+    params = dict(words[i + 1].split("=", 1) for i, w in enumerate(words) if w == "--param")
+    assert json.loads(params["architectures"]) == ["wide_deep"] and "wide_deep" in ARCHITECTURES
+    assert params["approval_mode"] == "auto" and params["run_date"] == stack.HINT_RUN_DATE
+    assert "--watch" in words

@@ -173,14 +173,3 @@ def test_cli_status_lists_the_spec_dirs_too_and_unknown_names_exit_2(recloop_hom
 
     run = invoke("run", "--date", "2026-01-10", "--dataset", "nope")
     assert run.exit_code == 2 and "unknown dataset" in run.output
-
-
-def test_a_flow_runs_dataset_parameter_is_shown_by_its_spec_name(tmp_path):
-    from flows.spec_options import flow_dataset_name
-
-    path = write_spec(tmp_path, "foo.yaml", "bar")
-    assert flow_dataset_name(str(path)) == "bar"  # `recloop run --spec` passes the path
-    assert flow_dataset_name("adult") == "adult"
-    assert flow_dataset_name(None) == "synthetic_clicks"  # the flow's default
-    elsewhere = "/on/the/worker/clicks.yaml"  # unreadable here: shown as it was given
-    assert flow_dataset_name(elsewhere) == elsewhere
