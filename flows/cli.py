@@ -69,7 +69,7 @@ def _servers(prefect: Literal["none", "optional", "required"] = "none") -> Itera
     local defaults); a command it cannot place exits with its one-line reason."""
     from flows.stack import StackError, resolve_servers
 
-    settings = _settings()
+    settings = _checked_settings()
     explicit_api = None
     if prefect != "none":
         from prefect.settings import get_current_settings

@@ -436,7 +436,7 @@ def served_stack(home: Path) -> ServedStack | None:
     try:
         info = json.loads(path.read_text())
         prefect_api, mlflow_url = info["prefect_api"], info["mlflow_ui"]
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no stack here (or no home at all: preflight says so)
         return None
     except (OSError, ValueError, KeyError) as exc:
         raise StackError(f"{path} is unreadable ({exc}): run `make down`, then `make up`") from exc
