@@ -54,16 +54,29 @@ def quiet_expected_stops() -> None:
             logger.addFilter(_FILTER)
 
 
+class _CurrentStderr:
+    """Whatever sys.stderr is at the moment of each write."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(sys.stderr, name)
+
+
+_STDERR = _CurrentStderr()
+
+
 def rebind_prefect_console() -> None:
-    """Point Prefect's console log handlers at the current sys.stderr. They keep the stream
-    they were created with; when a host program (a test runner, a notebook) swaps and closes
-    it, every later log line fails, and with the flow's `log_prints` the error report itself
-    is logged again, without end."""
+    """Point Prefect's console log handlers at whatever sys.stderr is when they write. They keep
+    the stream they were created with; when a host program (a test runner, a notebook) swaps it
+    and closes it, every later log line fails, and with the flow's `log_prints` the error report
+    itself is logged again, without end."""
     from prefect.logging.handlers import PrefectConsoleHandler
 
     for logger in (logging.getLogger("prefect"), logging.getLogger()):
         for handler in logger.handlers:
-            if isinstance(handler, PrefectConsoleHandler):
+            if isinstance(handler, PrefectConsoleHandler) and handler.stream is not _STDERR:
                 with handler.lock:  # not setStream(): it flushes the old, maybe closed, stream
-                    handler.stream = sys.stderr
-                    handler.console.file = sys.stderr
+                    handler.stream = _STDERR
+                    handler.console.file = _STDERR
