@@ -272,7 +272,7 @@ def test_the_hint_make_up_prints_runs_a_first_night_as_printed(stack):
     status = _recloop(stack, "status", "--dataset", DATASET)
     assert status.returncode == 0, status.stdout + status.stderr
     (row,) = [line for line in status.stdout.splitlines() if " champion " in line]
-    assert f" {champion.version} " in row and "wide_deep" in row, status.stdout
+    assert f" v{champion.version} " in row and "wide_deep" in row, status.stdout
     assert not list(stack.home.glob("*.db")), list(stack.home.glob("*.db"))  # no stray mlflow.db
 
 
