@@ -102,11 +102,7 @@ down:
 	@test -x $(BIN)/python || { echo "no $(VENV): nothing was started by make up"; exit 0; }; \
 	$(BIN)/python -m flows.stack down
 
-stack-# Bad input and faults (real SIGKILLs) against `recloop run`: the table in benchmarks/results/robustness.md.
-bench-robustness: install
-	$(BIN)/python -m benchmarks.robustness $(BENCH_ARGS)
-
-status: install
+stack-status: install
 	$(BIN)/python -m flows.stack status
 
 clean:
