@@ -21,9 +21,13 @@ import pandas as pd
 from feature_store.errors import DataError
 from feature_store.spec import DatasetSpec
 
+# GX looks a name up as a numpy dtype, else as an attribute of `pandas`: pandas' nullable
+# types are `pd.Int64Dtype` etc. (an "Int64" entry matched nothing, so a nullable integer
+# column always failed its type rule, hiding the null-count rule behind it).
+_NULLABLE_INTS = [f"{u}Int{bits}Dtype" for u in ("", "U") for bits in (8, 16, 32, 64)]
 _DTYPES = {
-    "integer": ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "Int64", "Int32"],
-    "float": ["float16", "float32", "float64", "Float64"],
+    "integer": ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", *_NULLABLE_INTS],
+    "float": ["float16", "float32", "float64", "Float32Dtype", "Float64Dtype"],
     "string": ["object", "str", "string", "StringDtype"],
 }
 _DTYPES["numeric"] = _DTYPES["integer"] + _DTYPES["float"]

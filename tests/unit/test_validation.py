@@ -298,3 +298,15 @@ def test_validation_failed_survives_pickling(root: Path) -> None:
     exc = _fail(root, _spec())
     again = pickle.loads(pickle.dumps(exc))
     assert str(again) == str(exc) and (again.source, again.column, again.rule) == (exc.source, exc.column, exc.rule)
+
+
+def test_pandas_nullable_types_pass_their_type_rule_and_nulls_are_named_as_nulls():
+    """Before: an Int64 (nullable) label failed 'type integer' even without a null, and with
+    nulls the type rule hid the null rule (GX resolves pandas names as `pd.<name>`)."""
+    df = _frame(STAGING)
+    clean = df.assign(click=df["click"].astype("Int64"), price=df["price"].astype("Float64"),
+                      hour=df["hour"].astype("Int32"))
+    assert validate_frame(clean, _spec(), "clean").failures == []
+    holes = clean.assign(click=clean["click"].where(clean.index >= 3))
+    (failure,) = validate_frame(holes, _spec(), "holes").failures
+    assert (failure.column, failure.rule) == ("click", "no nulls") and failure.observed.startswith("3 null values")
