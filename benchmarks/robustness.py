@@ -41,9 +41,9 @@ FIRST_NIGHT = "2026-01-10"  # staging 01-09, training 01-02..01-08 (window 7)
 
 # Small nights and a relaxed gate (as in the report): every night reaches registration,
 # so the faults after it have something to interrupt. The gate itself is tested elsewhere.
-GATE = {"RECLOOP_BATCH_SIZE": "256", "RECLOOP_BOOTSTRAP_SAMPLES": "50", "RECLOOP_MIN_AUC": "0.5",
-        "RECLOOP_CALIBRATION_BOUNDS": "[0.2, 5.0]", "RECLOOP_AUC_TOLERANCE": "1.0",
-        "RECLOOP_LOGLOSS_TOLERANCE": "1.0"}
+GATE = {"RECLOOP_TRAIN_BATCH_SIZE": "256", "RECLOOP_GATE_BOOTSTRAP_SAMPLES": "50", "RECLOOP_GATE_MIN_AUC": "0.5",
+        "RECLOOP_GATE_CALIBRATION_BOUNDS": "[0.2, 5.0]", "RECLOOP_GATE_AUC_TOLERANCE": "1.0",
+        "RECLOOP_GATE_LOGLOSS_TOLERANCE": "1.0"}
 
 
 @dataclass

@@ -19,23 +19,27 @@ from models.metrics import bootstrap_auc_delta, calibration_ratio, log_loss, roc
 
 @dataclass(frozen=True)
 class GatePolicy:
-    auc_tolerance: float = 0.002
-    logloss_tolerance: float = 0.002
-    min_auc: float = 0.60
-    calibration_bounds: tuple[float, float] = (0.8, 1.25)
+    """The staging gate's settings (`RECLOOP_GATE_*`; the defaults live here only).
+
+    `bootstrap_rows`: the AUC-difference interval resamples a seeded sample of at most this
+    many staging rows (AUC and logloss themselves are exact over every row)."""
+
+    auc_tolerance: float = 0.002  # the challenger's AUC may be this much below the champion's
+    logloss_tolerance: float = 0.002  # its logloss this much above
+    min_auc: float = 0.60  # the absolute floor when there is no (healthy) champion
+    calibration_bounds: tuple[float, float] = (0.8, 1.25)  # allowed mean(prediction) / CTR
     bootstrap_samples: int = 500
+    bootstrap_rows: int = 200_000
     seed: int = 0
 
-    @classmethod
-    def from_settings(cls, settings) -> GatePolicy:
-        return cls(
-            auc_tolerance=settings.auc_tolerance,
-            logloss_tolerance=settings.logloss_tolerance,
-            min_auc=settings.min_auc,
-            calibration_bounds=tuple(settings.calibration_bounds),
-            bootstrap_samples=settings.bootstrap_samples,
-            seed=settings.seed,
-        )
+    def __post_init__(self):
+        lo, hi = self.calibration_bounds
+        if not 0 < lo < 1 < hi:
+            raise ValueError(f"calibration_bounds must satisfy 0 < low < 1 < high, got {self.calibration_bounds}")
+        if min(self.auc_tolerance, self.logloss_tolerance) < 0 or not 0 <= self.min_auc <= 1:
+            raise ValueError("need tolerances >= 0 and 0 <= min_auc <= 1")
+        if self.bootstrap_samples < 50 or self.bootstrap_rows < 1000:
+            raise ValueError("need bootstrap_samples >= 50 and bootstrap_rows >= 1000")
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,14 @@ def score(y: np.ndarray, p: np.ndarray) -> StagingScore:
     )
 
 
+def bootstrap_sample(n: int, policy: GatePolicy) -> slice | np.ndarray:
+    """The staging rows the bootstrap resamples: all of them, or a seeded sample of
+    `policy.bootstrap_rows` (sorted, so it is the same rows for every candidate)."""
+    if n <= policy.bootstrap_rows:
+        return slice(None)
+    return np.sort(np.random.default_rng(policy.seed).choice(n, policy.bootstrap_rows, replace=False))
+
+
 def evaluate_gate(
     y: np.ndarray, p_challenger: np.ndarray, p_champion: np.ndarray | None, policy: GatePolicy
 ) -> GateResult:
@@ -158,9 +170,12 @@ def evaluate_gate(
         return GateResult(challenger, None, None, None, None, None, checks)
 
     champion = score(y, p_champion)
-    delta, low, high = bootstrap_auc_delta(
-        y, p_challenger, np.asarray(p_champion, dtype=np.float64), n_boot=policy.bootstrap_samples, seed=policy.seed
+    p_champion = np.asarray(p_champion, dtype=np.float64)
+    rows = bootstrap_sample(len(y), policy)
+    _, low, high = bootstrap_auc_delta(
+        y[rows], p_challenger[rows], p_champion[rows], n_boot=policy.bootstrap_samples, seed=policy.seed
     )
+    delta = challenger.auc - champion.auc  # exact, over every row; only the interval is sampled
     d_ll = challenger.logloss - champion.logloss
     auc_ok = challenger.auc >= champion.auc - policy.auc_tolerance
     ll_ok = d_ll <= policy.logloss_tolerance

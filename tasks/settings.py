@@ -3,14 +3,17 @@ optional env file (RECLOOP_SETTINGS_FILE, default `recloop.env` in the working d
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from feature_store.errors import ParameterError
+from models.trainer import TrainConfig
+from tasks.evaluate import GatePolicy
 
 
 def _default_home() -> Path:
@@ -24,6 +27,9 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="forbid",
         frozen=True,
+        # RECLOOP_TRAIN_EPOCHS -> train.epochs; names without a section prefix stay top-level.
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
     )
 
     home: Path = Field(default_factory=_default_home, description="Working directory for data, stores and reports.")
@@ -46,17 +52,10 @@ class Settings(BaseSettings):
     lock_wait_s: float = Field(
         default=600, ge=0, description="How long a night waits for another night of its dataset to finish."
     )
-    # Staging gate.
-    auc_tolerance: float = Field(default=0.002, ge=0.0, description="Challenger AUC may be this much below the champion's.")
-    logloss_tolerance: float = Field(default=0.002, ge=0.0, description="Challenger logloss may be this much above.")
-    min_auc: float = Field(default=0.60, ge=0.0, le=1.0, description="Absolute floor when there is no champion.")
-    calibration_bounds: tuple[float, float] = (0.8, 1.25)
-    bootstrap_samples: int = Field(default=500, ge=50)
-    # Training.
-    epochs: int = Field(default=4, ge=1)
-    batch_size: int = Field(default=1024, ge=16)
-    threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
-    seed: int = 0
+    # Sections (RECLOOP_TRAIN_EPOCHS, RECLOOP_GATE_MIN_AUC, ...): their defaults live in the
+    # dataclasses themselves, the trainer's and the gate's, and nowhere else.
+    train: TrainConfig = Field(default_factory=TrainConfig, description="The trainer (models/trainer.py TrainConfig).")
+    gate: GatePolicy = Field(default_factory=GatePolicy, description="The staging gate (tasks/evaluate.py GatePolicy).")
     # Served stack (`make up` / `recloop stack`, flows/stack.py).
     db_url: str | None = Field(
         default=None, description="PostgreSQL for the served stack (postgresql://user@host:port/db); unset: SQLite files."
@@ -72,12 +71,14 @@ class Settings(BaseSettings):
             return [entry for entry in value.split(os.pathsep) if entry.strip()]
         return value
 
-    @model_validator(mode="after")
-    def _bounds(self) -> Settings:
-        lo, hi = self.calibration_bounds
-        if not 0 < lo < 1 < hi:
-            raise ValueError(f"calibration_bounds must satisfy 0 < low < 1 < high, got {self.calibration_bounds}")
-        return self
+    @field_validator("train", "gate", mode="before")
+    @classmethod
+    def _section_lists(cls, value):
+        # A list inside a section arrives from the environment as its JSON text.
+        if isinstance(value, dict):
+            return {k: json.loads(v) if isinstance(v, str) and v.lstrip().startswith("[") else v
+                    for k, v in value.items()}
+        return value
 
     @property
     def resolved_data_root(self) -> Path:
@@ -92,22 +93,61 @@ class Settings(BaseSettings):
         return self.registry_uri or self.resolved_tracking_uri
 
 
+# Flat names before the settings had sections: refused with the new name, never ignored.
+RENAMED = {
+    **{f"RECLOOP_{k.upper()}": f"RECLOOP_TRAIN_{k.upper()}" for k in ("epochs", "batch_size", "threads", "seed")},
+    **{f"RECLOOP_{k.upper()}": f"RECLOOP_GATE_{k.upper()}"
+       for k in ("auc_tolerance", "logloss_tolerance", "min_auc", "calibration_bounds", "bootstrap_samples")},
+}
+
+
+def _merged(given: dict) -> dict:
+    """Drop None overrides, also inside a section (`train={"epochs": None}` is no override)."""
+    out = {}
+    for key, value in given.items():
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if v is not None}
+            if value:
+                out[key] = value
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def _where(loc: tuple, given: dict, env_file: str) -> str:
+    """The variable (or override) a validation error is about, with its value."""
+    if not loc:
+        return "settings"
+    section = given.get(str(loc[0]))
+    if len(loc) >= 2 and isinstance(section, dict) and loc[1] in section:
+        return f"{loc[1]}={section[loc[1]]!r}"
+    if len(loc) == 1 and str(loc[0]) in given and not isinstance(section, dict):
+        return f"{loc[0]}={given[str(loc[0])]!r}"
+    if len(loc) == 1 and isinstance(section, dict):  # a section-wide rule: name what was given
+        return ", ".join(f"{k}={v!r}" for k, v in section.items())
+    var = "RECLOOP_" + "_".join(str(p) for p in loc[:2]).upper()
+    if var in os.environ:
+        return f"{var}={os.environ[var]!r}"
+    if len(loc) == 1:  # a section-wide rule (e.g. 0 < low < 1 < high): the section's variables
+        prefix = f"{var}_"
+        set_here = [f"{k}={v!r}" for k, v in sorted(os.environ.items()) if k.startswith(prefix)]
+        if set_here:
+            return ", ".join(set_here)
+    return f"{var} (in {env_file})"
+
+
 def get_settings(**overrides) -> Settings:
     """Settings from the environment and the env file named by RECLOOP_SETTINGS_FILE (read
-    now, not at import), with explicit overrides (CLI flags, flow parameters). A bad value is
-    one `ParameterError` line naming the variable (or parameter) and the rule."""
+    now, not at import), with explicit overrides (CLI flags, flow parameters; a section as a
+    dict: `train={"epochs": 2}`). A bad value, or a variable of the old flat names, is one
+    `ParameterError` line naming the variable (or parameter) and the rule."""
     env_file = os.environ.get("RECLOOP_SETTINGS_FILE", "recloop.env")
-    given = {k: v for k, v in overrides.items() if v is not None}
+    old = sorted(k for k in RENAMED if k in os.environ)
+    if old:
+        raise ParameterError("; ".join(f"{k}: renamed to {RENAMED[k]}" for k in old))
+    given = _merged(overrides)
     try:
         return Settings(_env_file=env_file, **given)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else ""
-            if field in given:
-                where = f"{field}={given[field]!r}"
-            else:
-                var = f"RECLOOP_{field.upper()}" if field else "settings"
-                where = f"{var}={os.environ[var]!r}" if var in os.environ else f"{var} (in {env_file})"
-            problems.append(f"{where}: {err['msg']}")
+        problems = [f"{_where(tuple(err['loc']), given, env_file)}: {err['msg']}" for err in exc.errors()]
         raise ParameterError("; ".join(problems)) from None

@@ -142,12 +142,12 @@ def stack(tmp_path_factory):
         "RECLOOP_SCHEDULE_TIMEZONE": TIMEZONE,
         # Small, quick nights; the gate is relaxed: this module tests the plumbing, not the models.
         "RECLOOP_WINDOW_DAYS": "4",
-        "RECLOOP_EPOCHS": "2",
-        "RECLOOP_BOOTSTRAP_SAMPLES": "50",
-        "RECLOOP_MIN_AUC": "0.5",
-        "RECLOOP_CALIBRATION_BOUNDS": "[0.2, 5.0]",
-        "RECLOOP_AUC_TOLERANCE": "1.0",
-        "RECLOOP_LOGLOSS_TOLERANCE": "1.0",
+        "RECLOOP_TRAIN_EPOCHS": "2",
+        "RECLOOP_GATE_BOOTSTRAP_SAMPLES": "50",
+        "RECLOOP_GATE_MIN_AUC": "0.5",
+        "RECLOOP_GATE_CALIBRATION_BOUNDS": "[0.2, 5.0]",
+        "RECLOOP_GATE_AUC_TOLERANCE": "1.0",
+        "RECLOOP_GATE_LOGLOSS_TOLERANCE": "1.0",
         "RECLOOP_APPROVAL_POLL_S": "2",
         # A quick scheduler and worker poll, so the test does not wait on default intervals.
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",

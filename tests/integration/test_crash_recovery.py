@@ -42,9 +42,9 @@ def night(n: int) -> str:
 
 # The gate is relaxed: this module tests what survives a crash, not which model wins.
 ENV = {
-    "RECLOOP_WINDOW_DAYS": "3", "RECLOOP_EPOCHS": "2", "RECLOOP_BATCH_SIZE": "256",
-    "RECLOOP_BOOTSTRAP_SAMPLES": "50", "RECLOOP_MIN_AUC": "0.5", "RECLOOP_CALIBRATION_BOUNDS": "[0.2, 5.0]",
-    "RECLOOP_AUC_TOLERANCE": "1.0", "RECLOOP_LOGLOSS_TOLERANCE": "1.0",
+    "RECLOOP_WINDOW_DAYS": "3", "RECLOOP_TRAIN_EPOCHS": "2", "RECLOOP_TRAIN_BATCH_SIZE": "256",
+    "RECLOOP_GATE_BOOTSTRAP_SAMPLES": "50", "RECLOOP_GATE_MIN_AUC": "0.5", "RECLOOP_GATE_CALIBRATION_BOUNDS": "[0.2, 5.0]",
+    "RECLOOP_GATE_AUC_TOLERANCE": "1.0", "RECLOOP_GATE_LOGLOSS_TOLERANCE": "1.0",
 }
 
 
@@ -234,9 +234,9 @@ def test_a_broken_champion_is_flagged_and_replaced(loop):
         p.unlink()
 
     # A night whose challenger fails the floor: the broken champion stays, flagged, and says so.
-    loop["mp"].setenv("RECLOOP_MIN_AUC", "0.999")
+    loop["mp"].setenv("RECLOOP_GATE_MIN_AUC", "0.999")
     kept = _cli(loop, "run", "--date", night(5), "--arch", "wide")
-    loop["mp"].setenv("RECLOOP_MIN_AUC", ENV["RECLOOP_MIN_AUC"])
+    loop["mp"].setenv("RECLOOP_GATE_MIN_AUC", ENV["RECLOOP_GATE_MIN_AUC"])
     assert kept.exit_code == 0, kept.output
     assert f"champion v{champion.version} marked health=broken" in kept.output, kept.output
     tags = client.get_model_version(NAME, champion.version).tags

@@ -252,7 +252,7 @@ def test_imported_log_runs_a_night_through_recloop_run_spec(recloop_home, tmp_pa
     from tasks import registry
 
     monkeypatch.setenv("RECLOOP_WINDOW_DAYS", "3")
-    monkeypatch.setenv("RECLOOP_BATCH_SIZE", "64")  # 3,000 training rows: enough steps in 1 epoch
+    monkeypatch.setenv("RECLOOP_TRAIN_BATCH_SIZE", "64")  # 3,000 training rows: enough steps in 1 epoch
     imported = invoke("datasets", "import-events", str(_csv(tmp_path, log)), "--spec", str(spec_path))
     assert imported.exit_code == 0, imported.output
 
