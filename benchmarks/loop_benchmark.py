@@ -50,8 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         summary = nightly_retrain(run_date=run_date, architectures=args.archs, epochs=args.epochs,
                                   approval_mode="auto")
-        summary["wall_seconds"] = time.perf_counter() - t0
-        nights.append(summary)
+        nights.append({**summary.to_dict(), "wall_seconds": time.perf_counter() - t0})
 
     result = {
         "benchmark": "nightly loop on synthetic_clicks",

@@ -162,14 +162,14 @@ def run(
     if approval is not None and approval not in ("auto", "manual"):
         _bad_argument("--approval", approval, "must be auto or manual")
     with _servers(prefect="optional"):
-        settings = _checked_settings(epochs=epochs, approval_mode=approval)
+        settings = _checked_settings(train={"epochs": epochs}, approval_mode=approval)
         resolved = dataset_spec(dataset, spec, default=DEFAULT_DATASET)
         _checked(lambda: _preflight(settings, json_out, (resolved.name, day, backfill)))
         with _prefect(settings):
             summary = _run_night(day, resolved.reference, arch, epochs, approval, backfill=backfill, force=force)
     if json_out:
         _write_json(json_out, summary)
-    if summary["decision"] == "timeout":  # the Prefect run ended Failed (ApprovalExpired)
+    if summary.decision == "timeout":  # the Prefect run ended Failed (ApprovalExpired)
         raise typer.Exit(code=3)
 
 
@@ -220,11 +220,11 @@ def _checked(fn):
         raise typer.Exit(code=1) from None
 
 
-def _write_json(path: Path, summary: dict) -> None:
+def _write_json(path: Path, summary) -> None:
     """Write atomically; a failure here must not turn a finished night into a failed one."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(json.dumps(summary, indent=2, default=str))
+        tmp.write_text(json.dumps(summary.to_dict(), indent=2, default=str))
         os.replace(tmp, path)
     except OSError as exc:
         console.print(f"[yellow]warning: the night finished, but --json {path} could not be written: {exc}[/]")
@@ -239,7 +239,8 @@ def _prefect(settings):
 
 
 def _run_night(run_date: date, dataset: str, arch, epochs, approval, backfill: bool = False,
-               force: bool = False) -> dict:
+               force: bool = False):
+    """Run the flow, print its table and verdict; returns its `NightSummary`."""
     from flows.nightly import nightly_retrain
     from tasks.approval import ApprovalExpired
     from tasks.report import rich_table
@@ -251,16 +252,16 @@ def _run_night(run_date: date, dataset: str, arch, epochs, approval, backfill: b
                                                    force=force))
     except ApprovalExpired as exc:
         summary, expired = exc.summary, exc
-    if summary.get("noop"):
-        for note in summary["notes"]:
+    if summary.noop:
+        for note in summary.notes:
             console.print(note, highlight=False)
         return summary
-    console.print(rich_table(summary["rows"], f"{summary['dataset']}: night of {run_date} (staging day {summary['staging_day']})"))
-    before, after = summary["champion_before"], summary["champion_after"]
-    verdict = (f"promoted v{after} (was {'v' + before if before else 'none'})" if summary["promoted"]
+    console.print(rich_table(summary.rows, f"{summary.dataset}: night of {run_date} (staging day {summary.staging_day})"))
+    before, after = summary.champion_before, summary.champion_after
+    verdict = (f"promoted v{after} (was {'v' + before if before else 'none'})" if summary.promoted
                else f"champion unchanged ({'v' + after if after else 'none'})")
     console.print(f"[bold]{verdict}[/bold]")
-    for note in summary["notes"]:
+    for note in summary.notes:
         console.print(f"  - {note}", highlight=False)
     if expired is not None:  # the Prefect run ended Failed: nobody decided in time
         console.print(f"[bold red]{expired}[/]", highlight=False)

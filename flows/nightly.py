@@ -6,9 +6,11 @@ ingest -> validate (GX) -> preprocess (NVTabular) -> train each architecture (Py
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -18,13 +20,13 @@ from prefect.runtime import flow_run
 from feature_store.spec import DEFAULT_DATASET, load_spec
 from flows.console import quiet_expected_stops
 from tasks import approval, doctor, guards, preflight, registry, report, tracking
-from tasks.evaluate import GatePolicy
+from tasks.handoff import Night, NightSummary
 from tasks.ingest import ingest_task
 from tasks.lock import NightLock
 from tasks.preprocess import preprocess_task
 from tasks.settings import get_settings
 from tasks.stage import promotion_task, staging_task
-from tasks.train import check_architectures, train_config, train_task
+from tasks.train import check_architectures, train_task
 from tasks.validate import validate_task
 
 DEFAULT_ARCHITECTURES = ["wide", "deep", "wide_deep"]
@@ -67,7 +69,7 @@ def nightly_retrain(
     approval_timeout_s: int | None = None,
     backfill: bool = False,
     force: bool = False,
-) -> dict:
+) -> NightSummary:
     """Retrain on the window before `run_date`, gate against the champion, maybe promote.
 
     `backfill`: a night whose staging day the champion trained on only evaluates (registers
@@ -75,9 +77,9 @@ def nightly_retrain(
     (same data, code and config) already produced the champion."""
     log = get_run_logger()
     quiet_expected_stops()
-    settings = get_settings(approval_mode=approval_mode, epochs=epochs, data_root=data_root,
-                            approval_timeout_s=approval_timeout_s)
-    run_date = run_date or date.today()
+    settings = get_settings(approval_mode=approval_mode, data_root=data_root, approval_timeout_s=approval_timeout_s,
+                            train={"epochs": epochs})
+    run_date = run_date or scheduled_run_date(settings.schedule_timezone)
     architectures = architectures or DEFAULT_ARCHITECTURES
     spec = load_spec(dataset, settings.spec_dirs)
     check_architectures(architectures, hparams)
@@ -88,18 +90,50 @@ def nightly_retrain(
         settings.lock_wait_s, log=log.info, run_date=str(run_date), flow_run_id=str(flow_run.id)
     ) as lock:
         repairs = doctor.reconcile_task(client, spec.name, lock.stale)
-        summary = _night(client, settings, spec, run_date, architectures, hparams, backfill, force, lock)
-        summary["notes"][:0] = [r.line() for r in repairs]
-    if summary["decision"] == approval.TIMEOUT:
+        night = Night(dataset=spec.name, run_date=run_date)
+        summary = _night(client, settings, spec, night, architectures, hparams, backfill, force, lock)
+        summary.notes[:0] = [r.line() for r in repairs]
+    if summary.decision == approval.TIMEOUT:
         raise approval.ApprovalExpired(
-            f"no decision on v{summary['registered_version']} within {settings.approval_timeout_s} s: "
-            f"champion unchanged ({'v' + summary['champion_after'] if summary['champion_after'] else 'none'})",
+            f"no decision on v{summary.registered_version} within {settings.approval_timeout_s} s: "
+            f"champion unchanged ({'v' + summary.champion_after if summary.champion_after else 'none'})",
             summary)
     return summary
 
 
-def _night(client, settings, spec, run_date: date, architectures: list[str], hparams, backfill: bool,
-           force: bool, lock: NightLock) -> dict:
+def night_date(expected_start: datetime, timezone: str | None) -> date:
+    """The run date of a night started without one: the day its run was scheduled to start,
+    in the schedule's time zone (a 02:00 Europe/Berlin cron is 01:00 or 00:00 UTC, the same
+    date; a 00:30 one is the day before in UTC). No time zone: the machine's local date."""
+    if timezone:
+        return expected_start.astimezone(ZoneInfo(timezone)).date()
+    return expected_start.astimezone().date()
+
+
+def scheduled_run_date(fallback_timezone: str | None) -> date:
+    """The date of this flow run's scheduled start (not the worker's clock: a run that waited
+    in the queue past midnight is still the night it was scheduled for), in the time zone of
+    the deployment's schedule, else `RECLOOP_SCHEDULE_TIMEZONE`, else local time."""
+    return night_date(flow_run.scheduled_start_time, _schedule_timezone() or fallback_timezone)
+
+
+def _schedule_timezone() -> str | None:
+    deployment_id = flow_run.deployment_id
+    if not deployment_id:
+        return None
+    from prefect import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            schedules = client.read_deployment(deployment_id).schedules or []
+    except Exception:  # the date still comes from the scheduled start, in the fallback zone
+        return None
+    zones = [getattr(s.schedule, "timezone", None) for s in schedules]
+    return next((z for z in zones if z), None)
+
+
+def _night(client, settings, spec, night: Night, architectures: list[str], hparams, backfill: bool,
+           force: bool, lock: NightLock) -> NightSummary:
     log = get_run_logger()
     stage_seconds: dict[str, float] = {}
 
@@ -109,24 +143,27 @@ def _night(client, settings, spec, run_date: date, architectures: list[str], hpa
         stage_seconds[stage] = stage_seconds.get(stage, 0.0) + time.perf_counter() - t0
         return out
 
-    name = registry.registered_model_name(spec.name)
-    champion = registry.alias_version(client, name, registry.CHAMPION)
+    champion = registry.alias_version(client, night.model_name, registry.CHAMPION)
+    run_date = night.run_date
     backfill_note = guards.check_staging_day(champion, run_date - timedelta(days=1), run_date, backfill)
     window = timed("ingest", ingest_task, settings.resolved_data_root, spec, run_date, settings.window_days)
-    config = train_config(settings)
+    config = settings.train
     code = tracking.code_version()
     night_config = guards.night_config(architectures, hparams, config, settings.window_days)
+    base = dict(dataset=spec.name, run_date=str(run_date), data_window=window.data_window,
+                staging_day=str(window.holdout_day))
     if not (force or backfill) and guards.rerun_of_champion(champion, window.fingerprint, code, night_config):
         note = (f"nothing to do: champion v{champion.version} came from this very night (data fingerprint "
                 f"{window.fingerprint}, code {code}, config {night_config}); pass force=True (--force) to retrain")
         log.info(note)
-        return _noop_summary(spec.name, run_date, window, str(champion.version), note)
+        return NightSummary(**base, champion_before=str(champion.version), champion_after=str(champion.version),
+                            notes=[note], noop=True)
     timed("validate", validate_task, window, spec)
     data = timed("preprocess", preprocess_task, window, spec)
     log.info(f"window {window.data_window}, staging day {window.holdout_day}: "
              f"{len(data.train['label'])} train / {len(data.val['label'])} val / {len(data.holdout_labels)} staging rows")
 
-    run_tags = {
+    night = dataclasses.replace(night, tags={
         "dataset": spec.name,
         "run_date": str(run_date),
         "data_window": window.data_window,
@@ -138,82 +175,63 @@ def _night(client, settings, spec, run_date: date, architectures: list[str], hpa
         "device": data.preprocessor.device,
         "flow_run_id": str(flow_run.id),  # links the MLflow runs to the Prefect run
         **tracking.process_tags(),
-    }
-    exp_id, parent_id = tracking.start_night(
-        client, spec.name, f"night-{run_date}", run_tags, tracking.artifact_location(settings)
-    )
-    lock.update(parent_run_id=parent_id)
+    })
+    night = night.started(*tracking.start_night(
+        client, spec.name, f"night-{run_date}", night.tags, tracking.artifact_location(settings)))
+    lock.update(parent_run_id=night.parent_run_id)
     ok, failure = False, None
     try:
         candidates = [
-            timed("train", train_task, arch, data, spec, config, (hparams or {}).get(arch),
-                  exp_id, parent_id, run_tags)
+            timed("train", train_task, arch, data, spec, config, (hparams or {}).get(arch), night)
             for arch in architectures
         ]
-        policy = GatePolicy.from_settings(settings)
-        outcome = timed("staging", staging_task, client, spec.name, candidates, data.holdout_raw,
-                        data.holdout_labels, policy, {**run_tags, "parent_run_id": parent_id},
-                        evaluate_only=backfill_note is not None)
+        outcome = timed("staging", staging_task, client, night, candidates, data.holdout_raw,
+                        data.holdout_labels, settings.gate, evaluate_only=backfill_note is not None)
         if backfill_note:
             outcome.notes.insert(0, backfill_note)
-        promotion = timed("promotion", promotion_task, client, spec.name, outcome, settings.approval_mode)
+        promotion = timed("promotion", promotion_task, client, night, outcome, settings.approval_mode)
         decision = approval.APPROVED if promotion is not None else None
         if settings.approval_mode == "manual" and outcome.version_gate is not None and outcome.version_gate.passed:
-            decision, promotion = timed("approval", _manual_approval, client, settings, spec.name, outcome,
+            decision, promotion = timed("approval", _manual_approval, client, settings, night, outcome,
                                         candidates, str(window.holdout_day))
         oracle = (data.holdout_raw[spec.oracle_column].to_numpy(dtype=float)
                   if spec.oracle_column and spec.oracle_column in data.holdout_raw else None)
-        rows = report.comparison_rows(candidates, outcome, data.holdout_labels, oracle)
-        champion_after = registry.alias_version(client, name, registry.CHAMPION)
-        summary = {
-            "dataset": spec.name,
-            "run_date": str(run_date),
-            "data_window": window.data_window,
-            "staging_day": str(window.holdout_day),
-            "parent_run_id": parent_id,
-            "experiment_id": exp_id,
-            "rows": rows,
-            "selected": outcome.selected,
-            "registered_version": outcome.version,
-            "promoted": promotion is not None,
-            "decision": decision,
-            "noop": False,
-            "backfill": backfill_note is not None,
-            "champion_before": outcome.champion.version if outcome.champion else None,
-            "champion_after": str(champion_after.version) if champion_after else None,
-            "notes": outcome.notes,
-            "stage_seconds": stage_seconds,
-            "preprocess_rows_per_s": data.transform_rows_per_s,
-            "preprocess_fit_seconds": data.fit_seconds,
-            "oracle_val": report.oracle_scores(window.frames[window.val_day], spec),
-        }
+        champion_after = registry.alias_version(client, night.model_name, registry.CHAMPION)
+        summary = NightSummary(
+            **base,
+            parent_run_id=night.parent_run_id,
+            experiment_id=night.experiment_id,
+            rows=report.comparison_rows(candidates, outcome, data.holdout_labels, oracle),
+            selected=outcome.selected,
+            registered_version=outcome.version,
+            promoted=promotion is not None,
+            decision=decision,
+            backfill=backfill_note is not None,
+            champion_before=outcome.champion.version if outcome.champion else None,
+            champion_after=str(champion_after.version) if champion_after else None,
+            notes=outcome.notes,
+            stage_seconds=stage_seconds,
+            preprocess_rows_per_s=data.transform_rows_per_s,
+            preprocess_fit_seconds=data.fit_seconds,
+            oracle_val=report.oracle_scores(window.frames[window.val_day], spec),
+        )
         create_markdown_artifact(
             key=f"{spec.name.replace('_', '-')}-comparison",
             markdown=_artifact_markdown(summary),
             description=f"Challengers vs champion on {window.holdout_day}",
         )
         for key, secs in stage_seconds.items():
-            client.log_metric(parent_id, f"stage_seconds_{key}", secs)
-        client.set_tag(parent_id, "outcome", "promoted" if promotion else "champion kept")
+            client.log_metric(night.parent_run_id, f"stage_seconds_{key}", secs)
+        client.set_tag(night.parent_run_id, "outcome", "promoted" if promotion else "champion kept")
         if decision is not None:
-            client.set_tag(parent_id, "approval.decision", decision)
+            client.set_tag(night.parent_run_id, "approval.decision", decision)
         ok = True
     except BaseException as exc:
         failure = f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        tracking.end_night(client, parent_id, ok, failure)
+        tracking.end_night(client, night.parent_run_id, ok, failure)
     return summary
-
-
-def _noop_summary(dataset: str, run_date: date, window, champion: str, note: str) -> dict:
-    return {
-        "dataset": dataset, "run_date": str(run_date), "data_window": window.data_window,
-        "staging_day": str(window.holdout_day), "parent_run_id": None, "experiment_id": None, "rows": [],
-        "selected": None, "registered_version": None, "promoted": False, "decision": None, "noop": True,
-        "backfill": False, "champion_before": champion, "champion_after": champion, "notes": [note],
-        "stage_seconds": {},
-    }
 
 
 @flow(name=approval.APPROVAL_FLOW_NAME, flow_run_name="approve-{request.dataset}-v{request.version}",
@@ -236,14 +254,14 @@ def nightly_approval(request: approval.ApprovalRequest, night_run_id: str, poll_
                           timeout=request.timeout_s, poll_interval=poll_s, key=f"approve-v{request.version}")
 
 
-def _manual_approval(client, settings, dataset: str, outcome, candidates, staging_day: str):
+def _manual_approval(client, settings, night: Night, outcome, candidates, staging_day: str):
     """Publish the comparison, wait in the `nightly-approval` subflow until a reviewer decides
     (or the pause times out), record the decision. The night itself never pauses: Prefect
     revokes a deployment run's concurrency lease when the run leaves Running, and the night's
     next lease renewal (every 225 s) would then crash it. Pause, not suspend: the process keeps
     the trained candidates and the open MLflow run in memory, and a resume continues here."""
     log = get_run_logger()
-    req = approval.build_request(client, dataset, outcome, candidates, settings.resolved_tracking_uri,
+    req = approval.build_request(client, night, outcome, candidates, settings.resolved_tracking_uri,
                                  staging_day, settings.approval_timeout_s)
     started = time.monotonic()
     waiting = nightly_approval(req, str(flow_run.id), settings.approval_poll_s, return_state=True)
@@ -267,10 +285,10 @@ def _manual_approval(client, settings, dataset: str, outcome, candidates, stagin
     return verdict, promotion
 
 
-def _artifact_markdown(summary: dict) -> str:
-    head = (f"## Nightly retrain: {summary['dataset']} for {summary['run_date']}\n\n"
-            f"Training window {summary['data_window']}, staging day {summary['staging_day']}.\n\n")
-    outcome = (f"\n\n**Champion:** v{summary['champion_before'] or '-'} -> v{summary['champion_after'] or '-'}"
-               f" ({'promoted' if summary['promoted'] else 'unchanged'})\n")
-    notes = "".join(f"\n- {n}" for n in summary["notes"])
-    return head + report.markdown_table(summary["rows"]) + outcome + notes
+def _artifact_markdown(summary: NightSummary) -> str:
+    head = (f"## Nightly retrain: {summary.dataset} for {summary.run_date}\n\n"
+            f"Training window {summary.data_window}, staging day {summary.staging_day}.\n\n")
+    outcome = (f"\n\n**Champion:** v{summary.champion_before or '-'} -> v{summary.champion_after or '-'}"
+               f" ({'promoted' if summary.promoted else 'unchanged'})\n")
+    notes = "".join(f"\n- {n}" for n in summary.notes)
+    return head + report.markdown_table(summary.rows) + outcome + notes

@@ -30,8 +30,7 @@ from pydantic import Field
 
 from tasks import registry
 from tasks.evaluate import GateResult
-from tasks.stage import StagingOutcome
-from tasks.train import Candidate
+from tasks.handoff import Candidate, Night, StagingOutcome
 
 FLOW_NAME = "nightly-retrain"  # the night: the deployment's flow
 APPROVAL_FLOW_NAME = "nightly-approval"  # its subflow that pauses; `recloop pending` lists these
@@ -89,7 +88,7 @@ class ApprovalRequest:
 
 
 def build_request(
-    client: MlflowClient, dataset: str, outcome: StagingOutcome, candidates: list[Candidate],
+    client: MlflowClient, night: Night, outcome: StagingOutcome, candidates: list[Candidate],
     tracking_uri: str, staging_day: str, timeout_s: int,
 ) -> ApprovalRequest:
     """The request for the version the staging step registered (its gate passed)."""
@@ -97,7 +96,7 @@ def build_request(
     champ_run = outcome.champion.run_id if outcome.champion else None
     champ_exp = client.get_run(champ_run).info.experiment_id if champ_run else None
     return ApprovalRequest(
-        dataset=dataset, name=registry.registered_model_name(dataset), version=str(outcome.version),
+        dataset=night.dataset, name=night.model_name, version=str(outcome.version),
         arch=cand.arch, run_id=cand.run_id, experiment_id=client.get_run(cand.run_id).info.experiment_id,
         gate=outcome.version_gate, champion_version=outcome.champion.version if outcome.champion else None,
         champion_run_id=champ_run, champion_experiment_id=champ_exp, tracking_uri=tracking_uri,

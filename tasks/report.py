@@ -5,43 +5,42 @@ from __future__ import annotations
 import numpy as np
 
 from tasks.evaluate import score
-from tasks.stage import StagingOutcome
-from tasks.train import Candidate
+from tasks.handoff import Candidate, ComparisonRow, StagingOutcome
 
 
 def comparison_rows(
     candidates: list[Candidate], outcome: StagingOutcome, y: np.ndarray, oracle: np.ndarray | None
-) -> list[dict]:
+) -> list[ComparisonRow]:
     rows = []
     for cand in candidates:
         gate = outcome.gates[cand.arch]
         if cand.arch == outcome.selected and outcome.version_gate is not None:
             gate = outcome.version_gate
-        rows.append({
-            "model": cand.arch,
-            "val_auc": cand.result.best_val_auc,
-            "val_logloss": cand.result.best_val_logloss,
-            "staging_auc": gate.challenger.auc,
-            "staging_logloss": gate.challenger.logloss,
-            "calibration": gate.challenger.calibration,
-            "delta_auc": gate.delta_auc,
-            "delta_auc_ci": [gate.delta_auc_low, gate.delta_auc_high] if gate.delta_auc is not None else None,
-            "delta_logloss": gate.delta_logloss,
-            "train_samples_per_s": cand.result.train_samples_per_s,
-            "verdict": gate.verdict,
-            "registered": f"v{outcome.version}" if cand.arch == outcome.selected else "",
-        })
+        rows.append(ComparisonRow(
+            model=cand.arch,
+            val_auc=cand.result.best_val_auc,
+            val_logloss=cand.result.best_val_logloss,
+            staging_auc=gate.challenger.auc,
+            staging_logloss=gate.challenger.logloss,
+            calibration=gate.challenger.calibration,
+            delta_auc=gate.delta_auc,
+            delta_auc_ci=(gate.delta_auc_low, gate.delta_auc_high) if gate.delta_auc is not None else None,
+            delta_logloss=gate.delta_logloss,
+            train_samples_per_s=cand.result.train_samples_per_s,
+            verdict=gate.verdict,
+            registered=f"v{outcome.version}" if cand.arch == outcome.selected else "",
+        ))
     if outcome.champion is not None and outcome.champion.pred is None:
-        rows.append({"model": f"champion v{outcome.champion.version}", "verdict": "broken (health=broken)"})
+        rows.append(ComparisonRow(f"champion v{outcome.champion.version}", verdict="broken (health=broken)"))
     elif outcome.champion is not None:
         champ = score(y, outcome.champion.pred)
-        rows.append({"model": f"champion v{outcome.champion.version}", "staging_auc": champ.auc,
-                     "staging_logloss": champ.logloss, "calibration": champ.calibration,
-                     "verdict": "in production"})
+        rows.append(ComparisonRow(f"champion v{outcome.champion.version}", staging_auc=champ.auc,
+                                  staging_logloss=champ.logloss, calibration=champ.calibration,
+                                  verdict="in production"))
     if oracle is not None:
         best = score(y, oracle)
-        rows.append({"model": "oracle (true CTR)", "staging_auc": best.auc, "staging_logloss": best.logloss,
-                     "calibration": best.calibration, "verdict": "ceiling"})
+        rows.append(ComparisonRow("oracle (true CTR)", staging_auc=best.auc, staging_logloss=best.logloss,
+                                  calibration=best.calibration, verdict="ceiling"))
     return rows
 
 
@@ -57,20 +56,19 @@ def _fmt(v, spec: str) -> str:
     return "" if v is None else format(v, spec)
 
 
-def _cells(row: dict) -> list[str]:
-    ci = row.get("delta_auc_ci")
-    delta = "" if row.get("delta_auc") is None else (
-        f"{row['delta_auc']:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]")
+def _cells(row: ComparisonRow) -> list[str]:
+    ci = row.delta_auc_ci
+    delta = "" if row.delta_auc is None else f"{row.delta_auc:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]"
     return [
-        row["model"],
-        _fmt(row.get("val_auc"), ".4f"),
-        _fmt(row.get("staging_auc"), ".4f"),
-        _fmt(row.get("staging_logloss"), ".4f"),
+        row.model,
+        _fmt(row.val_auc, ".4f"),
+        _fmt(row.staging_auc, ".4f"),
+        _fmt(row.staging_logloss, ".4f"),
         delta,
-        _fmt(row.get("delta_logloss"), "+.4f"),
-        _fmt(row.get("calibration"), ".3f"),
-        row.get("verdict", ""),
-        row.get("registered", ""),
+        _fmt(row.delta_logloss, "+.4f"),
+        _fmt(row.calibration, ".3f"),
+        row.verdict,
+        row.registered,
     ]
 
 
@@ -78,13 +76,13 @@ HEADERS = ["model", "val AUC", "staging AUC", "staging logloss", "Δ AUC vs cham
            "Δ logloss", "calibration", "gate", "registered"]
 
 
-def markdown_table(rows: list[dict]) -> str:
+def markdown_table(rows: list[ComparisonRow]) -> str:
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in _cells(r)) + " |" for r in rows]
     return "\n".join(lines)
 
 
-def rich_table(rows: list[dict], title: str):
+def rich_table(rows: list[ComparisonRow], title: str):
     from rich.table import Table
 
     table = Table(title=title, show_lines=False)

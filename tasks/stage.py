@@ -10,7 +10,6 @@ here touches `champion` unless the gate passed and the approval step says so.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import mlflow
 import numpy as np
@@ -21,28 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import faults, plots, registry
 from tasks.evaluate import Check, GatePolicy, GateResult, evaluate_gate, reload_check
-from tasks.train import Candidate
-
-
-@dataclass
-class ChampionScore:
-    """The champion on the staging day; `pred` is None when its bundle could not score (then
-    `broken` says why, the version is tagged `health=broken` and the absolute floor applies)."""
-
-    version: str
-    run_id: str | None
-    pred: np.ndarray | None
-    broken: str | None = None
-
-
-@dataclass
-class StagingOutcome:
-    gates: dict[str, GateResult]
-    champion: ChampionScore | None
-    selected: str | None = None
-    version: str | None = None
-    version_gate: GateResult | None = None
-    notes: list[str] = field(default_factory=list)
+from tasks.handoff import Candidate, ChampionScore, Night, StagingOutcome
 
 
 def predict_raw(bundle, raw: pd.DataFrame) -> np.ndarray:
@@ -113,12 +91,7 @@ def select_candidate(candidates: list[Candidate], gates: dict[str, GateResult]) 
 
 
 def register_challenger(
-    client: MlflowClient,
-    dataset: str,
-    cand: Candidate,
-    gate: GateResult,
-    holdout_raw: pd.DataFrame,
-    version_tags: dict[str, str],
+    client: MlflowClient, night: Night, cand: Candidate, gate: GateResult, holdout_raw: pd.DataFrame
 ) -> tuple[str, GateResult]:
     """Check that the logged bundle loads back and reproduces its predictions, then register
     it with its complete gate result in one write, then alias it `challenger` if it passed.
@@ -126,7 +99,7 @@ def register_challenger(
     One write: a version never exists without its gate tags, whenever the process dies (the
     store creates a version and its tags in one transaction). The reload reads the logged
     model, the very artifacts the version points to."""
-    name = registry.registered_model_name(dataset)
+    name = night.model_name
     try:
         reloaded = mlflow.pyfunc.load_model(cand.model_uri)
         gate.add_check(reload_check(predict_raw(reloaded, holdout_raw), cand.holdout_pred))
@@ -135,8 +108,8 @@ def register_challenger(
     reload = next(c for c in gate.checks if c.name == "bundle_reload")
     health = {registry.HEALTH: registry.OK if reload.passed else registry.BROKEN,
               registry.HEALTH_REASON: "" if reload.passed else reload.detail, registry.HEALTH_AT: registry.utc_stamp()}
-    mv = registry.register_version(client, name, dataset, cand.model_uri, cand.run_id,
-                                   {**version_tags, "arch": cand.arch, **gate.tags(), **health})
+    mv = registry.register_version(client, name, night.dataset, cand.model_uri, cand.run_id,
+                                   {**night.version_tags, "arch": cand.arch, **gate.tags(), **health})
     faults.point("after_version_created")
     client.set_tag(cand.run_id, "registered_version", mv.version)
     if gate.passed:
@@ -146,17 +119,15 @@ def register_challenger(
 
 def run_staging(
     client: MlflowClient,
-    dataset: str,
+    night: Night,
     candidates: list[Candidate],
     holdout_raw: pd.DataFrame,
     y: np.ndarray,
     policy: GatePolicy,
-    version_tags: dict[str, str],
     log: Callable[[str], None] = print,
     evaluate_only: bool = False,
 ) -> StagingOutcome:
-    name = registry.registered_model_name(dataset)
-    champion = score_champion(client, name, holdout_raw)
+    champion = score_champion(client, night.model_name, holdout_raw)
     if champion is None:
         log("champion: none yet (absolute floor applies)")
     elif champion.broken:
@@ -175,7 +146,7 @@ def run_staging(
     if chosen is None:
         outcome.notes.append("no candidate passed the gate; champion unchanged")
         return outcome
-    version, gate = register_challenger(client, dataset, chosen, gates[chosen.arch], holdout_raw, version_tags)
+    version, gate = register_challenger(client, night, chosen, gates[chosen.arch], holdout_raw)
     outcome.selected, outcome.version, outcome.version_gate = chosen.arch, version, gate
     if not gate.passed:
         outcome.notes.append(f"v{version} ({chosen.arch}) failed after registration: {gate.explanation}")
@@ -183,7 +154,7 @@ def run_staging(
 
 
 def approve_and_promote(
-    client: MlflowClient, dataset: str, outcome: StagingOutcome, approval_mode: str
+    client: MlflowClient, night: Night, outcome: StagingOutcome, approval_mode: str
 ) -> registry.Promotion | None:
     """Mode `auto`: promote when the gate passed. Mode `manual` leaves the `challenger` alias
     for a person to approve."""
@@ -192,22 +163,20 @@ def approve_and_promote(
     if approval_mode != "auto":
         outcome.notes.append(f"v{outcome.version} is the challenger, waiting for manual approval")
         return None
-    name = registry.registered_model_name(dataset)
-    return registry.promote(client, name, outcome.version, approved_by="auto-gate",
+    return registry.promote(client, night.model_name, outcome.version, approved_by="auto-gate",
                             reason=f"staging gate passed: {outcome.version_gate.explanation}")
 
 
 @task(name="staging-evaluation", cache_policy=NO_CACHE)
-def staging_task(client: MlflowClient, dataset: str, candidates: list[Candidate], holdout_raw: pd.DataFrame,
-                 y: np.ndarray, policy: GatePolicy, version_tags: dict[str, str],
-                 evaluate_only: bool = False) -> StagingOutcome:
+def staging_task(client: MlflowClient, night: Night, candidates: list[Candidate], holdout_raw: pd.DataFrame,
+                 y: np.ndarray, policy: GatePolicy, evaluate_only: bool = False) -> StagingOutcome:
     """Score candidates and the champion on the staging day; register the gate's choice."""
-    return run_staging(client, dataset, candidates, holdout_raw, y, policy, version_tags,
+    return run_staging(client, night, candidates, holdout_raw, y, policy,
                        log=get_run_logger().info, evaluate_only=evaluate_only)
 
 
 @task(name="promotion", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def promotion_task(client: MlflowClient, dataset: str, outcome: StagingOutcome,
+def promotion_task(client: MlflowClient, night: Night, outcome: StagingOutcome,
                    approval_mode: str) -> registry.Promotion | None:
     """Move the `champion` alias when approved (retried: a registry call can time out)."""
-    return approve_and_promote(client, dataset, outcome, approval_mode)
+    return approve_and_promote(client, night, outcome, approval_mode)

@@ -5,33 +5,19 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import mlflow
-import numpy as np
-import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from feature_store.errors import ParameterError
 from feature_store.spec import DatasetSpec
 from models import build_model, model_config
-from models.trainer import TrainConfig, TrainResult, fit, predict_proba
+from models.trainer import TrainConfig, fit, predict_proba
 from tasks import faults, plots
 from tasks.bundle import log_bundle
+from tasks.handoff import Candidate, Night
 from tasks.preprocess import PreparedData
-
-
-@dataclass
-class Candidate:
-    arch: str
-    run_id: str
-    model_uri: str
-    model: torch.nn.Module
-    result: TrainResult
-    n_params: int
-    holdout_pred: np.ndarray
-    infer_rows_per_s: float
 
 
 def check_architectures(names: list[str], hparams: dict[str, dict] | None) -> None:
@@ -47,11 +33,6 @@ def check_architectures(names: list[str], hparams: dict[str, dict] | None) -> No
             raise ParameterError(str(exc)) from None
 
 
-def train_config(settings) -> TrainConfig:
-    return TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size,
-                       threads=settings.threads, seed=settings.seed)
-
-
 def flat_params(prefix: str, obj) -> dict[str, str]:
     """The same param keys on every child run: `hp.*` for the architecture, `train.*` for the trainer."""
     return {f"{prefix}.{k}": str(v) for k, v in dataclasses.asdict(obj).items()}
@@ -63,15 +44,14 @@ def train_candidate(
     spec: DatasetSpec,
     train_config: TrainConfig,
     hparams: dict | None,
-    experiment_id: str,
-    parent_run_id: str,
-    run_tags: dict[str, str],
+    night: Night,
     log: Callable[[str], None] = print,
 ) -> Candidate:
     model = build_model(arch, data.schema, hparams, seed=train_config.seed)  # reproducible nights
     n_params = sum(p.numel() for p in model.parameters())
     with mlflow.start_run(
-        experiment_id=experiment_id, run_name=arch, parent_run_id=parent_run_id, tags={**run_tags, "arch": arch}
+        experiment_id=night.experiment_id, run_name=arch, parent_run_id=night.parent_run_id,
+        tags={**night.tags, "arch": arch}
     ) as run:
         mlflow.log_params({
             "arch": arch,
@@ -112,7 +92,6 @@ def train_candidate(
 
 @task(name="train", task_run_name="train-{arch}", cache_policy=NO_CACHE)
 def train_task(arch: str, data: PreparedData, spec: DatasetSpec, train_config: TrainConfig, hparams: dict | None,
-               experiment_id: str, parent_run_id: str, run_tags: dict[str, str]) -> Candidate:
+               night: Night) -> Candidate:
     """Train one architecture in its own MLflow child run."""
-    return train_candidate(arch, data, spec, train_config, hparams, experiment_id, parent_run_id, run_tags,
-                           log=get_run_logger().info)
+    return train_candidate(arch, data, spec, train_config, hparams, night, log=get_run_logger().info)

@@ -36,7 +36,7 @@ def loop(tmp_path_factory, prefect_server):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RECLOOP_HOME", str(home))
         mp.setenv("RECLOOP_WINDOW_DAYS", "3")
-        mp.setenv("RECLOOP_BATCH_SIZE", "256")  # small data: enough optimizer steps in 2 epochs
+        mp.setenv("RECLOOP_TRAIN_BATCH_SIZE", "256")  # small data: enough optimizer steps in 2 epochs
         mp.setenv("RECLOOP_APPROVAL_POLL_S", "1")  # the paused run notices a resume within a second
         mp.setenv("RECLOOP_SETTINGS_FILE", str(home / "absent.env"))
         for var in ("RECLOOP_DATA_ROOT", "RECLOOP_TRACKING_URI", "RECLOOP_REGISTRY_URI", "RECLOOP_APPROVAL_MODE"):
@@ -70,7 +70,7 @@ class Night:
         self.thread = threading.Thread(target=contextvars.copy_context().run, args=(target,), daemon=True)
         self.thread.start()
 
-    def finish(self, timeout: float = 120) -> dict:
+    def finish(self, timeout: float = 120):
         self.thread.join(timeout)
         assert not self.thread.is_alive(), "the flow did not finish after the decision"
         if self.error is not None:
@@ -178,10 +178,10 @@ def test_approve_from_the_cli_promotes_and_records_who_and_why(loop):
     assert approved.exit_code == 0, approved.output
     summary = night.finish()
 
-    assert summary["decision"] == "approved" and summary["promoted"]
-    assert summary["champion_before"] == champion_before
+    assert summary.decision == "approved" and summary.promoted
+    assert summary.champion_before == champion_before
     champion = registry.alias_version(client, NAME, registry.CHAMPION)
-    assert str(champion.version) == summary["registered_version"] == str(challenger.version)
+    assert str(champion.version) == summary.registered_version == str(challenger.version)
     assert champion.tags["approval.decision"] == "approved"
     assert champion.tags["approval.by"] == "ann"
     assert champion.tags["approval.reason"] == "beats the champion on AUC"
@@ -209,8 +209,8 @@ def test_reject_keeps_the_champion_and_drops_the_challenger(loop):
     assert f"waits in approval run {run_id}" in rejected.output, rejected.output
     summary = night.finish()
 
-    assert summary["decision"] == "rejected" and not summary["promoted"]
-    assert _champion(client) == champion_before == summary["champion_after"]
+    assert summary.decision == "rejected" and not summary.promoted
+    assert _champion(client) == champion_before == summary.champion_after
     tags = client.get_model_version(NAME, version).tags
     assert tags["approval.decision"] == "rejected"
     assert tags["approval.by"] == "bob" and tags["approval.reason"] == "calibration drifted"
@@ -235,7 +235,7 @@ def test_an_approval_after_the_champion_moved_promotes_nothing(loop):
     assert approved.exit_code == 0, approved.output
     summary = night.finish()
 
-    assert summary["decision"] == "stale" and not summary["promoted"]
+    assert summary.decision == "stale" and not summary.promoted
     assert _champion(client) == other
     tags = client.get_model_version(NAME, challenger).tags
     assert tags["approval.decision"] == "stale" and tags["approval.by"] == "ann"
@@ -256,9 +256,9 @@ def test_a_pause_that_times_out_promotes_nothing(loop, tmp_path, monkeypatch):
     assert "no decision on v" in res.output and "within 5 s: champion unchanged" in res.output, res.output
     summary = json.loads(out.read_text())
 
-    assert summary["decision"] == "timeout" and not summary["promoted"]
+    assert summary.decision == "timeout" and not summary.promoted
     assert _champion(client) == champion_before
-    tags = client.get_model_version(NAME, summary["registered_version"]).tags
+    tags = client.get_model_version(NAME, summary.registered_version).tags
     assert tags["approval.decision"] == "timeout" and tags["approval.by"] == "nobody"
     run_id = tags["approval.flow_run_id"]
     assert registry.alias_version(client, NAME, registry.CHALLENGER) is None

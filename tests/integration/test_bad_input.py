@@ -30,7 +30,7 @@ def loop(tmp_path_factory, prefect_server):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RECLOOP_HOME", str(home))
         mp.setenv("RECLOOP_WINDOW_DAYS", "4")
-        mp.setenv("RECLOOP_BATCH_SIZE", "256")  # small data: enough optimizer steps in 2 epochs
+        mp.setenv("RECLOOP_TRAIN_BATCH_SIZE", "256")  # small data: enough optimizer steps in 2 epochs
         mp.setenv("RECLOOP_SETTINGS_FILE", str(home / "absent.env"))
         from flows.nightly import nightly_retrain
         from tasks import tracking
@@ -40,7 +40,7 @@ def loop(tmp_path_factory, prefect_server):
         generate_synthetic(clean, start=START, days=5, rows_per_day=2500, seed=11)
         summary = nightly_retrain(run_date=RUN_DATE, dataset=DATASET, architectures=["wide"], epochs=2,
                                   approval_mode="auto", data_root=str(clean))
-        assert summary["promoted"], summary["rows"]
+        assert summary.promoted, summary.rows
         client = tracking.configure(get_settings())
         yield {"home": home, "clean": clean, "client": client, "flow": nightly_retrain, "mp": mp}
 

@@ -14,7 +14,7 @@ from feature_store.generators.synthetic import generate_synthetic
 from feature_store.spec import load_spec
 from models.trainer import TrainConfig
 from tasks import registry, tracking
-from tasks.evaluate import GatePolicy
+from tasks.handoff import Night
 from tasks.ingest import load_window
 from tasks.preprocess import prepare
 from tasks.settings import get_settings
@@ -36,7 +36,8 @@ def world(recloop_home):
     data = prepare(window, spec)
     client = tracking.configure(settings)
     exp_id, parent = tracking.start_night(client, DATASET, "night-test", {}, tracking.artifact_location(settings))
-    return settings, spec, data, client, exp_id, parent
+    night = Night(DATASET, date(2026, 3, 5), {"dataset": DATASET}).started(exp_id, parent)
+    return settings, spec, data, client, night
 
 
 def _shuffled(data, seed=0):
@@ -48,14 +49,14 @@ def _shuffled(data, seed=0):
 
 
 def _train(world, arch, data, epochs):
-    settings, spec, _, _, exp_id, parent = world
+    settings, spec, _, _, night = world
     cfg = TrainConfig(epochs=epochs, batch_size=512, threads=2, seed=0)
-    return train_candidate(arch, data, spec, cfg, None, exp_id, parent, {"dataset": DATASET}, log=lambda _: None)
+    return train_candidate(arch, data, spec, cfg, None, night, log=lambda _: None)
 
 
 def test_better_challenger_is_promoted_and_worse_one_is_not(world):
-    settings, spec, data, client, _, _ = world
-    policy = GatePolicy.from_settings(settings)
+    settings, spec, data, client, night = world
+    policy = settings.gate
     y = data.holdout_labels
 
     # An old, poor champion (trained on shuffled labels), put in production by hand.
@@ -66,11 +67,11 @@ def test_better_challenger_is_promoted_and_worse_one_is_not(world):
 
     # A real model beats it: registered, gated, promoted.
     good = _train(world, "wide_deep", data, epochs=2)
-    outcome = run_staging(client, DATASET, [good], data.holdout_raw, y, policy, {}, log=lambda _: None)
+    outcome = run_staging(client, night, [good], data.holdout_raw, y, policy, log=lambda _: None)
     assert outcome.champion.version == poor_version
     assert outcome.version_gate.passed, outcome.version_gate.verdict
     assert outcome.version_gate.delta_auc > 0.05
-    promotion = approve_and_promote(client, DATASET, outcome, "auto")
+    promotion = approve_and_promote(client, night, outcome, "auto")
     assert promotion is not None and promotion.previous == poor_version
     champion = registry.alias_version(client, NAME, registry.CHAMPION)
     assert str(champion.version) == outcome.version
@@ -82,10 +83,10 @@ def test_better_challenger_is_promoted_and_worse_one_is_not(world):
     # A worse challenger: the gate fails, nothing is registered, the champion stays.
     versions_before = len(client.search_model_versions(f"name='{NAME}'"))
     worse = _train(world, "deep", _shuffled(data, seed=1), epochs=1)
-    outcome2 = run_staging(client, DATASET, [worse], data.holdout_raw, y, policy, {}, log=lambda _: None)
+    outcome2 = run_staging(client, night, [worse], data.holdout_raw, y, policy, log=lambda _: None)
     assert not outcome2.gates["deep"].passed
     assert outcome2.version is None
-    assert approve_and_promote(client, DATASET, outcome2, "auto") is None
+    assert approve_and_promote(client, night, outcome2, "auto") is None
     assert str(registry.alias_version(client, NAME, registry.CHAMPION).version) == str(champion.version)
     assert len(client.search_model_versions(f"name='{NAME}'")) == versions_before
     # The worse run still carries its comparison numbers for the MLflow compare view.
@@ -94,12 +95,12 @@ def test_better_challenger_is_promoted_and_worse_one_is_not(world):
 
 
 def test_manual_mode_leaves_a_challenger_waiting(world):
-    settings, spec, data, client, _, _ = world
+    settings, spec, data, client, night = world
     good = _train(world, "wide_deep", data, epochs=2)
-    outcome = run_staging(client, DATASET, [good], data.holdout_raw, data.holdout_labels,
-                          GatePolicy.from_settings(settings), {}, log=lambda _: None)
+    outcome = run_staging(client, night, [good], data.holdout_raw, data.holdout_labels,
+                          settings.gate, log=lambda _: None)
     assert outcome.version_gate is not None and outcome.version_gate.passed, outcome.gates["wide_deep"].explanation
-    assert approve_and_promote(client, DATASET, outcome, "manual") is None
+    assert approve_and_promote(client, night, outcome, "manual") is None
     assert str(registry.alias_version(client, NAME, registry.CHALLENGER).version) == outcome.version
     assert registry.alias_version(client, NAME, registry.CHAMPION) is None
 
@@ -107,11 +108,11 @@ def test_manual_mode_leaves_a_challenger_waiting(world):
 def test_champion_bundle_predicts_raw_rows_with_its_own_preprocessing(world):
     import mlflow
 
-    settings, spec, data, client, _, _ = world
+    settings, spec, data, client, night = world
     good = _train(world, "wide_deep", data, epochs=2)
-    outcome = run_staging(client, DATASET, [good], data.holdout_raw, data.holdout_labels,
-                          GatePolicy.from_settings(settings), {}, log=lambda _: None)
-    approve_and_promote(client, DATASET, outcome, "auto")
+    outcome = run_staging(client, night, [good], data.holdout_raw, data.holdout_labels,
+                          settings.gate, log=lambda _: None)
+    approve_and_promote(client, night, outcome, "auto")
     bundle = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
     raw = data.holdout_raw.head(50).copy()
     raw["user_id"] = "never-seen-user"  # unseen ids go to the out-of-vocabulary slot, not an error

@@ -63,9 +63,30 @@ def test_a_read_only_recloop_home(capsys, recloop_home, tmp_path, monkeypatch):
 
 
 def test_a_bad_setting_names_the_variable(capsys, recloop_home, monkeypatch):
-    monkeypatch.setenv("RECLOOP_EPOCHS", "0")
+    monkeypatch.setenv("RECLOOP_TRAIN_EPOCHS", "0")
     code, err = _run(capsys, "run", "--date", "2026-01-10")
-    assert code == 2 and err.startswith("error: RECLOOP_EPOCHS='0': ") and "greater than or equal to 1" in err, err
+    assert code == 2 and err.startswith("error: RECLOOP_TRAIN_EPOCHS='0': ") and "epochs >= 1" in err, err
+
+
+def test_a_setting_of_the_old_flat_name_is_refused_with_its_new_name(capsys, recloop_home, monkeypatch):
+    monkeypatch.setenv("RECLOOP_MIN_AUC", "0.7")
+    code, err = _run(capsys, "run", "--date", "2026-01-10")
+    assert code == 2 and err.strip() == "error: RECLOOP_MIN_AUC: renamed to RECLOOP_GATE_MIN_AUC", err
+
+
+def test_settings_sections_read_their_variables_and_keep_one_default(recloop_home, monkeypatch):
+    from models.trainer import TrainConfig
+    from tasks.evaluate import GatePolicy
+    from tasks.settings import get_settings
+
+    assert get_settings().train == TrainConfig() and get_settings().gate == GatePolicy()
+    monkeypatch.setenv("RECLOOP_TRAIN_LR", "0.01")
+    monkeypatch.setenv("RECLOOP_TRAIN_PATIENCE", "1")
+    monkeypatch.setenv("RECLOOP_GATE_CALIBRATION_BOUNDS", "[0.5, 2.0]")
+    settings = get_settings(train={"epochs": 2, "batch_size": None})
+    assert (settings.train.lr, settings.train.patience, settings.train.epochs) == (0.01, 1, 2)
+    assert settings.train.batch_size == TrainConfig().batch_size
+    assert settings.gate.calibration_bounds == (0.5, 2.0)
 
 
 def test_a_dead_tracking_server_is_one_line_in_seconds(capsys, recloop_home, monkeypatch):
@@ -76,3 +97,15 @@ def test_a_dead_tracking_server_is_one_line_in_seconds(capsys, recloop_home, mon
     code, err = _run(capsys, "run", "--date", "2026-01-10")
     assert code == 4, err
     assert len(err.splitlines()) == 1 and f"RECLOOP_TRACKING_URI=http://127.0.0.1:{port}: no answer" in err, err
+
+
+def test_a_night_without_a_date_is_the_scheduled_day_in_the_schedules_time_zone():
+    from datetime import UTC, date, datetime
+
+    from flows.nightly import night_date
+
+    # 00:30 in Berlin is 23:30 UTC the day before: the night belongs to the Berlin date.
+    start = datetime(2026, 3, 9, 23, 30, tzinfo=UTC)
+    assert night_date(start, "Europe/Berlin") == date(2026, 3, 10)
+    assert night_date(start, "UTC") == date(2026, 3, 9)
+    assert night_date(start, "America/New_York") == date(2026, 3, 9)
