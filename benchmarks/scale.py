@@ -358,7 +358,8 @@ def plot(result: dict, path: Path) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("rows per day")
         ax.grid(True, alpha=0.3)
-        ax.legend()
+        if runs:
+            ax.legend()
     time_ax.set_yscale("log")
     auc_ax.set_ylabel("AUC")
     time_ax.set_ylabel("seconds")

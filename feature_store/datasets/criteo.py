@@ -111,19 +111,6 @@ def plan_days(path: Path, start: date, rows_per_day: int | None, days: int | Non
     return DayPlan(start, math.ceil(total / days))
 
 
-def read_line_chunks(path: Path, chunk_lines: int = CHUNK_LINES) -> Iterator[tuple[int, list[str]]]:
-    """(0-based number of the chunk's first line, its lines without newlines), streamed."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as fh:
-        first = 0
-        while True:
-            lines = [line.rstrip("\r\n") for line in itertools.islice(fh, chunk_lines)]
-            if not lines:
-                return
-            yield first, lines
-            first += len(lines)
-
-
 def read_byte_chunks(path: Path, chunk_lines: int = CHUNK_LINES) -> Iterator[tuple[int, int, bytes]]:
     """(0-based number of the chunk's first line, its number of lines, its bytes), streamed."""
     with _open_binary(path) as fh:
