@@ -4,6 +4,7 @@
 #   make bench  loop, model zoo and DeepCTR-Torch benchmarks (JSON + markdown in benchmarks/results/)
 #   make bench-loop / bench-zoo / bench-deepctr  one of them
 #   make bench-robustness  bad input and killed nights against recloop run (a table, not a timing)
+#   make bench-scale  one night at 20k..10M rows/day and a 20M-line Criteo file (wall, rows/s, peak RSS)
 #   make ui     MLflow UI on the local tracking store (the stack's UIs while `make up` runs)
 #   make up     served stack on 127.0.0.1: Prefect server + MLflow server + process worker + deployment
 #   make down   stop exactly what `make up` started (pid files in $(RECLOOP_HOME)/stack)
@@ -20,7 +21,7 @@ export PREFECT_HOME ?= $(abspath $(WORKDIR))/prefect
 export PYTHONWARNINGS ?= ignore::UserWarning:merlin.dtypes.mappings.tf,ignore::UserWarning:merlin.dtypes.mappings.triton
 PYTEST_ARGS ?=
 
-.PHONY: install dirs browser run test test-fast bench bench-loop bench-zoo bench-deepctr bench-robustness ui status clean up down stack-status
+.PHONY: install dirs browser run test test-fast bench bench-loop bench-zoo bench-deepctr bench-robustness bench-scale ui status clean up down stack-status
 
 install: $(STAMP) dirs
 
@@ -83,6 +84,14 @@ bench-deepctr: install
 # Bad input and faults (real SIGKILLs) against `recloop run`: the table in benchmarks/results/robustness.md.
 bench-robustness: install
 	$(BIN)/python -m benchmarks.robustness $(BENCH_ARGS)
+
+# One night per size (wall time and rows/s per stage, peak RSS of the process tree, staging AUC next
+# to the oracle's) in benchmarks/results/scale.{json,md,png}. Hours on 2 cores: run nothing else.
+# Smaller: make bench-scale SCALE_ARGS="--sizes 20000,200000 --criteo-rows 0"; add --dask-external
+# for a scheduler and two workers on 127.0.0.1 (RECLOOP_DASK_ADDRESS).
+SCALE_ARGS ?= --sizes 20000,200000,1000000,10000000 --criteo-rows 20000000
+bench-scale: install
+	$(BIN)/python -m benchmarks.scale $(SCALE_ARGS)
 
 status: install
 	$(BIN)/recloop status

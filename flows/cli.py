@@ -110,16 +110,22 @@ def generate(
     start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = str(DEMO_START),
     seed: Annotated[int, typer.Option(help="Seed of the synthetic world.")] = 7,
     data_root: Annotated[Optional[Path], typer.Option(help="Default: $RECLOOP_HOME/data.")] = None,
+    part_rows: Annotated[Optional[int], typer.Option(
+        help="Rows per part file (default 1,000,000): a bigger day is streamed into several files "
+             "(bounded memory; its rows differ from a one-file day's, see the generator).")] = None,
 ) -> None:
     """Write the embedded synthetic click log as day partitions."""
     _quiet_libraries()
-    from feature_store.generators.synthetic import generate_synthetic
+    from feature_store.generators.synthetic import DEFAULT_PART_ROWS, generate_synthetic
 
+    if part_rows is not None and part_rows < 1:
+        _bad_argument("--part-rows", part_rows, "must be at least 1")
     root = data_root or _settings().resolved_data_root
     with console.status(f"generating {days} days x {rows_per_day} rows into {root}"):
         paths = generate_synthetic(root, start=date.fromisoformat(start), days=days,
-                                   rows_per_day=rows_per_day, seed=seed)
-    console.print(f"wrote {len(paths)} day partitions under {root}/synthetic_clicks")
+                                   rows_per_day=rows_per_day, seed=seed,
+                                   part_rows=part_rows or DEFAULT_PART_ROWS)
+    console.print(f"wrote {days} day partitions ({len(paths)} files) under {root}/synthetic_clicks")
 
 
 def _bad_argument(option: str, value, rule: str) -> NoReturn:

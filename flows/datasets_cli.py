@@ -165,6 +165,9 @@ def import_criteo(
     chunk_lines: Annotated[
         int, typer.Option(help="Lines parsed per chunk (memory bound).")
     ] = 200_000,
+    part_rows: Annotated[
+        int, typer.Option(help="Rows per part file of a day partition.")
+    ] = 1_000_000,
     force: Force = False,
 ) -> None:
     """Stream a Criteo display-ads TSV into day partitions, in file order."""
@@ -186,6 +189,7 @@ def import_criteo(
             force=force,
             chunk_lines=chunk_lines,
             on_chunk=advance,
+            part_rows=part_rows,
         )
     console.print(
         f"wrote {summary.rows:,} lines as {len(summary.days)} day partitions under {root / dataset}: "

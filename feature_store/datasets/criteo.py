@@ -13,10 +13,14 @@ lines are cut into consecutive day partitions in file order: `rows_per_day` line
 `days` days of equal size. Columns: label (int64), I1..I13 (float64, NaN when empty; float
 holds every count exactly and keeps the nulls), C1..C26 (string, null when empty), day.
 
-The file is streamed in chunks (never loaded whole); every line is checked (40 fields, label
-0/1, integers in I columns), and the first bad line stops the import with a DataError naming
-the file, the line number and the rule. Partitions are staged and swapped in at the end, so
-a failed import leaves the data root as it was.
+The file is streamed in chunks of `chunk_lines` lines (never loaded whole; memory is about one
+chunk whatever the file's size); every line is checked (40 fields, label 0/1, integers in I
+columns), and the first bad line stops the import with a DataError naming the file, the line
+number and the rule. A chunk is parsed by Arrow's CSV reader; a chunk it rejects is parsed
+again line by line, which finds and names the bad line. A day is written as
+`part-00000.parquet`, `part-00001.parquet`, ... of at most `part_rows` rows, one row group
+per chunk. Partitions are staged and swapped in at the end, so a failed import leaves the
+data root as it was.
 """
 
 from __future__ import annotations
@@ -36,9 +40,13 @@ from typing import IO
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from feature_store.datasets import store
 from feature_store.errors import DataError
+from feature_store.partitions import day_dir
 
 DATASET = "criteo"
 INT_COLUMNS = [f"I{i}" for i in range(1, 14)]
@@ -46,6 +54,7 @@ CAT_COLUMNS = [f"C{i}" for i in range(1, 27)]
 COLUMNS = ["label", *INT_COLUMNS, *CAT_COLUMNS]
 FIELDS = len(COLUMNS)  # 40
 CHUNK_LINES = 200_000
+PART_ROWS = 1_000_000  # rows per part file of a day partition
 SOURCE = "Criteo display-ads TSV (label, I1-I13, C1-C26), imported from a local file"
 LICENCE = (
     "Criteo dataset terms (research use, no redistribution): https://ailab.criteo.com/ressources/"
@@ -102,17 +111,99 @@ def plan_days(path: Path, start: date, rows_per_day: int | None, days: int | Non
     return DayPlan(start, math.ceil(total / days))
 
 
-def read_line_chunks(path: Path, chunk_lines: int = CHUNK_LINES) -> Iterator[tuple[int, list[str]]]:
-    """(0-based number of the chunk's first line, its lines without newlines), streamed."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as fh:
+def read_byte_chunks(path: Path, chunk_lines: int = CHUNK_LINES) -> Iterator[tuple[int, int, bytes]]:
+    """(0-based number of the chunk's first line, its number of lines, its bytes), streamed."""
+    with _open_binary(path) as fh:
         first = 0
         while True:
-            lines = [line.rstrip("\r\n") for line in itertools.islice(fh, chunk_lines)]
+            lines = list(itertools.islice(fh, chunk_lines))
             if not lines:
                 return
-            yield first, lines
+            yield first, len(lines), b"".join(lines)
             first += len(lines)
+
+
+_ARROW_READ = pacsv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False,
+                                 escape_char=False, newlines_in_values=False, ignore_empty_lines=False)
+_ARROW_CONVERT = pacsv.ConvertOptions(
+    column_types={"label": pa.string(), **{c: pa.int64() for c in INT_COLUMNS},
+                  **{c: pa.string() for c in CAT_COLUMNS}},
+    null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False,
+)
+
+
+def _arrow_chunk(blob: bytes) -> pa.Table | None:
+    """The chunk's rows in SCHEMA's types (without `day`), or None when Arrow rejects it (a
+    field count, a count that is not an integer, bad UTF-8) or a label is not 0/1: then
+    the line-by-line path finds the line to name."""
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(blob),
+            read_options=pacsv.ReadOptions(column_names=COLUMNS, block_size=max(1 << 20, len(blob) + 1)),
+            parse_options=_ARROW_READ,
+            convert_options=_ARROW_CONVERT,
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    label = table.column("label")
+    if label.null_count or not pc.all(pc.is_in(label, value_set=pa.array(["0", "1"]))).as_py():
+        return None
+    columns = [pc.cast(label, pa.int64())]
+    columns += [pc.cast(table.column(c), pa.float64()) for c in INT_COLUMNS]
+    columns += [table.column(c) for c in CAT_COLUMNS]
+    return pa.Table.from_arrays(columns, schema=pa.schema(list(SCHEMA)[:-1]))
+
+
+def _checked_chunk(blob: bytes, path: Path, first: int) -> pa.Table:
+    """The chunk as Arrow rows; a chunk with a bad line raises the DataError naming it."""
+    table = _arrow_chunk(blob)
+    if table is not None:
+        return table
+    text = blob.decode("utf-8", errors="replace")
+    lines = [line.rstrip("\r") for line in text.split("\n")]
+    if text.endswith("\n"):
+        lines.pop()
+    check_field_counts(lines, path, first)
+    frame = typed_chunk(parse_chunk(lines), path, first)
+    return pa.Table.from_pandas(frame, schema=pa.schema(list(SCHEMA)[:-1]), preserve_index=False)
+
+
+class _DayParts:
+    """Part files of the day partitions being written, in file order: at most one file is
+    open (days come one after the other), rolled over every `part_rows` rows."""
+
+    def __init__(self, staging: Path, dataset: str, part_rows: int) -> None:
+        self.staging, self.dataset, self.part_rows = staging, dataset, part_rows
+        self.rows: dict[str, int] = {}
+        self.parts: dict[str, int] = {}
+        self._writer: pq.ParquetWriter | None = None
+        self._day, self._in_part = "", 0
+
+    def write(self, day: str, table: pa.Table) -> None:
+        if day != self._day:
+            self.close()
+            self._day = day
+        offset = 0
+        while offset < table.num_rows:
+            if self._writer is None:
+                directory = day_dir(self.staging, self.dataset, day)
+                directory.mkdir(parents=True, exist_ok=True)
+                part = self.parts.get(day, 0)
+                self._writer = pq.ParquetWriter(directory / f"part-{part:05d}.parquet", SCHEMA)
+                self.parts[day], self._in_part = part + 1, 0
+            take = min(self.part_rows - self._in_part, table.num_rows - offset)
+            piece = table.slice(offset, take)
+            day_column = pa.array(np.full(take, day, dtype=object), type=pa.string())
+            self._writer.write_table(piece.append_column("day", day_column), row_group_size=take)
+            offset, self._in_part = offset + take, self._in_part + take
+            self.rows[day] = self.rows.get(day, 0) + take
+            if self._in_part == self.part_rows:
+                self.close()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 def _where(path: Path, line_index: int) -> str:
@@ -209,34 +300,106 @@ def import_criteo(
     force: bool = False,
     chunk_lines: int = CHUNK_LINES,
     on_chunk: Callable[[int], None] | None = None,
+    part_rows: int = PART_ROWS,
 ) -> ImportSummary:
     """Stream a Criteo TSV into day partitions `root/<dataset>/day=...` in file order."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file exists", detail="no such file")
+    if chunk_lines < 1 or part_rows < 1:
+        raise ValueError(f"chunk_lines and part_rows must be >= 1, got {chunk_lines}, {part_rows}")
     store.refuse_existing(root, dataset, force)
     plan = plan_days(path, start, rows_per_day, days)
-    per_day: dict[str, int] = {}
-    parts: dict[str, int] = {}
     with store.staged_dataset(root, dataset, force) as staging:
-        for first, lines in read_line_chunks(path, chunk_lines):
-            check_field_counts(lines, path, first)
-            frame = typed_chunk(parse_chunk(lines), path, first)
-            frame["day"] = [plan.day(k) for k in plan.day_offsets(first, len(frame))]
-            for day, rows in frame.groupby("day", sort=True):
-                store.write_part(staging, dataset, day, rows, part=parts.get(day, 0), schema=SCHEMA)
-                parts[day] = parts.get(day, 0) + 1
-                per_day[day] = per_day.get(day, 0) + len(rows)
-            if on_chunk is not None:
-                on_chunk(len(lines))
-        if not per_day:
+        out = _DayParts(staging, dataset, part_rows)
+        try:
+            for first, n, blob in read_byte_chunks(path, chunk_lines):
+                table = _checked_chunk(blob, path, first)
+                # Lines first .. first+n-1 go to consecutive days: cut the chunk at day ends.
+                offset = 0
+                while offset < n:
+                    k = (first + offset) // plan.rows_per_day
+                    take = min(n - offset, (k + 1) * plan.rows_per_day - (first + offset))
+                    out.write(plan.day(k), table.slice(offset, take))
+                    offset += take
+                if on_chunk is not None:
+                    on_chunk(n)
+        finally:
+            out.close()
+        if not out.rows:
             raise DataError(path, "non-empty file", detail="no lines")
         manifest = store.write_manifest(
             staging,
             dataset,
             source=f"{SOURCE}: {path}",
             licence=LICENCE,
-            rows=sum(per_day.values()),
+            rows=sum(out.rows.values()),
             rows_per_day=plan.rows_per_day,
         )
-    return ImportSummary(rows=sum(per_day.values()), days=per_day, manifest=manifest)
+    return ImportSummary(rows=sum(out.rows.values()), days=out.rows, manifest=manifest)
+
+
+# --- Criteo-format files for tests and benchmarks (no Criteo data is shipped) ---------------
+
+# Distinct values per C column in the Kaggle train.txt (C3, C4, C12, C16, C21 capped at 2**21
+# so that a synthetic file's vocabularies stay small), and the share of empty fields per
+# column (roughly the real file's: I12 is mostly empty, most C columns almost never are).
+LIKE_CARDINALITIES = (1460, 583, 2**21, 2**21, 305, 24, 12517, 633, 3, 93145, 5683, 2**21, 3194,
+                      27, 14992, 2**21, 10, 5652, 2173, 4, 2**21, 18, 15, 286181, 105, 142572)
+LIKE_INT_EMPTY = (0.45, 0.0, 0.21, 0.22, 0.03, 0.22, 0.04, 0.0, 0.04, 0.45, 0.04, 0.77, 0.22)
+LIKE_CAT_EMPTY = (0.0, 0.0, 0.03, 0.03, 0.0, 0.12, 0.0, 0.0, 0.0, 0.0, 0.0, 0.03, 0.0,
+                  0.0, 0.0, 0.03, 0.0, 0.0, 0.44, 0.44, 0.03, 0.76, 0.0, 0.03, 0.44, 0.44)
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_SIGNAL_COLUMNS = (5, 8, 13, 16, 19)  # C6, C9, C14, C17, C20: small vocabularies with a planted effect
+
+
+def _hex8(values: np.ndarray) -> pa.Array:
+    """uint32 values as 8 lowercase hex digits, without a Python string per value."""
+    shifts = np.arange(28, -1, -4, dtype=np.uint32)
+    digits = _HEX[(values.astype(np.uint32)[:, None] >> shifts) & 0xF]  # (n, 8) ASCII codes
+    return pa.array(np.ascontiguousarray(digits).view("S8").ravel()).cast(pa.string())
+
+
+def criteo_like_table(n: int, rng: np.random.Generator, salt: int = 0) -> pa.Table:
+    """n Criteo-format rows as an Arrow table (label int64, I1-I13 int64, C1-C26 string; nulls
+    are the empty fields). Categories are log-uniform over each column's vocabulary (a few
+    values carry most rows), counts are Zipf-like with I2 down to -3, and the label (about
+    25% ones) depends on a few small categorical columns and I1, so a model can learn it.
+    `salt` keeps the hash values of the file's columns apart from another file's."""
+    columns: dict[str, pa.Array] = {}
+    logit = np.full(n, -1.75)
+    for j, column in enumerate(INT_COLUMNS):
+        values = rng.zipf(1.6, n).astype(np.int64) - 1
+        if j == 1:
+            values = values - 3
+        if j == 0:
+            logit += 0.25 * np.log1p(np.minimum(values, 10_000))
+        columns[column] = pa.array(values, mask=rng.random(n) < LIKE_INT_EMPTY[j])
+    for j, column in enumerate(CAT_COLUMNS):
+        card = LIKE_CARDINALITIES[j]
+        index = np.minimum(np.exp(rng.random(n) * np.log(card + 1)).astype(np.int64) - 1, card - 1)
+        if j in _SIGNAL_COLUMNS:
+            effect = np.random.default_rng([salt, 7, j]).normal(0.0, 0.6, card)
+            k = np.arange(card)
+            share = np.log((k + 2) / (k + 1)) / np.log(card + 1)  # P(index = k), log-uniform
+            logit += effect[index] - share @ effect  # centred: the CTR does not drift with the seed
+        hashed = (index * 2654435761 + (salt * 26 + j) * 40503) % 2**32
+        strings = _hex8(hashed)
+        empty = rng.random(n) < LIKE_CAT_EMPTY[j]
+        columns[column] = pc.if_else(pa.array(empty), pa.scalar(None, pa.string()), strings)
+    label = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
+    return pa.table({"label": pa.array(label), **columns})
+
+
+def write_criteo_like(path: Path, lines: int, seed: int = 0, chunk_lines: int = CHUNK_LINES) -> Path:
+    """Write a Criteo-format TSV of `lines` lines (40 tab-separated fields, empty fields for
+    missing values, no header), `chunk_lines` at a time: memory is one chunk. Plain text, or
+    gzip when the name ends in .gz. The same seed and chunk_lines give the same file."""
+    path = Path(path)
+    options = pacsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
+    rng = np.random.default_rng([seed, 40])
+    with (gzip.open(path, "wb") if path.suffix == ".gz" else open(path, "wb")) as fh:
+        for first in range(0, lines, chunk_lines):
+            table = criteo_like_table(min(chunk_lines, lines - first), rng, salt=seed)
+            pacsv.write_csv(table, fh, options)
+    return path

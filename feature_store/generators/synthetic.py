@@ -16,19 +16,33 @@ as `true_ctr` so the oracle ceiling can be reported.
 The world (users, items, factors, effects) depends on the seed only; every day draws its
 own impressions from a seed derived from (seed, day), so regenerating one day, or a
 longer range, never changes the others.
+
+Big days are streamed. A day of at most `part_rows` rows (default 1,000,000) is drawn whole
+by `generate_day` and written as one `part-0.parquet`, exactly as before (the tests and the
+recorded benchmark numbers use these bytes). A bigger day is drawn chunk by chunk in
+timestamp order by `day_chunks` (memory: one chunk, whatever the day's size) and written
+as `part-00000.parquet`, `part-00001.parquet`, ... of at most `part_rows` rows each, in row
+groups of `row_group_rows`. Its rows depend on the seed and the day only, not on
+`part_rows` or the chunk size, as long as the day is streamed; they are not the rows that
+`generate_day` would draw for the same size (same distributions, another draw).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from feature_store.partitions import day_dir
 
@@ -61,6 +75,8 @@ PRICE_SLOPE = 0.15
 PRICE_LOG_MEAN = 3.0
 PRICE_LOG_STD = 0.7
 PRICE_NOISE_STD = 0.05
+DEFAULT_PART_ROWS = 1_000_000  # a bigger day is streamed into several part files
+ROW_GROUP_ROWS = 131_072  # rows per parquet row group of a streamed day (and per drawn chunk)
 
 # Hour-of-day traffic: quiet nights, a lunch bump and an evening peak.
 _HOUR_WEIGHTS = np.array(
@@ -148,8 +164,31 @@ def _day_seed(seed: int, day: date) -> list[int]:
     return [seed, 1, day.toordinal()]
 
 
+def _true_ctr(world: World, users, items, device, hour, position, log_price) -> np.ndarray:
+    logit = (
+        INTERCEPT
+        + world.seg_cat[world.user_segment[users], world.item_category[items]]
+        + world.dev_hour[device, hour]
+        + np.einsum("nk,nk->n", world.user_factors[users], world.item_factors[items])
+        + world.user_bias[users]
+        + world.item_bias[items]
+        - POSITION_SLOPE * np.log(position)
+        - PRICE_SLOPE * (log_price - PRICE_LOG_MEAN) / PRICE_LOG_STD
+    )
+    return 1.0 / (1.0 + np.exp(-logit))
+
+
+def _midnight(day: date) -> int:
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
+
+
+_SEGMENT_NAMES = np.array([f"seg{s:02d}" for s in range(N_SEGMENTS)], dtype=object)
+_CATEGORY_NAMES = np.array([f"cat{c:02d}" for c in range(N_CATEGORIES)], dtype=object)
+
+
 def generate_day(world: World, day: date, rows: int, seed: int) -> pd.DataFrame:
-    """One day of impressions, sorted by timestamp; vectorised (20k rows in a few ms)."""
+    """One day of impressions, sorted by timestamp; vectorised (20k rows in a few ms). The
+    whole day is in memory: for big days see `day_chunks`."""
     rng = np.random.default_rng(_day_seed(seed, day))
     users = rng.choice(N_USERS, size=rows, p=world.user_pop)
     items = rng.choice(N_ITEMS, size=rows, p=world.item_pop)
@@ -158,33 +197,17 @@ def generate_day(world: World, day: date, rows: int, seed: int) -> pd.DataFrame:
     position = rng.integers(1, 11, rows)
     log_price = world.item_log_price[items] + rng.normal(0.0, PRICE_NOISE_STD, rows)
     seconds = rng.integers(0, 3600, rows)
-
-    seg = world.user_segment[users]
-    cat = world.item_category[items]
-    logit = (
-        INTERCEPT
-        + world.seg_cat[seg, cat]
-        + world.dev_hour[device, hour]
-        + np.einsum("nk,nk->n", world.user_factors[users], world.item_factors[items])
-        + world.user_bias[users]
-        + world.item_bias[items]
-        - POSITION_SLOPE * np.log(position)
-        - PRICE_SLOPE * (log_price - PRICE_LOG_MEAN) / PRICE_LOG_STD
-    )
-    true_ctr = 1.0 / (1.0 + np.exp(-logit))
+    true_ctr = _true_ctr(world, users, items, device, hour, position, log_price)
     click = (rng.random(rows) < true_ctr).astype(np.int64)
 
-    midnight = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
-    ts = midnight + hour * 3600 + seconds
+    ts = _midnight(day) + hour * 3600 + seconds
     order = np.argsort(ts, kind="stable")
-    segment_names = np.array([f"seg{s:02d}" for s in range(N_SEGMENTS)], dtype=object)
-    category_names = np.array([f"cat{c:02d}" for c in range(N_CATEGORIES)], dtype=object)
     frame = pd.DataFrame(
         {
             "user_id": world.user_ids[users],
             "item_id": world.item_ids[items],
-            "user_segment": segment_names[seg],
-            "item_category": category_names[cat],
+            "user_segment": _SEGMENT_NAMES[world.user_segment[users]],
+            "item_category": _CATEGORY_NAMES[world.item_category[items]],
             "device": np.array(DEVICES, dtype=object)[device],
             "hour": hour.astype(np.int64),
             "position": position.astype(np.int64),
@@ -196,6 +219,80 @@ def generate_day(world: World, day: date, rows: int, seed: int) -> pd.DataFrame:
         }
     )
     return frame.iloc[order].reset_index(drop=True)
+
+
+# The streamed day's independent draws, one generator each, so that a chunk of n rows takes
+# the next n values of every stream: the rows do not depend on how the day is cut.
+_STREAMS = ("time", "user", "item", "device", "position", "price", "click")
+
+
+def _pick(rng: np.random.Generator, cdf: np.ndarray, n: int) -> np.ndarray:
+    """n draws from the distribution with this cdf, one uniform each (what Generator.choice
+    does, but without its per-call state)."""
+    return np.minimum(np.searchsorted(cdf, rng.random(n), side="right"), len(cdf) - 1)
+
+
+def _cdf(p) -> np.ndarray:
+    cdf = np.cumsum(np.asarray(p, dtype=np.float64))
+    return cdf / cdf[-1]
+
+
+def _arrow_strings(values: np.ndarray) -> pa.Array:
+    return pa.array(values.tolist(), type=pa.string())
+
+
+def day_chunks(
+    world: World, day: date, rows: int, seed: int, chunk_rows: int = ROW_GROUP_ROWS
+) -> Iterator[pa.Table]:
+    """One day of impressions in timestamp order, `chunk_rows` rows at a time, as Arrow
+    tables with `generate_day`'s columns and types. Memory is one chunk; the rows are the
+    same for every chunk_rows."""
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    streams = {
+        name: np.random.default_rng([seed, 2, day.toordinal(), k]) for k, name in enumerate(_STREAMS)
+    }
+    # Impressions per second of the day (86,400 counts): the timestamps come out sorted.
+    second_p = np.repeat(_HOUR_WEIGHTS / _HOUR_WEIGHTS.sum() / 3600, 3600)
+    per_second = streams["time"].multinomial(rows, second_p)
+    ends = np.cumsum(per_second)
+    user_cdf, item_cdf, device_cdf = _cdf(world.user_pop), _cdf(world.item_pop), _cdf(DEVICE_PROBS)
+    names = {
+        "user_id": pa.array(world.user_ids.tolist(), type=pa.string()),
+        "item_id": pa.array(world.item_ids.tolist(), type=pa.string()),
+        "user_segment": _arrow_strings(_SEGMENT_NAMES),
+        "item_category": _arrow_strings(_CATEGORY_NAMES),
+        "device": pa.array(list(DEVICES), type=pa.string()),
+    }
+    midnight, iso = _midnight(day), day.isoformat()
+    for first in range(0, rows, chunk_rows):
+        n = min(chunk_rows, rows - first)
+        second = np.searchsorted(ends, np.arange(first, first + n), side="right")
+        hour = second // 3600
+        users = _pick(streams["user"], user_cdf, n)
+        items = _pick(streams["item"], item_cdf, n)
+        device = _pick(streams["device"], device_cdf, n)
+        position = 1 + (streams["position"].random(n) * 10).astype(np.int64)
+        log_price = world.item_log_price[items] + streams["price"].normal(0.0, PRICE_NOISE_STD, n)
+        true_ctr = _true_ctr(world, users, items, device, hour, position, log_price)
+        click = (streams["click"].random(n) < true_ctr).astype(np.int64)
+        yield pa.table(
+            {
+                # take() from the small vocabularies: no Python string per row.
+                "user_id": pc.take(names["user_id"], pa.array(users)),
+                "item_id": pc.take(names["item_id"], pa.array(items)),
+                "user_segment": pc.take(names["user_segment"], pa.array(world.user_segment[users])),
+                "item_category": pc.take(names["item_category"], pa.array(world.item_category[items])),
+                "device": pc.take(names["device"], pa.array(device)),
+                "hour": pa.array(hour.astype(np.int64)),
+                "position": pa.array(position),
+                "price": pa.array(np.round(np.exp(log_price), 2)),
+                "day": pa.array(np.full(n, iso, dtype=object), type=pa.string()),
+                "ts": pa.array((midnight + second).astype(np.int64)),
+                "click": pa.array(click),
+                "true_ctr": pa.array(true_ctr),
+            }
+        )
 
 
 def write_day(
@@ -222,6 +319,70 @@ def write_day(
     return target
 
 
+def write_day_parts(
+    root: Path,
+    dataset: str,
+    day: date | str,
+    chunks: Iterator[pa.Table],
+    part_rows: int = DEFAULT_PART_ROWS,
+    row_group_rows: int = ROW_GROUP_ROWS,
+) -> list[Path]:
+    """Stream Arrow chunks into `part-00000.parquet`, `part-00001.parquet`, ... of at most
+    `part_rows` rows each (zero-padded: name order is row order), each file written
+    atomically (temp file, then rename). Other `part-*` files of the day (an earlier
+    generation of another size) are removed once the new ones are in place."""
+    if part_rows < 1 or row_group_rows < 1:
+        raise ValueError(f"part_rows and row_group_rows must be >= 1, got {part_rows}, {row_group_rows}")
+    directory = day_dir(root, dataset, day)
+    directory.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    writer: pq.ParquetWriter | None = None
+    tmp_name, in_part = "", 0
+
+    def close() -> None:
+        nonlocal writer
+        if writer is not None:
+            writer.close()
+            writer = None
+            target = directory / f"part-{len(written):05d}.parquet"
+            os.replace(tmp_name, target)
+            written.append(target)
+
+    try:
+        for chunk in chunks:
+            offset = 0
+            while offset < chunk.num_rows:
+                if writer is None:
+                    fd, tmp_name = tempfile.mkstemp(prefix=".part.", suffix=".tmp", dir=directory)
+                    os.close(fd)
+                    writer, in_part = pq.ParquetWriter(tmp_name, chunk.schema), 0
+                take = min(part_rows - in_part, chunk.num_rows - offset)
+                writer.write_table(chunk.slice(offset, take), row_group_size=row_group_rows)
+                offset, in_part = offset + take, in_part + take
+                if in_part == part_rows:
+                    close()
+        close()
+    except BaseException:
+        if writer is not None:
+            writer.close()
+            Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _remove_other_parts(directory, written)
+    return written
+
+
+_GENERATED_PART = re.compile(r"^part-(0|\d{5})\.parquet$")
+
+
+def _remove_other_parts(directory: Path, keep: list[Path]) -> None:
+    """Remove the files an earlier generation of this day wrote that this one did not
+    rewrite (another size, another part count); other files of the day are left alone."""
+    names = {p.name for p in keep}
+    for path in directory.iterdir():
+        if _GENERATED_PART.match(path.name) and path.name not in names:
+            path.unlink()
+
+
 def generate_synthetic(
     root: Path,
     dataset: str = "synthetic_clicks",
@@ -229,12 +390,23 @@ def generate_synthetic(
     days: int = 10,
     rows_per_day: int = 20_000,
     seed: int = 7,
+    part_rows: int = DEFAULT_PART_ROWS,
+    row_group_rows: int = ROW_GROUP_ROWS,
 ) -> list[Path]:
-    """Write `days` daily partitions starting at `start`; the same seed gives identical files."""
+    """Write `days` daily partitions starting at `start`; the same seed gives identical files.
+    A day of at most `part_rows` rows is one file (`generate_day`); a bigger one is streamed
+    into several (`day_chunks`, see the module docstring). Returns every file written."""
+    if part_rows < 1:
+        raise ValueError(f"part_rows must be >= 1, got {part_rows}")
     world = make_world(seed)
-    paths = []
+    paths: list[Path] = []
     for offset in range(days):
         day = start + dt.timedelta(days=offset)
-        frame = generate_day(world, day, rows_per_day, seed)
-        paths.append(write_day(Path(root), dataset, day, frame))
+        if rows_per_day <= part_rows:
+            path = write_day(Path(root), dataset, day, generate_day(world, day, rows_per_day, seed))
+            _remove_other_parts(path.parent, [path])
+            paths.append(path)
+        else:
+            chunks = day_chunks(world, day, rows_per_day, seed, chunk_rows=row_group_rows)
+            paths += write_day_parts(Path(root), dataset, day, chunks, part_rows, row_group_rows)
     return paths

@@ -62,8 +62,8 @@ def imported(
     base = tmp_path_factory.mktemp("criteo")
     path = write_tsv(base / "train.txt", lines)
     root = base / "data"
-    # Small chunks, so days span chunks and chunks span days.
-    summary = criteo.import_criteo(path, root, START, days=3, chunk_lines=700)
+    # Small chunks and parts, so days span chunks and parts, and chunks span days.
+    summary = criteo.import_criteo(path, root, START, days=3, chunk_lines=700, part_rows=600)
     return root, summary
 
 
@@ -86,11 +86,16 @@ def test_days_follow_file_order(imported, lines: list[str]) -> None:
         frame["I2"].min() < 0 and frame[criteo.INT_COLUMNS].isna().mean().between(0.15, 0.25).all()
     )
     assert frame["I1"].dtype == np.float64 and frame["label"].dtype == np.int64
-    files = sorted(p.name for p in (root / "criteo" / "day=2014-05-01").iterdir())
-    assert files == [
+    files = sorted((root / "criteo" / "day=2014-05-01").iterdir())
+    assert [p.name for p in files] == [
         "part-00000.parquet",
         "part-00001.parquet",
     ]  # zero-padded: name order is file order
+    import pyarrow.parquet as pq
+
+    # 600 rows (one row group per chunk piece: lines 1-600 of chunk 1), then 400 (100 + 300).
+    assert [pq.ParquetFile(p).metadata.num_rows for p in files] == [600, 400]
+    assert [pq.ParquetFile(p).metadata.num_row_groups for p in files] == [1, 2]
     manifest = store.read_manifest(root, "criteo")
     assert manifest["rows"] == LINES and manifest["rows_per_day"] == 1_000
 

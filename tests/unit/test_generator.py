@@ -110,3 +110,34 @@ def test_write_day_csv_roundtrip(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(read_day(tmp_path, "toy", date(2026, 2, 3)), df)
     with pytest.raises(ValueError, match="fmt"):
         write_day(tmp_path, "toy", "2026-02-03", df, fmt="json")
+
+
+def test_big_day_is_streamed_into_parts_whatever_the_cut(tmp_path: Path) -> None:
+    # A day above part_rows: several zero-padded files in timestamp order, row groups of at
+    # most row_group_rows, and the same rows for any part size and chunk size.
+    import pyarrow.parquet as pq
+
+    from feature_store.partitions import partition_files
+
+    day = date(2026, 1, 1)
+    a, b = tmp_path / "a", tmp_path / "b"
+    generate_synthetic(a, days=1, rows_per_day=25_000, part_rows=10_000, row_group_rows=3_000)
+    generate_synthetic(b, days=1, rows_per_day=25_000, part_rows=12_500, row_group_rows=4_096)
+    files = partition_files(a, "synthetic_clicks", day)
+    assert [p.name for p in files] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert [pq.ParquetFile(p).metadata.num_rows for p in files] == [10_000, 10_000, 5_000]
+    assert max(pq.ParquetFile(p).metadata.row_group(g).num_rows
+               for p in files for g in range(pq.ParquetFile(p).metadata.num_row_groups)) <= 3_000
+    streamed = read_day(a, "synthetic_clicks", day)
+    assert _frame_hash(streamed) == _frame_hash(read_day(b, "synthetic_clicks", day))
+    assert list(streamed.columns) == COLUMNS and len(streamed) == 25_000
+    assert streamed["ts"].is_monotonic_increasing and (streamed["day"] == "2026-01-01").all()
+    assert streamed["position"].between(1, 10).all() and streamed["hour"].between(0, 23).all()
+    generate_synthetic(tmp_path / "c", days=1, rows_per_day=25_000)
+    one_file = read_day(tmp_path / "c", "synthetic_clicks", day)
+    assert streamed.dtypes.equals(one_file.dtypes)  # same columns and types as a one-file day
+    assert abs(streamed["click"].mean() - streamed["true_ctr"].mean()) < 0.01
+    assert roc_auc_score(streamed["click"], streamed["true_ctr"]) > 0.7
+    # Regenerating the day smaller replaces the parts instead of adding to them.
+    generate_synthetic(a, days=1, rows_per_day=4_000)
+    assert [p.name for p in partition_files(a, "synthetic_clicks", day)] == ["part-0.parquet"]
