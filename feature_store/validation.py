@@ -322,24 +322,20 @@ class _Validator:
             .add_batch_definition_whole_dataframe("batch")
         )
         self._suites: dict[str, list[Any]] = {}
-        self._definitions: dict[tuple[str, frozenset[int]], Any] = {}
+        self._gx_suites: dict[tuple[str, frozenset[int]], Any] = {}
 
     def suite(self, name: str, build: Callable[[], list[Any]]) -> list[Any]:
         if name not in self._suites:
             self._suites[name] = build()
         return self._suites[name]
 
-    def _definition(self, name: str, build: Callable[[], list[Any]], decided: frozenset[int]) -> Any:
+    def _gx_suite(self, name: str, build: Callable[[], list[Any]], decided: frozenset[int]) -> Any:
         key = (name, decided)
-        if key not in self._definitions:
-            gx = self._gx
-            full_name = f"{self._spec.name}-{name}-{len(self._definitions)}"
+        if key not in self._gx_suites:
+            full_name = f"{self._spec.name}-{name}-{len(self._gx_suites)}"
             expectations = [e for e in build() if e.meta["order"] not in decided]
-            suite = self._ctx.suites.add(gx.ExpectationSuite(name=full_name, expectations=expectations))
-            self._definitions[key] = self._ctx.validation_definitions.add(
-                gx.ValidationDefinition(name=full_name, data=self._batch, suite=suite)
-            )
-        return self._definitions[key]
+            self._gx_suites[key] = self._ctx.suites.add(self._gx.ExpectationSuite(name=full_name, expectations=expectations))
+        return self._gx_suites[key]
 
     def run(
         self, name: str, build: Callable[[], list[Any]], chunks: Iterable[pd.DataFrame],
@@ -348,10 +344,13 @@ class _Validator:
         """The suite on every chunk (one GX batch each), summed per expectation. `decided`: the
         `order`s of expectations already decided, and passed, on the file's schema; GX skips them."""
         outcomes = {e.meta["order"]: _Outcome.of(e) for e in self.suite(name, build)}
-        definition = self._definition(name, build, decided)
+        suite = self._gx_suite(name, build, decided)
         for chunk in chunks:
+            # `Batch.validate`, not a ValidationDefinition: that one also stores every chunk's
+            # results in the context, which costs more than the rules on a small chunk.
             # BASIC carries the counts and examples; SUMMARY adds index lists that cost a pass.
-            results = definition.run(batch_parameters={"dataframe": chunk}, result_format="BASIC")
+            batch = self._batch.get_batch(batch_parameters={"dataframe": chunk})
+            results = batch.validate(suite, result_format="BASIC")
             for result in results.results:
                 outcomes[result.expectation_config.meta["order"]].add(result, chunk)
         return list(outcomes.values())
