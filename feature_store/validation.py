@@ -5,21 +5,36 @@ rules (rows per day, both label values on the days the loop evaluates on) run on
 files together and name them. A failing window raises `ValidationFailed` before any
 training: its first line is the most specific failure (file, column, rule, what was
 observed), the next lines every other failed rule, each once.
+
+The night validates files, not frames (`validate_day_files`): each part file is streamed in
+chunks of at most `CHUNK_ROWS` rows, GX runs the part suite on every chunk, and the chunks'
+counts are summed into one report per file, worded exactly as for a whole frame. A `mostly`
+rule ("at most 1% nulls") runs per chunk without `mostly` and is decided on the file's totals.
+`validate_frame(s)` and `validate_days` keep serving in-memory callers (dataset loaders, tests).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from feature_store import partitions
 from feature_store.errors import DataError
 from feature_store.spec import DatasetSpec
+
+# Rows per GX batch when streaming a file: GX costs ~0.2 s per run whatever the size, so
+# chunks are large; a chunk of the synthetic log (10 columns, strings dictionary-encoded) is
+# ~60 MB. Measured in benchmarks/validation_speed.py.
+CHUNK_ROWS = 1_000_000
+# GX's partial_unexpected_count (BASIC): the examples kept per rule, over all chunks of a file.
+_SAMPLE = 20
 
 # GX looks a name up as a numpy dtype, else as an attribute of `pandas`: pandas' nullable
 # types are `pd.Int64Dtype` etc. (an "Int64" entry matched nothing, so a nullable integer
@@ -130,10 +145,12 @@ class _Suite:
         self.E = gx.expectations
         self._items: dict[tuple, Any] = {}
 
-    def add(self, kind: str, rank: int, rule: str, **kwargs: Any) -> None:
+    def add(self, kind: str, rank: int, rule: str, mostly: float = 1.0, **kwargs: Any) -> None:
+        """`mostly` travels in `meta`, not to GX: a file is judged in chunks, and the share of
+        failing rows is decided on the file's totals (`_Outcome.success`)."""
         key = (kind, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
         if key not in self._items:  # e.g. the label's not-null rule comes from the label and its column entry
-            meta = {"rule": rule, "rank": rank, "order": len(self._items)}
+            meta = {"rule": rule, "rank": rank, "order": len(self._items), "mostly": mostly}
             self._items[key] = getattr(self.E, kind)(**kwargs, meta=meta)
 
     @property
@@ -207,6 +224,86 @@ def _in_set(values: Sequence[Any]) -> str:
     return "values in {" + ", ".join(map(str, values)) + "}"
 
 
+NOT_NULL = "expect_column_values_to_not_be_null"
+TYPE_LIST = "expect_column_values_to_be_in_type_list"
+ROW_COUNT = "expect_table_row_count_to_be_between"
+
+
+@dataclass
+class _Outcome:
+    """One expectation over a whole file (or frame, or day): GX's results on each chunk, summed.
+
+    Map rules (nulls, value rules, a per-value type check) add up their counts and are decided
+    on the totals, with the `mostly` of the rule's meta, as GX decides one batch; the others
+    (column present, a column's dtype, label values present) fail if a chunk fails. What the
+    message shows (dtype, observed value) comes from the first failing chunk, the examples from
+    the first chunks that had any: for a file read whole that is what GX itself reports.
+    """
+
+    kind: str
+    column: str | None
+    meta: dict[str, Any]
+    chunk_failed: bool = False
+    rows: int = 0  # rows seen (GX's element_count)
+    judged: int = 0  # rows a value rule judged: GX leaves the nulls out
+    unexpected: int | None = None  # None: not a map rule
+    sample: list[Any] = field(default_factory=list)
+    error: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)  # the first failing chunk's GX result
+    dtype: Any = None  # the column's dtype in that chunk
+
+    @classmethod
+    def of(cls, expectation: Any) -> _Outcome:
+        return cls(expectation.expectation_type, getattr(expectation, "column", None), dict(expectation.meta))
+
+    def add(self, result: Any, chunk: pd.DataFrame) -> None:
+        res = result.result or {}
+        self.error = self.error or _exception(result)
+        if "unexpected_count" in res:
+            self.unexpected = (self.unexpected or 0) + res["unexpected_count"]
+            self.rows += res["element_count"]
+            self.judged += res["element_count"] - res.get("missing_count", 0)
+            self.sample += (res.get("partial_unexpected_list") or [])[: _SAMPLE - len(self.sample)]
+        if not result.success and not self.chunk_failed:
+            self.chunk_failed, self.result = True, res
+            if self.column in chunk.columns:
+                self.dtype = chunk[self.column].dtype
+
+    @property
+    def _considered(self) -> int:
+        return self.rows if self.kind == NOT_NULL else self.judged  # GX's denominators
+
+    @property
+    def success(self) -> bool:
+        if self.error:
+            return False
+        if self.unexpected is None:
+            return not self.chunk_failed
+        considered = self._considered
+        if considered == 0:
+            return True  # vacuously, as GX
+        return (considered - self.unexpected) / considered >= self.meta.get("mostly", 1.0)
+
+    @property
+    def percent(self) -> float | None:
+        considered = self._considered
+        return self.unexpected / considered * 100 if self.unexpected is not None and considered else None
+
+
+@dataclass(frozen=True)
+class DayFiles:
+    """One day's part files (parquet or CSV), in name order, not read yet. `role` marks a day
+    the loop evaluates on (`STAGING_DAY`, `VALIDATION_DAY`): AUC needs both label values there."""
+
+    day: date
+    files: list[Path]
+    role: str | None = None
+
+    @property
+    def source(self) -> str:
+        return ", ".join(str(path) for path in self.files)
+
+
 class _Validator:
     """One ephemeral GX context for a whole window: building it and its suites costs more than
     validating a file."""
@@ -224,26 +321,173 @@ class _Validator:
             .add_dataframe_asset(name=spec.name)
             .add_batch_definition_whole_dataframe("batch")
         )
-        self._definitions: dict[str, Any] = {}
+        self._suites: dict[str, list[Any]] = {}
+        self._gx_suites: dict[tuple[str, frozenset[int]], Any] = {}
 
-    def _run(self, name: str, build: Callable[[], list[Any]], source: str, df: pd.DataFrame) -> ValidationReport:
-        if name not in self._definitions:
-            gx, full_name = self._gx, f"{self._spec.name}-{name}"
-            suite = self._ctx.suites.add(gx.ExpectationSuite(name=full_name, expectations=build()))
-            self._definitions[name] = self._ctx.validation_definitions.add(
-                gx.ValidationDefinition(name=full_name, data=self._batch, suite=suite)
-            )
-        results = self._definitions[name].run(batch_parameters={"dataframe": df}, result_format="SUMMARY")
-        return _report(source, df, results, self._spec)
+    def suite(self, name: str, build: Callable[[], list[Any]]) -> list[Any]:
+        if name not in self._suites:
+            self._suites[name] = build()
+        return self._suites[name]
+
+    def _gx_suite(self, name: str, build: Callable[[], list[Any]], decided: frozenset[int]) -> Any:
+        key = (name, decided)
+        if key not in self._gx_suites:
+            full_name = f"{self._spec.name}-{name}-{len(self._gx_suites)}"
+            expectations = [e for e in build() if e.meta["order"] not in decided]
+            self._gx_suites[key] = self._ctx.suites.add(self._gx.ExpectationSuite(name=full_name, expectations=expectations))
+        return self._gx_suites[key]
+
+    def run(
+        self, name: str, build: Callable[[], list[Any]], chunks: Iterable[pd.DataFrame],
+        decided: frozenset[int] = frozenset(),
+    ) -> list[_Outcome]:
+        """The suite on every chunk (one GX batch each), summed per expectation. `decided`: the
+        `order`s of expectations already decided, and passed, on the file's schema; GX skips them."""
+        outcomes = {e.meta["order"]: _Outcome.of(e) for e in self.suite(name, build)}
+        suite = self._gx_suite(name, build, decided)
+        for chunk in chunks:
+            # `Batch.validate`, not a ValidationDefinition: that one also stores every chunk's
+            # results in the context, which costs more than the rules on a small chunk.
+            # BASIC carries the counts and examples; SUMMARY adds index lists that cost a pass.
+            batch = self._batch.get_batch(batch_parameters={"dataframe": chunk})
+            results = batch.validate(suite, result_format="BASIC")
+            for result in results.results:
+                outcomes[result.expectation_config.meta["order"]].add(result, chunk)
+        return list(outcomes.values())
 
     def part(self, source: str, df: pd.DataFrame) -> ValidationReport:
-        return self._run("part", partial(build_expectations, self._spec), source, df)
+        outcomes = self.run("part", partial(build_expectations, self._spec), [df])
+        return _report(source, len(df), outcomes, self._spec)
 
     def day(self, parts: DayParts) -> ValidationReport:
         # The day-level rules read only the label: no need to concatenate whole files here.
         labels = pd.concat([df.reindex(columns=[self._spec.label]) for _, df in parts.files], ignore_index=True)
         build = partial(build_day_expectations, self._spec, parts.role)
-        return self._run(f"day-{parts.role or 'fit'}", build, parts.source, labels)
+        outcomes = self.run(f"day-{parts.role or 'fit'}", build, [labels])
+        return _report(parts.source, len(labels), outcomes, self._spec)
+
+    def part_file(self, path: Path, rows: int, chunk_rows: int, labels: set[Any]) -> ValidationReport:
+        """One part file through the part suite, chunk by chunk; the label values the day rule
+        needs are noted on the way (`labels`)."""
+        spec, build = self._spec, partial(build_expectations, self._spec)
+        expectations = self.suite("part", build)
+        needed = list(dict.fromkeys(e.column for e in expectations if getattr(e, "column", None)))
+        decided: frozenset[int] = frozenset()
+        if path.suffix == ".csv":
+            # Read whole, as ingest reads a CSV: pandas infers a column's dtype from the whole
+            # file, and per-chunk inference (read_csv(chunksize=...)) would type chunks apart.
+            frame = partitions.read_part(path)
+            chunks: Iterable[pd.DataFrame] = _slices(frame[[c for c in needed if c in frame.columns]], chunk_rows)
+        else:
+            strings = _string_columns(spec)
+            fragment = _open_parquet(path, strings)
+            stored = fragment.metadata.schema.to_arrow_schema()  # types as written, before read options
+            # Every value of a parquet string column is a string: its type rule is decided for
+            # every row by the schema, and the column is read dictionary-encoded (a pandas
+            # categorical), which GX's null and set rules evaluate on codes. GX would otherwise
+            # check the type value by value, the slowest rule of the suite.
+            decided = frozenset(
+                e.meta["order"] for e in expectations
+                if e.expectation_type == TYPE_LIST and e.column in strings and e.column in stored.names
+                and _is_string(stored.field(e.column).type)
+            )
+            chunks = _parquet_chunks(path, fragment, [c for c in needed if c in stored.names], chunk_rows)
+        outcomes = self.run("part", build, _noting_labels(chunks, spec, labels), decided)
+        return _report(str(path), rows, outcomes, spec)
+
+    def day_files(self, day: DayFiles, rows: int, labels: set[Any]) -> ValidationReport:
+        """The day suite from what the files' pass gathered: the row count (from parquet
+        metadata) is compared here, and GX judges the label values on a frame of the values seen
+        (a column contains a set exactly when its distinct values do)."""
+        name, build = f"day-{day.role or 'fit'}", partial(build_day_expectations, self._spec, day.role)
+        counted = frozenset(e.meta["order"] for e in self.suite(name, build) if e.expectation_type == ROW_COUNT)
+        seen = pd.DataFrame({self._spec.label: pd.Series(sorted(labels), dtype=object)})
+        outcomes = self.run(name, build, [seen], decided=counted)
+        for outcome in outcomes:
+            if outcome.kind == ROW_COUNT and rows < self._spec.expectations.min_rows_per_day:
+                outcome.chunk_failed, outcome.result = True, {"observed_value": rows}
+        return _report(day.source, rows, outcomes, self._spec)
+
+
+def _string_columns(spec: DatasetSpec) -> list[str]:
+    return [c for c, e in spec.expectations.columns.items() if e.dtype == "string"]
+
+
+def _is_string(arrow_type: Any) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+
+
+def _open_parquet(path: Path, dictionary: list[str]) -> Any:
+    """A parquet file as a pyarrow dataset fragment, its footer read. Opened from an arrow file
+    handle, so a bad file fails with the words pandas uses (`Could not open Parquet input
+    source '<Buffer>': ...`), which ingest has always reported as 'readable parquet'."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    try:
+        options = ds.ParquetReadOptions(dictionary_columns=dictionary)  # ignored for non-string columns
+        fragment = ds.ParquetFileFormat(read_options=options).make_fragment(pa.OSFile(str(path)))
+        fragment.metadata  # noqa: B018 - reads the footer: a bad file fails here
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError... for bad bytes
+        raise DataError(path, "readable parquet", detail=f"{type(exc).__name__}: {exc}") from exc
+    return fragment
+
+
+def _parquet_chunks(path: Path, fragment: Any, columns: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """The file's `columns` in frames of at most `chunk_rows` rows. Row groups are read batch by
+    batch and coalesced, so a GX batch is a chunk, not a (small) row group; a file without rows
+    gives one empty frame, so its columns and types are still checked."""
+    import pyarrow as pa
+
+    read = fragment.physical_schema
+    schema = pa.schema([read.field(c) for c in columns], metadata=read.metadata)
+    buffered: list[Any] = []
+    size, emitted = 0, False
+    try:
+        for batch in fragment.to_batches(columns=columns, batch_size=chunk_rows):
+            buffered.append(batch)
+            size += batch.num_rows
+            while size >= chunk_rows:
+                table = pa.Table.from_batches(buffered, schema=schema)
+                rest = table.slice(chunk_rows)
+                buffered, size = rest.to_batches(), rest.num_rows
+                emitted = True
+                yield table.slice(0, chunk_rows).to_pandas()
+        if size or not emitted:
+            yield pa.Table.from_batches(buffered, schema=schema).to_pandas()
+    except Exception as exc:  # a bad page deep in the file
+        raise DataError(path, "readable parquet", detail=f"{type(exc).__name__}: {exc}") from exc
+
+
+def _slices(frame: pd.DataFrame, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    for start in range(0, max(len(frame), 1), chunk_rows):
+        yield frame.iloc[start:start + chunk_rows]
+
+
+def _noting_labels(chunks: Iterable[pd.DataFrame], spec: DatasetSpec, seen: set[Any]) -> Iterator[pd.DataFrame]:
+    """The chunks, unchanged; on the way, which of the label values occur (`seen`)."""
+    for chunk in chunks:
+        if spec.label in chunk.columns:
+            column = chunk[spec.label]
+            seen.update(v for v in spec.label_values if v not in seen and bool((column == v).any()))
+        yield chunk
+
+
+def _row_counts(days: Sequence[DayFiles]) -> dict[Path, int]:
+    """Every file opened and counted before any rule runs (parquet from its footer; a CSV is
+    read), so a bad file or an empty day fails first, with the messages ingest always gave."""
+    rows: dict[Path, int] = {}
+    for day in days:
+        for path in day.files:
+            if path.suffix == ".csv":
+                rows[path] = len(partitions.read_part(path))
+            else:
+                rows[path] = _open_parquet(path, []).metadata.num_rows
+        if day.files and sum(rows[p] for p in day.files) == 0:
+            raise DataError(day.files[0].parent, "non-empty day", detail=f"{len(day.files)} file(s), zero rows")
+    return rows
 
 
 def validate_frames(frames: list[tuple[str, pd.DataFrame]], spec: DatasetSpec) -> list[ValidationReport]:
@@ -256,6 +500,13 @@ def validate_frame(df: pd.DataFrame, spec: DatasetSpec, source: str) -> Validati
     return validate_frames([(source, df)], spec)[0]
 
 
+def _without_label_repeats(day: ValidationReport, files: list[ValidationReport], spec: DatasetSpec) -> ValidationReport:
+    """A label a file already fails on (missing, wrong type) says nothing new per day."""
+    if any(f.column == spec.label for r in files for f in r.failures):
+        day.failures = [f for f in day.failures if f.column != spec.label]
+    return day
+
+
 def validate_days(days: Sequence[DayParts], spec: DatasetSpec) -> list[ValidationReport]:
     """Every file of every day through the part suite, then each day through the day suite;
     reports in day order, each day's files first."""
@@ -263,32 +514,48 @@ def validate_days(days: Sequence[DayParts], spec: DatasetSpec) -> list[Validatio
     reports = []
     for parts in days:
         file_reports = [validator.part(source, df) for source, df in parts.files]
-        day = validator.day(parts)
-        # A label a file already fails on (missing, wrong type) says nothing new per day.
-        if any(f.column == spec.label for r in file_reports for f in r.failures):
-            day.failures = [f for f in day.failures if f.column != spec.label]
-        reports += [*file_reports, day]
+        reports += [*file_reports, _without_label_repeats(validator.day(parts), file_reports, spec)]
     return reports
 
 
-def _report(source: str, df: pd.DataFrame, results: Any, spec: DatasetSpec) -> ValidationReport:
-    report = ValidationReport(source=source, rows=len(df), evaluated=len(results.results))
-    failed = sorted((r for r in results.results if not r.success),
-                    key=lambda r: (r.expectation_config.meta["rank"], r.expectation_config.meta["order"]))
+def validate_day_files(
+    days: Sequence[DayFiles], spec: DatasetSpec, chunk_rows: int = CHUNK_ROWS
+) -> list[ValidationReport]:
+    """`validate_days` on files not read yet, never more than `chunk_rows` rows of a file in
+    memory: the same reports, in the same order (each day's files, then the day), with the
+    same words. Raises `DataError` for an unreadable file or a day without rows, before any
+    rule runs (as ingest did when it read the frames)."""
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    rows = _row_counts(days)
+    validator = _Validator(spec)
+    reports = []
+    for day in days:
+        labels: set[Any] = set()
+        file_reports = [validator.part_file(path, rows[path], chunk_rows, labels) for path in day.files]
+        day_report = validator.day_files(day, sum(rows[p] for p in day.files), labels)
+        reports += [*file_reports, _without_label_repeats(day_report, file_reports, spec)]
+    return reports
+
+
+def _report(source: str, rows: int, outcomes: list[_Outcome], spec: DatasetSpec) -> ValidationReport:
+    report = ValidationReport(source=source, rows=rows, evaluated=len(outcomes))
+    failed = sorted((o for o in outcomes if not o.success), key=lambda o: (o.meta["rank"], o.meta["order"]))
     missing, mistyped = set(), set()
-    for r in failed:
-        cfg = r.expectation_config
-        column, rank, error = cfg.kwargs.get("column"), cfg.meta["rank"], _exception(r)
+    for outcome in failed:
+        column, rank = outcome.column, outcome.meta["rank"]
         if column in missing:
             continue  # its other expectations cannot run
-        if column in mistyped and error:
+        if column in mistyped and outcome.error:
             continue  # e.g. a range on strings: the type failure already says it
         if rank == PRESENT:
             missing.add(column)
         elif rank == TYPE:
             mistyped.add(column)
-        observed = f"could not be evaluated ({error})" if error else _observed(r, spec, df)
-        report.failures.append(Failure(column=column, rule=cfg.meta["rule"], observed=observed, expectation=cfg.type))
+        observed = f"could not be evaluated ({outcome.error})" if outcome.error else _observed(outcome, spec, rows)
+        report.failures.append(
+            Failure(column=column, rule=outcome.meta["rule"], observed=observed, expectation=outcome.kind)
+        )
     return report
 
 
@@ -306,30 +573,28 @@ def _exception(result: Any) -> str | None:
     return None
 
 
-def _observed(result: Any, spec: DatasetSpec, df: pd.DataFrame) -> str:
-    kind = result.expectation_config.type
-    res = result.result or {}
-    sample = (res.get("partial_unexpected_list") or [])[:5]
+def _observed(outcome: _Outcome, spec: DatasetSpec, rows: int) -> str:
+    kind, res = outcome.kind, outcome.result
+    sample = outcome.sample[:5]
     if kind == "expect_column_to_exist":
         return "column is missing"
-    if kind == "expect_column_values_to_be_in_type_list":
+    if kind == TYPE_LIST:
         # GX judges an object column value by value; the column's dtype is the useful fact.
-        dtype = df[result.expectation_config.kwargs["column"]].dtype
-        return f"dtype {dtype}" + (f", e.g. {sample}" if sample else "")
+        return f"dtype {outcome.dtype}" + (f", e.g. {sample}" if sample else "")
     if kind == "expect_column_distinct_values_to_contain_set":
         absent = res.get("partial_missing_list") or []
         present = [v for v in spec.label_values if v not in absent]
         if len(present) == 1:
-            return f"only label value {present[0]} occurs ({_rows(len(df))})"
-        return f"label values {absent} never occur ({_rows(len(df))})"
-    if kind == "expect_table_row_count_to_be_between":
+            return f"only label value {present[0]} occurs ({_rows(rows)})"
+        return f"label values {absent} never occur ({_rows(rows)})"
+    if kind == ROW_COUNT:
         return _rows(res.get("observed_value"))
-    if "unexpected_count" in res:
-        pct = res.get("unexpected_percent")
-        pct_s = f" ({pct:.2f}%)" if isinstance(pct, (int, float)) else ""
-        if kind == "expect_column_values_to_not_be_null":
-            return f"{res['unexpected_count']} null values{pct_s}"
-        return f"{res['unexpected_count']} unexpected values{pct_s}, e.g. {sample}"
+    if outcome.unexpected is not None:
+        pct = outcome.percent
+        pct_s = f" ({pct:.2f}%)" if pct is not None else ""
+        if kind == NOT_NULL:
+            return f"{outcome.unexpected} null values{pct_s}"
+        return f"{outcome.unexpected} unexpected values{pct_s}, e.g. {sample}"
     if "observed_value" in res:
         return f"observed {res['observed_value']}"
     return "failed"
