@@ -148,7 +148,12 @@ class FastCategorify(StatOperator):
             oov = int(counts[counts < threshold].sum()) if threshold else 0
             self.categories[column] = _write_vocabulary(frame, base, column, nulls, oov)
             values = frame[column]
-            self.vocabs[column] = pd.Index(values.dropna() if values.isna().all() else values)
+            self.vocabs[column] = _warm(pd.Index(values.dropna() if values.isna().all() else values))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        for vocab in self.vocabs.values():  # unpickled on a worker whose threads share it
+            _warm(vocab)
 
     def clear(self) -> None:
         self.categories, self.vocabs = {}, {}
@@ -192,14 +197,24 @@ class FastCategorify(StatOperator):
         return np.int64
 
 
+def _warm(vocab: pd.Index) -> pd.Index:
+    """Build the index's hash table now. pandas builds it lazily on the first lookup and that
+    is not thread-safe: two Dask threads looking up a fresh vocabulary at once can see it
+    half-built ("Reindexing only valid with uniquely valued Index objects")."""
+    if len(vocab):
+        assert vocab.is_unique
+        vocab.get_indexer(vocab[:1])
+    return vocab
+
+
 def encode(vocab: pd.Index, values: pd.Series) -> np.ndarray:
     """Ids for `values`: 3 + position in `vocab`, 2 when absent, 1 for null (by position)."""
     if len(vocab) and vocab.dtype.kind in "iu" and values.dtype.kind == "f":
         # An int vocabulary meets a float batch (nulls in an int column): look up as floats.
         vocab = pd.Index(vocab.to_numpy(np.float64))
     ids = vocab.get_indexer(values) if len(vocab) else np.full(len(values), -1, np.intp)
-    ids = np.where(ids < 0, OOV_ID, ids + FIRST_ID).astype(np.int64)
-    nulls = values.isna().to_numpy()
-    if nulls.any():
-        ids[nulls] = NULL_ID
+    absent = np.flatnonzero(ids < 0)  # null or out-of-vocabulary: tell them apart only here
+    ids = ids.astype(np.int64) + FIRST_ID
+    if len(absent):
+        ids[absent] = np.where(values.iloc[absent].isna().to_numpy(), NULL_ID, OOV_ID)
     return ids

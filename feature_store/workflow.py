@@ -257,7 +257,11 @@ class Preprocessor:
     # ---------------------------------------------------------------- fitting
     @classmethod
     def fit(
-        cls, spec: DatasetSpec, train_df: pd.DataFrame, work_dir: str | Path | None = None
+        cls,
+        spec: DatasetSpec,
+        train_df: pd.DataFrame,
+        work_dir: str | Path | None = None,
+        categorify: str = "fast",
     ) -> Preprocessor:
         """Fit on `train_df` only (the training window; never the holdout). Vocabularies go
         to `work_dir` (a temp dir removed with this object when not given) until `save`.
@@ -272,20 +276,24 @@ class Preprocessor:
         scratch = None
         if work_dir is None:
             work_dir = scratch = tempfile.mkdtemp(prefix="recloop-nvt-")
-        pre = cls.fit_dataset(spec, Dataset(frame, cpu=select_device() == "cpu"), Path(work_dir))
+        ds = Dataset(frame, cpu=select_device() == "cpu")
+        pre = cls.fit_dataset(spec, ds, Path(work_dir), categorify=categorify)
         if scratch is not None:  # after `save`, the workflow reads its saved copy instead
             weakref.finalize(pre, shutil.rmtree, scratch, True)
         return pre
 
     @classmethod
-    def fit_dataset(cls, spec: DatasetSpec, ds: Dataset, work_dir: Path) -> Preprocessor:
+    def fit_dataset(
+        cls, spec: DatasetSpec, ds: Dataset, work_dir: Path, categorify: str = "fast"
+    ) -> Preprocessor:
         """Fit on a (lazy, partitioned) Dataset of the training days only; the statistics are
         computed partition by partition on the global Dask client when there is one (see
         `feature_store.cluster.dask_client`). Vocabularies go to `work_dir`.
 
         The input dtypes recorded are the dataset's (its Dask meta): build parquet datasets
         with `cluster.raw_dataset`, which gives an integer column with nulls in any part
-        float64 in every partition, as `pd.concat` of the parts would."""
+        float64 in every partition, as `pd.concat` of the parts would. `categorify`: see
+        `build_workflow` ("nvtabular" only for reference measurements and tests)."""
         inputs = spec.feature_columns
         ddf = ds.to_ddf()
         missing = [c for c in inputs if c not in ddf.columns]
@@ -294,7 +302,7 @@ class Preprocessor:
         ddf = ddf[inputs]
         probe = _probe_row(ddf)  # reads the first partition(s) only; raises when empty
         device = select_device()
-        workflow = build_workflow(spec, out_path=work_dir)
+        workflow = build_workflow(spec, out_path=work_dir, categorify=categorify)
         workflow.fit(Dataset(ddf, cpu=device == "cpu"))
         return cls(
             spec=spec,
