@@ -13,7 +13,16 @@ Three NVTabular 23.08 behaviours are worked around here (see the op docstrings a
     fitted schema; our ops declare it, so every cardinality is read from the fitted schema;
   * `Categorify` places null ids by index *label*, fails on a batch whose column is all
     null, and fails on a null in a column that was integer at fit time; `_prepare` resets
-    the index, pads such batches with one known row and fills integer nulls.
+    the index, pads such batches with one known row and fills integer nulls. Our
+    `FastCategorify` (feature_store/categorify.py), which replaces it because it is slow
+    on CPU (NVTabular 1289), gives the same ids and has none of these bugs; the
+    workarounds stay for workflows fitted with `categorify="nvtabular"`.
+
+Two ways in: `Preprocessor.fit(spec, frame)` + `transform(frame)` in memory (serving,
+small data), or `Preprocessor.fit_dataset(spec, ds, work_dir)` +
+`transform_to_parquet(ds, out_dir, label, row_group_rows)` over lazy Dask partitions
+(`feature_store.cluster.raw_dataset`), which never holds a whole window. Every partition
+goes through `transform`, so both give the same ids.
 """
 
 from __future__ import annotations
