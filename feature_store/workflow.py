@@ -13,12 +13,22 @@ Three NVTabular 23.08 behaviours are worked around here (see the op docstrings a
     fitted schema; our ops declare it, so every cardinality is read from the fitted schema;
   * `Categorify` places null ids by index *label*, fails on a batch whose column is all
     null, and fails on a null in a column that was integer at fit time; `_prepare` resets
-    the index, pads such batches with one known row and fills integer nulls.
+    the index, pads such batches with one known row and fills integer nulls. Our
+    `FastCategorify` (feature_store/categorify.py), which replaces it because it is slow
+    on CPU (NVTabular 1289), gives the same ids and has none of these bugs; the
+    workarounds stay for workflows fitted with `categorify="nvtabular"`.
+
+Two ways in: `Preprocessor.fit(spec, frame)` + `transform(frame)` in memory (serving,
+small data), or `Preprocessor.fit_dataset(spec, ds, work_dir)` +
+`transform_to_parquet(ds, out_dir, label, row_group_rows)` over lazy Dask partitions
+(`feature_store.cluster.raw_dataset`), which never holds a whole window. Every partition
+goes through `transform`, so both give the same ids.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import weakref
@@ -26,15 +36,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask
 import numpy as np
 import nvtabular as nvt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from merlin.dag import ColumnSelector, iter_nodes
 from merlin.dag.ops.stat_operator import StatOperator
 from merlin.io import Dataset
 from merlin.schema import Tags
 from nvtabular import ops
 
+from feature_store.categorify import FastCategorify
 from feature_store.errors import DataError
 from feature_store.spec import DatasetSpec
 
@@ -146,17 +160,26 @@ def output_names(spec: DatasetSpec) -> OutputNames:
     )
 
 
-def build_workflow(spec: DatasetSpec, out_path: str | Path | None = None) -> nvt.Workflow:
+def build_workflow(
+    spec: DatasetSpec, out_path: str | Path | None = None, categorify: str = "fast"
+) -> nvt.Workflow:
     """The unfitted `nvt.Workflow` for a spec: features and crosses only, never the label
-    (serving has no label). `out_path` is where Categorify writes its vocabularies at fit."""
+    (serving has no label). `out_path` is where Categorify writes its vocabularies at fit.
+    `categorify="nvtabular"` uses `ops.Categorify` (same ids, several times slower on CPU;
+    kept for the equality tests and the benchmark's baseline)."""
     cat_kwargs = {} if out_path is None else {"out_path": str(out_path)}
     outputs = []
+    thresholds: dict[str, int] = {}
     for col in spec.categorical:
+        threshold = col.freq_threshold if col.freq_threshold > 1 else 0
         if col.hash_buckets is not None:
             outputs.append([col.name] >> StableHashBucket(col.hash_buckets))
-        else:
-            threshold = col.freq_threshold if col.freq_threshold > 1 else 0
+        elif categorify == "nvtabular":
             outputs.append([col.name] >> ops.Categorify(freq_threshold=threshold, **cat_kwargs))
+        else:
+            thresholds[col.name] = threshold
+    if thresholds:  # one node: one value_counts pass over each partition for every column
+        outputs.append(list(thresholds) >> FastCategorify(freq_threshold=thresholds, **cat_kwargs))
 
     crossable: dict[str, Any] = {c.name: c.name for c in spec.categorical}
     values: dict[str, Any] = {}  # continuous column -> its filled (and clipped) value node
@@ -243,10 +266,15 @@ class Preprocessor:
     # ---------------------------------------------------------------- fitting
     @classmethod
     def fit(
-        cls, spec: DatasetSpec, train_df: pd.DataFrame, work_dir: str | Path | None = None
+        cls,
+        spec: DatasetSpec,
+        train_df: pd.DataFrame,
+        work_dir: str | Path | None = None,
+        categorify: str = "fast",
     ) -> Preprocessor:
         """Fit on `train_df` only (the training window; never the holdout). Vocabularies go
-        to `work_dir` (a temp dir removed with this object when not given) until `save`."""
+        to `work_dir` (a temp dir removed with this object when not given) until `save`.
+        A thin wrapper over `fit_dataset` on an in-memory, one-partition Dataset."""
         inputs = spec.feature_columns
         missing = [c for c in inputs if c not in train_df.columns]
         if missing:
@@ -254,28 +282,45 @@ class Preprocessor:
         frame = train_df[inputs].reset_index(drop=True)
         if len(frame) == 0:
             raise DataError("training frame", "non-empty training data")
-        device = select_device()
         scratch = None
         if work_dir is None:
             work_dir = scratch = tempfile.mkdtemp(prefix="recloop-nvt-")
-        workflow = build_workflow(spec, out_path=work_dir)
-        workflow.fit(Dataset(frame, cpu=device == "cpu"))
+        ds = Dataset(frame, cpu=select_device() == "cpu")
+        pre = cls.fit_dataset(spec, ds, Path(work_dir), categorify=categorify)
+        if scratch is not None:  # after `save`, the workflow reads its saved copy instead
+            weakref.finalize(pre, shutil.rmtree, scratch, True)
+        return pre
 
-        probe = {}
-        for column in inputs:
-            values = frame[column].dropna()
-            probe[column] = _json_scalar(values.iloc[0]) if len(values) else None
-        pre = cls(
+    @classmethod
+    def fit_dataset(
+        cls, spec: DatasetSpec, ds: Dataset, work_dir: Path, categorify: str = "fast"
+    ) -> Preprocessor:
+        """Fit on a (lazy, partitioned) Dataset of the training days only; the statistics are
+        computed partition by partition on the global Dask client when there is one (see
+        `feature_store.cluster.dask_client`). Vocabularies go to `work_dir`.
+
+        The input dtypes recorded are the dataset's (its Dask meta): build parquet datasets
+        with `cluster.raw_dataset`, which gives an integer column with nulls in any part
+        float64 in every partition, as `pd.concat` of the parts would. `categorify`: see
+        `build_workflow` ("nvtabular" only for reference measurements and tests)."""
+        inputs = spec.feature_columns
+        ddf = ds.to_ddf()
+        missing = [c for c in inputs if c not in ddf.columns]
+        if missing:
+            raise DataError("training data", "required column present", column=missing[0])
+        ddf = ddf[inputs]
+        probe = _probe_row(ddf)  # reads the first partition(s) only; raises when empty
+        device = select_device()
+        workflow = build_workflow(spec, out_path=work_dir, categorify=categorify)
+        workflow.fit(Dataset(ddf, cpu=device == "cpu"))
+        return cls(
             spec=spec,
             workflow=workflow,
             layout=_layout(spec, workflow),
             device=device,
-            input_dtypes={c: str(frame[c].dtype) for c in inputs},
+            input_dtypes={c: str(ddf[c].dtype) for c in inputs},
             probe_row=probe,
         )
-        if scratch is not None:  # after `save`, the workflow reads its saved copy instead
-            weakref.finalize(pre, shutil.rmtree, scratch, True)
-        return pre
 
     # ---------------------------------------------------------------- transform
     @property
@@ -311,6 +356,35 @@ class Preprocessor:
             cont=_matrix(out, names.continuous, np.float32, len(out))[:n],
             cross=_matrix(out, names.crosses, np.int64, len(out))[:n],
         )
+
+    def transform_to_parquet(
+        self, ds: Dataset, out_dir: Path, label: str | None, row_group_rows: int
+    ) -> TransformedSplit:
+        """Transform a (lazy) Dataset partition by partition into `out_dir/part-NNNNN.parquet`,
+        one file per non-empty input partition, row groups of `row_group_rows`, rows in input
+        order. Columns: the categorical and cross ids (int64), the continuous values (float32)
+        and, when `label` is given, that column as float32. Each partition goes through
+        `transform`, so the ids are exactly the in-memory (serving) ones. Runs on the global
+        Dask client when there is one, else on local threads."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in out_dir.glob("part-*.parquet"):  # a retried night rewrites the split
+            stale.unlink()
+        columns = list(self.input_dtypes) + ([label] if label else [])
+        ddf = ds.to_ddf()
+        missing = [c for c in columns if c not in ddf.columns]
+        if missing:
+            raise DataError("transform input", "required column present", column=missing[0])
+        me = dask.delayed(self)  # one graph key: sent once per worker, not once per task
+        parts = ddf[columns].to_delayed()
+        paths = [out_dir / f"part-{i:05d}.parquet" for i in range(len(parts))]
+        tasks = [
+            dask.delayed(_write_transformed)(me, part, str(path), label, row_group_rows)
+            for part, path in zip(parts, paths)
+        ]
+        rows = dask.compute(*tasks)
+        written = [path for path, n in zip(paths, rows) if n > 0]
+        return TransformedSplit(directory=out_dir, files=written, rows=int(sum(rows)))
 
     def _prepare(self, df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
         """The input columns with their fit-time dtypes and a fresh 0..N-1 index, plus the
@@ -393,6 +467,64 @@ class Preprocessor:
             input_dtypes=dict(meta["input_dtypes"]),
             probe_row=dict(meta["probe_row"]),
         )
+
+
+@dataclass(frozen=True)
+class TransformedSplit:
+    """One transformed split on disk (see `Preprocessor.transform_to_parquet`)."""
+
+    directory: Path
+    files: list[Path]  # in input order
+    rows: int
+
+
+def _write_transformed(
+    pre: Preprocessor, df: pd.DataFrame, path: str, label: str | None, row_group_rows: int
+) -> int:
+    """Transform one partition and write it atomically; returns its row count."""
+    if len(df) == 0:
+        return 0
+    arrays = pre.transform(df)
+    names = pre.names
+    columns: dict[str, np.ndarray] = {}
+    for block, block_names in (
+        (arrays.cat, names.categorical),
+        (arrays.cont, names.continuous),
+        (arrays.cross, names.crosses),
+    ):
+        by_column = np.ascontiguousarray(block.T)  # (F, N): each column contiguous
+        columns.update({name: by_column[i] for i, name in enumerate(block_names)})
+    if label:
+        values = df[label]
+        if values.isna().any():
+            raise DataError(path, "no nulls", column=label, detail=f"{int(values.isna().sum())} null label(s)")
+        columns[label] = values.to_numpy(np.float32)
+    table = pa.table(columns)
+    tmp = f"{path}.tmp"
+    pq.write_table(table, tmp, row_group_size=max(1, int(row_group_rows)))
+    os.replace(tmp, path)
+    return len(df)
+
+
+def _probe_row(ddf: Any) -> dict[str, Any]:
+    """One non-null value per column, the first in partition order (see `_prepare`). Reads
+    partitions in order until every column has one: the first one, unless a column is null
+    there. Raises on a dataset without rows."""
+    probe: dict[str, Any] = {c: None for c in ddf.columns}
+    todo, rows = set(ddf.columns), 0
+    for i in range(ddf.npartitions):
+        part = ddf.get_partition(i).compute()
+        rows += len(part)
+        for column in list(todo):
+            values = part[column].dropna()
+            if len(values):
+                probe[column] = _json_scalar(values.iloc[0])
+                todo.discard(column)
+        if not todo:
+            break
+    if rows == 0:
+        raise DataError("training data", "non-empty training data")
+    return probe
 
 
 def _all_null(ser: pd.Series) -> bool:

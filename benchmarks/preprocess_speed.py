@@ -1,0 +1,225 @@
+"""Speed of the NVTabular preprocessing on synthetic_clicks (not a test).
+
+Generates `--days` days of `--rows-per-day` synthetic_clicks rows (seed 7), each written as
+one parquet file with row groups of `--row-group-rows`, fits on all days but the last and
+transforms every day, and reports rows/s for fit and transform separately:
+
+- before: today's in-memory path, `Preprocessor.fit(spec, frame, categorify="nvtabular")`
+  (NVTabular's Categorify, no Dask client: NVTabular then computes its statistics with the
+  synchronous scheduler) and `transform(frame)` per day; reading the parquet is not timed;
+- after, per cluster config: `raw_dataset` + `fit_dataset` on the training days and
+  `transform_to_parquet` of each day, reading and writing parquet included, on a
+  LocalCluster started for the measurement (its start-up time is reported apart);
+- stat passes: each stateful op fitted alone on the training days (threads cluster), so
+  the cost of each pass is visible.
+
+Records `os.getloadavg()` before and after: the box is shared, numbers taken under load
+are noisy. Writes benchmarks/results/preprocess_speed.json and .md.
+
+    python -m benchmarks.preprocess_speed [--rows-per-day 1000000] [--days 4]
+        [--row-group-rows 100000] [--part-size 64MB] [--skip-before] [--skip-ops]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import nvtabular as nvt
+import pandas as pd
+from nvtabular import ops
+
+from benchmarks.report import write_results
+from feature_store.categorify import FastCategorify
+from feature_store.cluster import DaskConfig, dask_client, raw_dataset
+from feature_store.generators.synthetic import generate_day, make_world
+from feature_store.spec import load_spec
+from feature_store.workflow import Preprocessor
+
+RESULTS = Path(__file__).parent / "results"
+DATASET = "synthetic_clicks"
+CONFIGS = {
+    "threads_1x2": DaskConfig(workers=1, threads_per_worker=2, processes=False),
+    "processes_2x1": DaskConfig(workers=2, threads_per_worker=1, processes=True),
+}
+
+
+@dataclass(frozen=True)
+class Measurement:
+    name: str
+    fit_rows: int
+    fit_s: float
+    transform_rows: int
+    transform_s: float
+    startup_s: float = 0.0
+    fit_cpu_s: float = 0.0  # CPU seconds of this process (in-process Dask workers included)
+    transform_cpu_s: float = 0.0
+
+    @property
+    def fit_rows_per_s(self) -> float:
+        return self.fit_rows / self.fit_s
+
+    @property
+    def transform_rows_per_s(self) -> float:
+        return self.transform_rows / self.transform_s
+
+
+def _write_days(root: Path, rows: int, days: int, row_group_rows: int) -> list[Path]:
+    world = make_world(7)
+    paths = []
+    for d in range(days):
+        frame = generate_day(world, date(2026, 1, 1) + timedelta(days=d), rows, 7)
+        path = root / f"day-{d}.parquet"
+        frame.to_parquet(path, index=False, row_group_size=row_group_rows)
+        paths.append(path)
+    return paths
+
+
+def _before(spec, files: list[Path], work: Path) -> Measurement:
+    frames = [pd.read_parquet(f) for f in files]
+    train = pd.concat(frames[:-1], ignore_index=True)
+    t0, c0 = time.perf_counter(), time.process_time()
+    pre = Preprocessor.fit(spec, train, work / "before-vocab", categorify="nvtabular")
+    fit_s, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
+    t0, c0 = time.perf_counter(), time.process_time()
+    for frame in frames:
+        pre.transform(frame)
+    transform_s, transform_cpu = time.perf_counter() - t0, time.process_time() - c0
+    return Measurement("before (in-memory, ops.Categorify)", len(train), fit_s,
+                       sum(map(len, frames)), transform_s, 0.0, fit_cpu, transform_cpu)
+
+
+def _after(name: str, config: DaskConfig, spec, files: list[Path], work: Path,
+           part_size: str, row_group_rows: int) -> Measurement:
+    columns = [*spec.feature_columns, spec.label]
+    t0 = time.perf_counter()
+    with dask_client(config):
+        startup_s = time.perf_counter() - t0
+        t0, c0 = time.perf_counter(), time.process_time()
+        train = raw_dataset(files[:-1], columns, part_size)
+        pre = Preprocessor.fit_dataset(spec, train, work / f"{name}-vocab")
+        fit_s, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
+        t0, c0 = time.perf_counter(), time.process_time()
+        rows = 0
+        for i, path in enumerate(files):
+            split = pre.transform_to_parquet(
+                raw_dataset([path], columns, part_size), work / f"{name}-out" / f"day-{i}",
+                spec.label, row_group_rows,
+            )
+            rows += split.rows
+        transform_s, transform_cpu = time.perf_counter() - t0, time.process_time() - c0
+    if config.processes:  # the work ran in the worker processes: not measured here
+        fit_cpu = transform_cpu = 0.0
+    fit_rows = sum(int(pd.read_parquet(f, columns=[spec.label]).shape[0]) for f in files[:-1])
+    return Measurement(f"after ({name})", fit_rows, fit_s, rows, transform_s, startup_s,
+                       fit_cpu, transform_cpu)
+
+
+def _stat_passes(spec, files: list[Path], work: Path, part_size: str) -> dict[str, float]:
+    """Seconds to fit each stateful op alone on the training days (threads cluster)."""
+    cats = [c.name for c in spec.categorical if c.hash_buckets is None]
+    conts = [c.name for c in spec.continuous]
+    thresholds = {c.name: (c.freq_threshold if c.freq_threshold > 1 else 0) for c in spec.categorical}
+    graphs = {
+        "FastCategorify (all categoricals)": lambda d: cats >> FastCategorify(thresholds, out_path=d),
+        "ops.Categorify (one per categorical)": lambda d: sum(
+            ([c] >> ops.Categorify(freq_threshold=thresholds[c], out_path=d) for c in cats[1:]),
+            [cats[0]] >> ops.Categorify(freq_threshold=thresholds[cats[0]], out_path=d),
+        ),
+        "FillMedian": lambda d: conts >> ops.FillMedian(),
+        "FillMedian >> LogOp >> Normalize": lambda d: conts >> ops.FillMedian() >> ops.LogOp() >> ops.Normalize(),
+    }
+    seconds = {}
+    with dask_client(CONFIGS["threads_1x2"]):
+        for name, build in graphs.items():
+            ds = raw_dataset(files[:-1], [*cats, *conts], part_size)
+            workflow = nvt.Workflow(build(str(work / "ops")))
+            t0 = time.perf_counter()
+            workflow.fit(ds)
+            seconds[name] = round(time.perf_counter() - t0, 3)
+    return seconds
+
+
+def _markdown(results: list[Measurement], stat_s: dict[str, float], meta: dict) -> str:
+    lines = [
+        f"# Preprocessing speed, {meta['dataset']} ({meta['rows_per_day']:,} rows x {meta['days']} days)",
+        "",
+        f"Fit on {meta['days'] - 1} days, transform all {meta['days']}. {meta['cpus']} CPUs; "
+        f"load average before {meta['loadavg_before']}, after {meta['loadavg_after']}.",
+        "",
+        "| path | fit rows/s | transform rows/s | fit s | transform s | cluster start s "
+        "| fit CPU s | transform CPU s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in results:
+        lines.append(
+            f"| {m.name} | {m.fit_rows_per_s:,.0f} | {m.transform_rows_per_s:,.0f} | "
+            f"{m.fit_s:.2f} | {m.transform_s:.2f} | {m.startup_s:.2f} | "
+            f"{m.fit_cpu_s:.2f} | {m.transform_cpu_s:.2f} |"
+        )
+    if stat_s:
+        lines += ["", "| stat pass alone (threads cluster) | fit s |", "|---|---:|"]
+        lines += [f"| {k} | {v:.2f} |" for k, v in stat_s.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows-per-day", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=4)
+    parser.add_argument("--row-group-rows", type=int, default=100_000)
+    parser.add_argument("--part-size", default="64MB")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--skip-before", action="store_true")
+    parser.add_argument("--skip-ops", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    spec = load_spec(DATASET)
+    work = Path(tempfile.mkdtemp(prefix="recloop-bench-pre-"))
+    try:
+        files = _write_days(work, args.rows_per_day, args.days, args.row_group_rows)
+        load_before = [round(x, 2) for x in os.getloadavg()]
+        results = [] if args.skip_before else [_before(spec, files, work)]
+        for name in args.configs:
+            results.append(_after(name, CONFIGS[name], spec, files, work, args.part_size,
+                                  args.row_group_rows))
+        stat_s = {} if args.skip_ops else _stat_passes(spec, files, work, args.part_size)
+        load_after = [round(x, 2) for x in os.getloadavg()]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    meta = {
+        "dataset": DATASET,
+        "rows_per_day": args.rows_per_day,
+        "days": args.days,
+        "row_group_rows": args.row_group_rows,
+        "part_size": args.part_size,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "nvtabular": nvt.__version__,
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
+    }
+    result = {
+        **meta,
+        "results": [
+            {**asdict(m), "fit_rows_per_s": round(m.fit_rows_per_s),
+             "transform_rows_per_s": round(m.transform_rows_per_s)}
+            for m in results
+        ],
+        "stat_pass_seconds": stat_s,
+    }
+    write_results(args.out, "preprocess_speed", result, _markdown(results, stat_s, meta))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
