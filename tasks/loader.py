@@ -111,15 +111,22 @@ class ParquetBatches:
         try:
             pending: Future | None = None
             if pool is not None and plan:
-                pending = pool.submit(self._load, plan[0], epoch, 0, check)
+                pending = pool.submit(self._load, plan[0], epoch, 0)
             for k in range(len(plan)):
                 if pending is None:
-                    buf = self._load(plan[k], epoch, k, check)
+                    buf = self._load(plan[k], epoch, k)
                 else:
                     buf = pending.result()
                     pending = None
                     if k + 1 < len(plan):  # read the next buffer while this one trains
-                        pending = pool.submit(self._load, plan[k + 1], epoch, k + 1, check)
+                        pending = pool.submit(self._load, plan[k + 1], epoch, k + 1)
+                if check is not None:
+                    # here, not in the prefetch thread: torch's checks would start a second
+                    # OpenMP team there, next to the training threads
+                    try:
+                        check(buf)
+                    except ValueError as exc:
+                        raise ValueError(f"{exc} ({self._locate(plan[k], check)})") from exc
                 n = _rows(buf)
                 start = 0
                 if carry is not None:
@@ -141,18 +148,22 @@ class ParquetBatches:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
 
-    def _load(self, groups: list[int], epoch: int | None, k: int, check: ChunkCheck | None) -> Batch:
-        """Read row groups `groups` into one buffer of contiguous tensors; check; shuffle."""
+    def _load(self, groups: list[int], epoch: int | None, k: int) -> Batch:
+        """Read row groups `groups` into one buffer of contiguous tensors, shuffled for `epoch`.
+
+        Single-threaded numpy and pyarrow (`use_threads=False`): on a machine whose cores run
+        the training threads, extra reader threads slowed training more than they saved.
+        """
         parts: list[tuple[int, int, pa.Table]] = []
         handles: dict[int, pq.ParquetFile] = {}
         for g in groups:
             fi, rg, _ = self.row_groups[g]
             if fi not in handles:
                 handles[fi] = pq.ParquetFile(self.files[fi])
-            pf = handles[fi]
-            parts.append((fi, rg, pf.read_row_group(rg, columns=self.columns)))
+            parts.append((fi, rg, handles[fi].read_row_group(rg, columns=self.columns, use_threads=False)))
         n = sum(t.num_rows for _, _, t in parts)
-        out: dict[str, np.ndarray] = {}
+        perm = epoch_rng(self.seed, epoch, k).permutation(n) if epoch is not None else None
+        out: dict[str, torch.Tensor] = {}
         for key, names, dtype in (("cat", self.cat, np.int64), ("cont", self.cont, np.float32),
                                   ("cross", self.cross, np.int64)):
             arr = np.empty((n, len(names)), dtype=dtype)
@@ -161,35 +172,24 @@ class ParquetBatches:
                 for fi, rg, t in parts:
                     arr[off : off + t.num_rows, j] = _column(t, name, self.files[fi], rg)
                     off += t.num_rows
-            out[key] = arr
-        for name, dtype in ([(self.label, np.float32)] if self.label else []) + [(c, None) for c in self.extra]:
-            cols = [_column(t, name, self.files[fi], rg) for fi, rg, t in parts]
-            arr = np.concatenate(cols) if cols else np.empty(0)
-            out["label" if name == self.label else name] = arr if dtype is None else arr.astype(dtype, copy=False)
-        buf = {key: torch.from_numpy(v) for key, v in out.items()}
-        if check is not None:
-            try:
-                check(buf)
-            except ValueError as exc:
-                raise ValueError(f"{exc} ({self._locate(parts, buf, check)})") from exc
-        if epoch is not None:
-            # numpy's gather is single-threaded: in the prefetch thread it does not start a
-            # second OpenMP team next to the training threads (and it beat index_select here)
-            perm = epoch_rng(self.seed, epoch, k).permutation(n)
-            buf = {key: torch.from_numpy(np.take(v, perm, axis=0)) for key, v in out.items()}
-        return buf
+            out[key] = torch.from_numpy(arr if perm is None else np.take(arr, perm, axis=0))
+        for name in ([self.label] if self.label else []) + self.extra:
+            arr = np.concatenate([_column(t, name, self.files[fi], rg) for fi, rg, t in parts])
+            if name == self.label:
+                name, arr = "label", arr.astype(np.float32, copy=False)
+            out[name] = torch.from_numpy(arr if perm is None else np.take(arr, perm, axis=0))
+        return out
 
-    def _locate(self, parts, buf: Batch, check: ChunkCheck) -> str:
-        """The first row group of a failing buffer that fails on its own (slow path, errors only)."""
-        off = 0
-        for fi, rg, t in parts:
-            piece = {key: v[off : off + t.num_rows] for key, v in buf.items()}
-            off += t.num_rows
+    def _locate(self, groups: list[int], check: ChunkCheck) -> str:
+        """The first row group of a failing buffer that fails on its own (re-read; errors only)."""
+        for g in groups:
             try:
-                check(piece)
+                check(self._load([g], None, 0))
             except ValueError:
+                fi, rg, _ = self.row_groups[g]
                 return f"in {self.files[fi]} row group {rg}"
-        return "in row groups " + ", ".join(f"{self.files[fi].name}:{rg}" for fi, rg, _ in parts)
+        return "in row groups " + ", ".join(f"{self.files[self.row_groups[g][0]].name}:{self.row_groups[g][1]}"
+                                            for g in groups)
 
 
 def _rows(batch: Batch) -> int:
