@@ -1,9 +1,12 @@
-"""The training loop: mini-batches from contiguous tensors, early stopping on validation
+"""The training loop: mini-batches from a `BatchSource`, early stopping on validation
 logloss, and batched prediction.
 
 The trainer owns everything the models must not: the optimizer, the RNG, the thread count.
-Data arrive as dicts of whole-split tensors (the `InputSchema` batch layout); a batch is
-`tensor[perm[i:i + B]]`, one gather per tensor, with no per-row Python `Dataset`.
+Data arrive through a `BatchSource`: an object that yields batch dicts (the `InputSchema`
+layout) for an epoch, so no stage needs a whole split in memory. `TensorBatches` wraps
+whole-split tensor dicts (tests, small data); `tasks.loader.ParquetBatches` streams the
+transformed parquet files. A plain dict passed to `fit`/`predict_proba` is wrapped in
+`TensorBatches`, so older callers keep working.
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ import copy
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -73,10 +76,11 @@ class TrainResult:
 
 
 def check_batch(schema, batch: Mapping[str, torch.Tensor], *, need_label: bool, where: str) -> int:
-    """Validate a whole-split batch against the model's schema; return its row count.
+    """Validate a chunk of rows against the model's schema; return its row count.
 
-    Checks keys, dtypes, shapes and id ranges once, so the per-step loop does not have to
-    (an out-of-range id would silently read a neighbouring field's embedding rows).
+    Checks keys, dtypes, shapes and id ranges once per loaded chunk (a whole split, or a
+    loader's buffer of row groups), so the per-step loop does not have to (an out-of-range
+    id would silently read a neighbouring field's embedding rows).
     """
     widths = {
         "cat": len(schema.categorical),
@@ -136,67 +140,172 @@ def _param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]
     ]
 
 
-def _take(batch: Mapping[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {k: batch[k].index_select(0, idx) for k in (*FEATURE_KEYS, "label") if k in batch}
+Batch = dict[str, torch.Tensor]
+ChunkCheck = Callable[[Mapping[str, torch.Tensor]], object]
+PREDICT_BATCH_SIZE = 8192
+_PROGRESS_INTERVAL_S = 0.5  # on_progress at most twice a second (plus a final call)
+
+
+class BatchSource(Protocol):
+    """Where batches come from: `rows` rows, yielded as batch dicts in the InputSchema layout
+    ({"cat", "cont", "cross"[, "label"]}; extra keys are ignored by the trainer).
+
+    `batches(epoch)`: epoch None yields every row once, in order, unshuffled (scoring);
+    epoch k >= 1 yields every row once in an order that depends only on the source's seed
+    and k (so runs are reproducible and an epoch can be replayed). The source owns the
+    batch size. `check`, when given, is called on every chunk of rows the source loads
+    (the whole split, or a buffer of row groups) before it is cut into batches; it raises
+    ValueError on bad data, which the source may extend with where the chunk came from.
+    """
+
+    rows: int
+
+    def batches(self, epoch: int | None, check: ChunkCheck | None = None) -> Iterator[Batch]: ...
+
+
+class TensorBatches:
+    """A `BatchSource` over whole-split tensors already in memory (tests, small data).
+
+    Args:
+        data: {"cat", "cont", "cross"[, "label"]} tensors with the same number of rows.
+        batch_size: rows per batch (the last batch of an epoch may be shorter).
+        seed: with the epoch, fixes the epoch's permutation.
+    A shuffled batch is `tensor[perm[i:i + B]]`, one gather per tensor; an in-order batch
+    is a view.
+    """
+
+    def __init__(self, data: Mapping[str, torch.Tensor], batch_size: int = 1024, seed: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if "cat" not in data:
+            raise ValueError(f"batch is missing ['cat'] (keys: {sorted(data)})")
+        self.data = {k: v.contiguous() for k, v in data.items()}
+        self.batch_size, self.seed = batch_size, seed
+        self.rows = int(self.data["cat"].shape[0])
+
+    def batches(self, epoch: int | None, check: ChunkCheck | None = None) -> Iterator[Batch]:
+        if check is not None:
+            check(self.data)  # the whole split is one chunk
+        n, size = self.rows, self.batch_size
+        if epoch is None:
+            for i in range(0, n, size):
+                yield {k: v[i : i + size] for k, v in self.data.items()}
+            return
+        perm = torch.from_numpy(epoch_rng(self.seed, epoch).permutation(n))
+        for i in range(0, n, size):
+            idx = perm[i : i + size]
+            yield {k: v.index_select(0, idx) for k, v in self.data.items()}
+
+
+def epoch_rng(seed: int, epoch: int, *more: int) -> np.random.Generator:
+    """The RNG of one epoch (and sub-stream): independent streams for every (seed, epoch),
+    unlike `seed + epoch`, where seed 0 epoch 2 would replay seed 1 epoch 1."""
+    return np.random.default_rng((seed, epoch, *more))
+
+
+def as_source(data: BatchSource | Mapping[str, torch.Tensor], batch_size: int, seed: int = 0) -> BatchSource:
+    """`data` itself when it is a BatchSource; a plain tensor dict wrapped in TensorBatches."""
+    if isinstance(data, Mapping):
+        return TensorBatches(data, batch_size=batch_size, seed=seed)
+    if not (hasattr(data, "rows") and callable(getattr(data, "batches", None))):
+        raise TypeError(f"expected a BatchSource or a dict of tensors, got {type(data).__name__}")
+    return data
+
+
+class _Progress:
+    """Calls `on_progress(rows_done, rows_total)` at most every _PROGRESS_INTERVAL_S."""
+
+    def __init__(self, callback: Callable[[int, int], None] | None, total: int):
+        self.callback, self.total, self.done = callback, total, 0
+        self.last = -math.inf
+
+    def add(self, rows: int) -> None:
+        self.done += rows
+        if self.callback is not None:
+            now = time.monotonic()
+            if now - self.last >= _PROGRESS_INTERVAL_S:
+                self.last = now
+                self.callback(self.done, self.total)
+
+    def finish(self) -> None:
+        """A last call; after an early stop the total shrinks to the rows done (bar at 100%)."""
+        if self.callback is not None:
+            self.callback(self.done, self.done)
 
 
 def fit(
     model: nn.Module,
-    train: Mapping[str, torch.Tensor],
-    val: Mapping[str, torch.Tensor],
+    train: BatchSource | Mapping[str, torch.Tensor],
+    val: BatchSource | Mapping[str, torch.Tensor],
     config: TrainConfig = TrainConfig(),
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train `model` in place with AdamW on binary cross-entropy; return the history.
 
     Args:
         model: a model from `models.build_model` (it must carry `.schema`).
-        train, val: dicts of whole-split tensors {"cat", "cont", "cross", "label"}.
+        train, val: BatchSources with labels (e.g. `tasks.loader.ParquetBatches`), or dicts
+            of whole-split tensors {"cat", "cont", "cross", "label"}, which are wrapped in
+            `TensorBatches(d, config.batch_size, config.seed)`. A source's own batch size
+            and seed decide the batches; pass `config.batch_size` and `config.seed` to it.
         config: see `TrainConfig`.
         on_epoch: called after each epoch with that epoch's history row
             {epoch, train_loss, val_logloss, val_auc, seconds}.
-    Early stopping: after `patience` epochs without a lower validation logloss, training
-    stops; the weights of the best epoch are restored before returning. Runs are
-    deterministic for a given seed and thread count (the global RNG is left untouched).
-    Sets torch's intra-op thread count to `config.threads` (process-wide, left set).
+        on_progress: called as `on_progress(rows_done, rows_total)` with the training rows
+            done so far out of `epochs * train.rows`, at most twice a second, and once at
+            the end with `rows_total == rows_done` (so an early stop closes a bar at 100%).
+    Every chunk the sources load is checked against `model.schema` (`check_batch`); a
+    1-row batch is skipped (BatchNorm cannot train on it). Validation AUC and logloss are
+    exact over all validation rows. Early stopping: after `patience` epochs without a lower
+    validation logloss, training stops; the weights of the best epoch are restored before
+    returning. Runs are deterministic for a given seed, source order and thread count
+    (the global RNG is left untouched). Sets torch's intra-op thread count to
+    `config.threads` (process-wide, left set).
     """
     torch.set_num_threads(config.threads)
     schema = model.schema
-    train = {k: v.contiguous() for k, v in train.items()}
-    n = check_batch(schema, train, need_label=True, where="train")
-    check_batch(schema, val, need_label=True, where="val")
-    if n < 2 or val["label"].shape[0] == 0:
-        raise ValueError(f"need at least 2 training rows and 1 validation row, got {n} and "
-                         f"{val['label'].shape[0]}")
-    y_val = val["label"].numpy()
+    train = as_source(train, config.batch_size, config.seed)
+    val = as_source(val, PREDICT_BATCH_SIZE)
+    if train.rows < 2 or val.rows == 0:
+        raise ValueError(f"need at least 2 training rows and 1 validation row, got {train.rows} and "
+                         f"{val.rows}")
+
+    def check_train(chunk):
+        return check_batch(schema, chunk, need_label=True, where="train")
+
+    def check_val(chunk):
+        return check_batch(schema, chunk, need_label=True, where="val")
+
     optimizer = torch.optim.AdamW(_param_groups(model, config), lr=config.lr)
     loss_fn = nn.BCEWithLogitsLoss()
     result = TrainResult()
+    progress = _Progress(on_progress, config.epochs * train.rows)
+    progress.add(0)
     best_state = None
     bad_epochs, train_seconds, samples = 0, 0.0, 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # dropout masks
-        gen = torch.Generator().manual_seed(config.seed)  # batch order
         for epoch in range(1, config.epochs + 1):
             model.train()
             start = time.perf_counter()
-            perm = torch.randperm(n, generator=gen)
             total_loss, seen = 0.0, 0
-            for i in range(0, n, config.batch_size):
-                idx = perm[i : i + config.batch_size]
-                if idx.numel() < 2:  # a 1-row tail batch would break BatchNorm; skip it
+            for batch in train.batches(epoch, check=check_train):
+                b = batch["label"].shape[0]
+                if b < 2:  # a 1-row tail batch would break BatchNorm; skip it
+                    progress.add(b)
                     continue
-                batch = _take(train, idx)
-                loss = loss_fn(model(batch), batch["label"])
+                loss = loss_fn(model({k: batch[k] for k in FEATURE_KEYS}), batch["label"])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total_loss += loss.item() * idx.numel()
-                seen += idx.numel()
+                total_loss += loss.item() * b
+                seen += b
+                progress.add(b)
             epoch_train_s = time.perf_counter() - start
             train_seconds += epoch_train_s
             samples += seen
-            p_val = predict_proba(model, val)
+            p_val, y_val = _predict(model, val, check_val, with_labels=True)
             row = {
                 "epoch": epoch,
                 "train_loss": total_loss / max(seen, 1),
@@ -219,6 +328,7 @@ def fit(
                 bad_epochs += 1
                 if bad_epochs >= config.patience:
                     break
+    progress.finish()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
@@ -227,20 +337,48 @@ def fit(
 
 
 def predict_proba(
-    model: nn.Module, batch: Mapping[str, torch.Tensor], batch_size: int = 8192
+    model: nn.Module,
+    source: BatchSource | Mapping[str, torch.Tensor],
+    batch_size: int = PREDICT_BATCH_SIZE,
 ) -> np.ndarray:
-    """Click probabilities for every row of `batch` (a "label" key is ignored).
+    """Click probabilities for every row of `source`, in its order (a "label" is ignored).
 
-    Runs in eval mode under `torch.inference_mode`, `batch_size` rows at a time; the
-    batch is checked against `model.schema` first (one cheap pass over the ids).
-    Returns float64 (n,), clipped into the open interval (0, 1).
+    Args:
+        source: a BatchSource (read with `batches(None)`: every row once, in order; its own
+            batch size applies) or a dict of whole-split tensors, scored `batch_size` rows
+            at a time.
+    Runs in eval mode under `torch.inference_mode`; every loaded chunk is checked against
+    `model.schema` first (one cheap pass over the ids). Returns float64 (rows,), clipped
+    into the open interval (0, 1).
     """
-    n = check_batch(model.schema, batch, need_label=False, where="predict")
+    schema = model.schema
+
+    def check(chunk):
+        return check_batch(schema, chunk, need_label=False, where="predict")
+
+    p, _ = _predict(model, as_source(source, batch_size), check, with_labels=False)
+    return p
+
+
+def _predict(
+    model: nn.Module, source: BatchSource, check: ChunkCheck, *, with_labels: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probabilities (and labels, when asked) of every row of `source`, in order."""
     model.eval()
+    n = source.rows
     out = np.empty(n, dtype=np.float64)
+    labels = np.empty(n, dtype=np.float32) if with_labels else None
+    i = 0
     with torch.inference_mode():
-        for i in range(0, n, batch_size):
-            chunk = {k: batch[k][i : i + batch_size] for k in FEATURE_KEYS}
-            out[i : i + batch_size] = torch.sigmoid(model(chunk).double()).numpy()
+        for batch in source.batches(None, check=check):
+            b = batch["cat"].shape[0]
+            if i + b > n:
+                raise ValueError(f"source yielded more than its {n} rows")
+            out[i : i + b] = torch.sigmoid(model({k: batch[k] for k in FEATURE_KEYS}).double()).numpy()
+            if labels is not None:
+                labels[i : i + b] = batch["label"].numpy()
+            i += b
+    if i != n:
+        raise ValueError(f"source yielded {i} rows, expected {n}")
     eps = np.finfo(np.float64).eps
-    return np.clip(out, eps, 1.0 - eps)
+    return np.clip(out, eps, 1.0 - eps), labels

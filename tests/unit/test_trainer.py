@@ -12,13 +12,10 @@ import torch
 from models import build_model
 from models.metrics import log_loss, roc_auc
 from models.schema import Field, InputSchema
-from models.trainer import TrainConfig, check_batch, fit, predict_proba
+from models.trainer import TensorBatches, TrainConfig, check_batch, fit, predict_proba
 
 SMALL = {"wide": {}, "deep": {"embedding_dim": 8, "hidden": [32, 16]},
          "wide_deep": {"embedding_dim": 8, "hidden": [32, 16]}}
-
-
-
 
 
 def planted(n: int, seed: int) -> tuple[InputSchema, dict[str, torch.Tensor]]:
@@ -196,3 +193,47 @@ def test_planted_signal_is_learned_and_wide_deep_is_best():
         auc[arch] = fit(model, train, val, config).best_val_auc
     assert min(auc.values()) > 0.62, auc
     assert auc["wide_deep"] >= max(auc["wide"], auc["deep"]) - 0.005, auc
+
+
+def test_tensor_batches_every_row_once_seeded_per_epoch():
+    schema, data = planted(1000, seed=8)
+    data["row_id"] = torch.arange(1000)
+    src = TensorBatches(data, batch_size=96, seed=4)
+    order = {e: torch.cat([b["row_id"] for b in src.batches(e)]) for e in (None, 1, 2)}
+    assert torch.equal(order[None], torch.arange(1000))
+    for e in (1, 2):
+        assert torch.equal(order[e].sort().values, torch.arange(1000))
+    assert not torch.equal(order[1], order[2])
+    again = torch.cat([b["row_id"] for b in TensorBatches(data, batch_size=96, seed=4).batches(1)])
+    assert torch.equal(order[1], again)
+    checked = []
+    assert [b["cat"].shape[0] for b in src.batches(None, check=checked.append)][-1] == 1000 - 96 * 10
+    assert len(checked) == 1 and checked[0]["cat"].shape[0] == 1000  # one check per chunk
+
+
+def test_fit_accepts_a_batch_source_like_a_dict():
+    schema, data = planted(1500, seed=2)
+    train, val = split(data, 1200)
+    config = TrainConfig(epochs=2, batch_size=128, threads=1, seed=5)
+    results = []
+    for wrap in (False, True):
+        model = build_model("wide_deep", schema, SMALL["wide_deep"], seed=1)
+        args = (TensorBatches(train, 128, seed=5), TensorBatches(val, 8192)) if wrap else (train, val)
+        results.append([{k: v for k, v in r.items() if k != "seconds"} for r in fit(model, *args, config).history])
+    assert results[0] == results[1]
+
+
+def test_on_progress_is_throttled_and_ends_at_the_rows_done(monkeypatch):
+    import models.trainer as trainer
+
+    schema, data = planted(1000, seed=9)
+    train, val = split(data, 800)
+    config = TrainConfig(epochs=3, batch_size=100, threads=1, patience=5)
+    for interval, expect_calls in ((0.0, 1 + 3 * 8 + 1), (1e9, 2)):
+        monkeypatch.setattr(trainer, "_PROGRESS_INTERVAL_S", interval)
+        calls: list[tuple[int, int]] = []
+        fit(build_model("wide", schema), train, val, config,
+            on_progress=lambda d, t, calls=calls: calls.append((d, t)))
+        assert len(calls) == expect_calls, interval
+        assert calls[0] == (0, 2400) and calls[-1] == (2400, 2400)
+        assert [d for d, _ in calls] == sorted(d for d, _ in calls)
