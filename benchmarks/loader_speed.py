@@ -3,28 +3,30 @@
 Writes synthetic parquet in the layout the fitted workflow writes (synthetic_clicks-like: 5
 categorical fields of cardinality 10-10,000 as int64, 3 continuous float32, 5 crosses of
 10,000 buckets, a float32 label from a planted logistic model, a row_id) sorted by day: one
-file per day, `--row-group-rows` rows per row group. Then, on the same files:
+file per day, `--row-group-rows` rows per row group (and a second copy with
+`--small-row-group-rows`). Then, on the same files, every measurement `--rounds` times:
 
-1. Iteration only (one epoch, shuffled): batches/s and samples/s of
+1. Iteration only (one shuffled epoch): batches/s and samples/s of
    - `tasks.loader.ParquetBatches` (buffer of `--shuffle-row-groups` row groups, with and
      without prefetch), batches already in the model's {"cat", "cont", "cross", "label"} layout;
    - `merlin.dataloader.torch.Loader(merlin.io.Dataset(files, engine="parquet"),
      batch_size, shuffle=True)` as it comes (a dict of 1-D column tensors), and with the
-     columns stacked into the model's layout (what the trainer would need).
+     columns stacked into the model's layout (what the trainer needs).
 2. One `wide_deep` epoch (`models.trainer.fit`, epochs=1) over the first `--train-files`
-   files fed by each loader, and by `TensorBatches` over the same rows held in memory (the
-   no-loader ceiling): `train_samples_per_s`.
+   files fed by each loader and by `TensorBatches` over the same rows held in memory (the
+   no-loader ceiling), the sources interleaved round by round: `train_samples_per_s`.
 3. Shuffle quality: per batch, the total-variation distance between its day histogram and
    the whole data's (0 = the batch looks like the data, 1 - 1/days = a batch from one day),
-   averaged over the epoch's batches: full permutation, ParquetBatches at several buffer
-   sizes, merlin's Loader, no shuffle.
+   averaged over the epoch's batches: full permutation, ParquetBatches at buffers of 1 row
+   group up to all of them (both row-group sizes), merlin's Loader (parts_per_chunk 1, 2,
+   4), no shuffle.
 
 Writes benchmarks/results/loader_speed.json and loader_speed.md, with the load average
-(the machine is shared: numbers taken while others run are noisy).
+(the machine is shared: numbers taken while others run are noisy; compare within a round).
 
     python -m benchmarks.loader_speed [--rows 2000000] [--files 8] [--row-group-rows 65536]
-        [--batch-size 1024] [--shuffle-row-groups 8] [--train-files 2] [--threads 2]
-        [--skip-merlin] [--skip-train]
+        [--small-row-group-rows 8192] [--batch-size 1024] [--shuffle-row-groups 8]
+        [--rounds 3] [--train-files 1] [--threads 2] [--skip-merlin] [--skip-train]
 """
 
 from __future__ import annotations
