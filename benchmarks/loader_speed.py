@@ -3,28 +3,32 @@
 Writes synthetic parquet in the layout the fitted workflow writes (synthetic_clicks-like: 5
 categorical fields of cardinality 10-10,000 as int64, 3 continuous float32, 5 crosses of
 10,000 buckets, a float32 label from a planted logistic model, a row_id) sorted by day: one
-file per day, `--row-group-rows` rows per row group. Then, on the same files:
+file per day, `--row-group-rows` rows per row group (and a second copy with
+`--small-row-group-rows`). Then, on the same files, every measurement `--rounds` times:
 
-1. Iteration only (one epoch, shuffled): batches/s and samples/s of
+1. Iteration only (one shuffled epoch): batches/s and samples/s of
    - `tasks.loader.ParquetBatches` (buffer of `--shuffle-row-groups` row groups, with and
      without prefetch), batches already in the model's {"cat", "cont", "cross", "label"} layout;
    - `merlin.dataloader.torch.Loader(merlin.io.Dataset(files, engine="parquet"),
      batch_size, shuffle=True)` as it comes (a dict of 1-D column tensors), and with the
-     columns stacked into the model's layout (what the trainer would need).
+     columns stacked into the model's layout (what the trainer needs).
 2. One `wide_deep` epoch (`models.trainer.fit`, epochs=1) over the first `--train-files`
-   files fed by each loader, and by `TensorBatches` over the same rows held in memory (the
-   no-loader ceiling): `train_samples_per_s`.
-3. Shuffle quality: per batch, the total-variation distance between its day histogram and
+   files fed by each loader and by `TensorBatches` over the same rows held in memory (the
+   no-loader ceiling), the sources interleaved round by round: `train_samples_per_s`.
+3. Peak memory of a shuffled epoch (prefetch on) against the buffer size, each in a fresh
+   process.
+4. Shuffle quality: per batch, the total-variation distance between its day histogram and
    the whole data's (0 = the batch looks like the data, 1 - 1/days = a batch from one day),
-   averaged over the epoch's batches: full permutation, ParquetBatches at several buffer
-   sizes, merlin's Loader, no shuffle.
+   averaged over the epoch's batches: full permutation, ParquetBatches at buffers of 1 row
+   group up to all of them (both row-group sizes), merlin's Loader (parts_per_chunk 1, 2,
+   4), no shuffle.
 
 Writes benchmarks/results/loader_speed.json and loader_speed.md, with the load average
-(the machine is shared: numbers taken while others run are noisy).
+(the machine is shared: numbers taken while others run are noisy; compare within a round).
 
     python -m benchmarks.loader_speed [--rows 2000000] [--files 8] [--row-group-rows 65536]
-        [--batch-size 1024] [--shuffle-row-groups 8] [--train-files 2] [--threads 2]
-        [--skip-merlin] [--skip-train]
+        [--small-row-group-rows 8192] [--batch-size 1024] [--shuffle-row-groups 8]
+        [--rounds 3] [--train-files 1] [--threads 2] [--skip-merlin] [--skip-train]
 """
 
 from __future__ import annotations
@@ -199,6 +203,38 @@ def shuffle_quality(datasets: dict[int, list[Path]], rows: int, per_file: int, d
     return out
 
 
+_RSS_PROBE = """
+import resource, sys, torch
+from benchmarks.loader_speed import schema
+from tasks.loader import ParquetBatches
+files, k = sys.argv[1].split(","), int(sys.argv[2])
+src = ParquetBatches.for_schema(files, schema(), "label", shuffle_row_groups=k, prefetch=True)
+src._load([0], 1, 0)  # warm up pyarrow and numpy (libraries, pools) before the baseline
+base = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() / 1024  # KiB now
+n = sum(b["label"].shape[0] for b in src.batches(1))
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+"""
+
+
+def peak_memory(files: list[Path], rg_rows: int, buffers: list[int]) -> list[dict]:
+    """Peak RSS of one shuffled epoch (prefetch on) above the RSS before it, each in a fresh process."""
+    import subprocess
+    import sys
+
+    bytes_per_row = 8 * (len(CAT_CARDS) + N_CROSS) + 4 * (N_CONT + 1)
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    out = []
+    for k in buffers:
+        mb = float(subprocess.run([sys.executable, "-c", _RSS_PROBE, ",".join(map(str, files)), str(k)],
+                                  check=True, capture_output=True, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}).stdout)
+        out.append({"buffer_row_groups": k, "buffer_mb": round(min(k * rg_rows, rows) * bytes_per_row / 2**20, 1),
+                    "data_mb_as_tensors": round(rows * bytes_per_row / 2**20, 1), "peak_rss_growth_mb": round(mb)})
+        print(f"  buffer {k:3d} row groups ({out[-1]['buffer_mb']} MB): peak RSS +{round(mb)} MB "
+              f"(whole data as tensors {out[-1]['data_mb_as_tensors']} MB)")
+    return out
+
+
 def train_epoch(source, val, sch, label: str, batch_size: int, threads: int) -> dict:
     from models import build_model
     from models.trainer import TrainConfig, fit
@@ -308,6 +344,9 @@ def main(argv: list[str] | None = None) -> dict:
                 sources["merlin Loader"] = lambda: MerlinBatches(train_files, sch, bs)
             result["wide_deep_epoch"] = train_rounds(sources, val_tensors, sch, bs, args.threads, n)
 
+        print("memory, one shuffled epoch with prefetch:")
+        total_rgs = len(files) * md.num_row_groups
+        result["peak_memory"] = peak_memory(files, args.row_group_rows, sorted({2, k, total_rgs}))
         print("shuffle quality:")
         result["shuffle_quality"] = shuffle_quality(datasets, args.rows, per_file, args.files, bs,
                                                     k * args.row_group_rows, sch, not args.skip_merlin)
@@ -343,6 +382,11 @@ def markdown(r: dict) -> str:
                   "|---|---:|---:|---:|---:|"]
         lines += [f"| {x['loader']} | {x['train_samples_per_s']:,} | {x['median_train_samples_per_s']:,} | "
                   f"{x['val_auc']} | {x['load_1min']} |" for x in r["wide_deep_epoch"]]
+    if "peak_memory" in r:
+        lines += ["", "| buffer (row groups) | buffer MB | peak RSS growth MB (epoch, prefetch) | whole data MB |",
+                  "|---:|---:|---:|---:|"]
+        lines += [f"| {m['buffer_row_groups']} | {m['buffer_mb']} | {m['peak_rss_growth_mb']} | "
+                  f"{m['data_mb_as_tensors']} |" for m in r["peak_memory"]]
     q = r["shuffle_quality"]
     lines += ["", f"Shuffle quality: {q['metric']}.", "", "| order | mean TV | p90 TV | days per batch |",
               "|---|---:|---:|---:|"]

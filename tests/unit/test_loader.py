@@ -201,3 +201,11 @@ def test_nulls_in_an_id_column_are_refused(tmp_path):
     pq.write_table(t.set_column(t.schema.get_field_index("item"), "item", item), files[0])
     with pytest.raises(ValueError, match="column 'item' has 1 null"):
         list(source(files).batches(1))
+
+
+def test_check_runs_once_per_buffer_not_per_batch(files):
+    src = source(files, shuffle_row_groups=5)
+    seen = []
+    batches = list(src.batches(1, check=lambda chunk: seen.append(chunk["label"].shape[0])))
+    assert len(seen) == len(src.plan(1)) < len(batches)
+    assert sum(seen) == src.rows
