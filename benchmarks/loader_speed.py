@@ -204,20 +204,23 @@ def shuffle_quality(datasets: dict[int, list[Path]], rows: int, per_file: int, d
 
 
 _RSS_PROBE = """
-import resource, sys, torch
+import resource, sys
 from benchmarks.loader_speed import schema
 from tasks.loader import ParquetBatches
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() / 2**20
 files, k = sys.argv[1].split(","), int(sys.argv[2])
 src = ParquetBatches.for_schema(files, schema(), "label", shuffle_row_groups=k, prefetch=True)
 src._load([0], 1, 0)  # warm up pyarrow and numpy (libraries, pools) before the baseline
-base = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() / 1024  # KiB now
-n = sum(b["label"].shape[0] for b in src.batches(1))
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+base = peak = rss()
+for b in src.batches(1):
+    peak = max(peak, rss())
+print(peak - base)
 """
 
 
 def peak_memory(files: list[Path], rg_rows: int, buffers: list[int]) -> list[dict]:
-    """Peak RSS of one shuffled epoch (prefetch on) above the RSS before it, each in a fresh process."""
+    """Peak RSS (sampled at every batch) of one shuffled epoch (prefetch on) above the RSS before
+    it, each in a fresh process."""
     import subprocess
     import sys
 

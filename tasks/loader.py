@@ -94,6 +94,11 @@ class ParquetBatches:
         return cls(files, [f.name for f in schema.categorical], list(schema.continuous),
                    [f.name for f in schema.crosses], label, **kwargs)
 
+    def column(self, name: str) -> np.ndarray:
+        """One column of every row in file order, the `batches(None)` order (e.g. the labels
+        the evaluation scores predictions against); reads only that column."""
+        return np.concatenate([pq.read_table(f, columns=[name]).column(name).to_numpy() for f in self.files])
+
     def plan(self, epoch: int | None) -> list[list[int]]:
         """Indices into `row_groups`, one list per buffer, in the order they are read."""
         order = np.arange(len(self.row_groups))

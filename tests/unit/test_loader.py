@@ -137,6 +137,8 @@ def test_predictions_follow_file_order(files):
         "cross": torch.from_numpy(np.stack([col(f.name) for f in SCHEMA.crosses], 1)),
     }
     np.testing.assert_allclose(predict_proba(model, src), predict_proba(model, whole), rtol=1e-6)
+    assert np.array_equal(src.column("row_id"), np.arange(src.rows))
+    assert np.array_equal(src.column("click"), col("click"))
 
 
 def test_fit_on_parquet_learns_the_planted_signal_deterministically(tmp_path, files):
