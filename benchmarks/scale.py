@@ -129,40 +129,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _dask_command() -> list[str]:
-    exe = Path(sys.executable).parent / "dask"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "dask"]
-
-
-@contextmanager
 def external_dask(logs: Path, workers: int = 2, memory_limit: str = "3GiB"):
     """A scheduler and `workers` single-process workers on 127.0.0.1, stopped on exit:
     yields (address, pids). Started here, so their memory is sampled next to the night's."""
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    procs: list[subprocess.Popen] = []
-    try:
-        procs.append(subprocess.Popen(
-            [*_dask_command(), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-            stdout=(logs / "dask-scheduler.log").open("w"), stderr=subprocess.STDOUT))
-        for k in range(workers):
-            procs.append(subprocess.Popen(
-                [*_dask_command(), "worker", address, "--nworkers", "1", "--nthreads", "1",
-                 "--memory-limit", memory_limit, "--no-dashboard", "--local-directory", str(logs / f"worker-{k}")],
-                stdout=(logs / f"dask-worker-{k}.log").open("w"), stderr=subprocess.STDOUT))
-        from distributed import Client
+    from feature_store.cluster import process_cluster
 
-        with Client(address, timeout=60) as client:
-            client.wait_for_workers(workers, timeout=120)
-        yield address, [p.pid for p in procs]
-    finally:
-        for proc in reversed(procs):  # workers first, then the scheduler
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    return process_cluster(logs, workers=workers, threads=1, memory_limit=memory_limit)
 
 
 def synthetic_size(rows_per_day: int, base: Path, epochs: int, dask: tuple[str, list[int]] | None) -> dict:

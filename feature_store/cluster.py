@@ -13,20 +13,22 @@ vocabularies travel inside the pickled workflow, so workers never read the fit h
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import distributed
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-from merlin.core.utils import set_dask_client
-from merlin.io import Dataset
 
 from feature_store.errors import DataError
+
+if TYPE_CHECKING:  # imported where used: the settings import DaskConfig, and must stay light
+    import distributed
+    import pyarrow as pa
+    from merlin.io import Dataset
 
 CONNECT_TIMEOUT_S = 5
 
@@ -59,6 +61,11 @@ class DaskConfig:
 @contextmanager
 def dask_client(config: DaskConfig) -> Iterator[distributed.Client]:
     """A client on the configured cluster, set as Dask's and merlin's default for the block."""
+    import distributed
+    from merlin.core.utils import set_dask_client
+
+    # distributed logs every worker start, comm and plugin at INFO: a night shows warnings only.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     cluster = None
     if config.address:
         try:
@@ -91,6 +98,8 @@ def dask_client(config: DaskConfig) -> Iterator[distributed.Client]:
 def _pandas_dtype(types: list[pa.DataType], maybe_null: bool, column: str, files: list[Path]) -> Any:
     """One pandas dtype for a column over every part: what `pd.concat` of the parts gives.
     A part where the column is all null has parquet type `null`: it fits any other type."""
+    import pyarrow as pa
+
     if any(pa.types.is_null(t) for t in types):
         maybe_null = True
         types = [t for t in types if not pa.types.is_null(t)]
@@ -114,6 +123,8 @@ def _pandas_dtype(types: list[pa.DataType], maybe_null: bool, column: str, files
 
 
 def _schema_dtypes(files: list[Path], columns: list[str]) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
     types: dict[str, list[pa.DataType]] = {c: [] for c in columns}
     maybe_null = {c: False for c in columns}
     for path in files:
@@ -144,6 +155,8 @@ def raw_dataset(files: list[Path], columns: list[str], part_size: str | int) -> 
     Every partition gets the same dtypes, decided from the files' parquet metadata: an integer
     column with a null in any part is float64 everywhere (`pd.concat` of the parts would do
     the same), so the dtypes recorded at fit hold for every partition."""
+    from merlin.io import Dataset
+
     files = [Path(f) for f in files]
     if not files:
         raise DataError("raw dataset", "at least one part file")
@@ -154,3 +167,53 @@ def raw_dataset(files: list[Path], columns: list[str], part_size: str | int) -> 
     if dtypes:
         ddf = ddf.map_partitions(_cast, dtypes, meta=ddf._meta.astype(dtypes))
     return Dataset(ddf, cpu=True)
+
+
+@contextmanager
+def process_cluster(logs: Path, workers: int = 2, threads: int = 1, memory_limit: str = "3GiB",
+                    env: dict[str, str] | None = None) -> Iterator[tuple[str, list[int]]]:
+    """A real cluster on this host: `dask scheduler` and `workers` `dask worker` processes on
+    127.0.0.1 (logs and spill under `logs`), stopped on exit. Yields (address, pids). For tests
+    and benchmarks; a production cluster is started by its own tooling and given by address."""
+    import socket
+    import subprocess
+    import sys
+
+    import distributed
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    exe = Path(sys.executable).parent / "dask"
+    dask_cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "dask"]
+    address = f"tcp://127.0.0.1:{port}"
+    logs.mkdir(parents=True, exist_ok=True)
+    procs: list[subprocess.Popen] = []
+    try:
+        procs.append(subprocess.Popen(
+            [*dask_cmd, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            env=env, stdout=(logs / "dask-scheduler.log").open("w"), stderr=subprocess.STDOUT))
+        for k in range(workers):
+            procs.append(subprocess.Popen(
+                [*dask_cmd, "worker", address, "--nworkers", "1", "--nthreads", str(threads),
+                 "--memory-limit", memory_limit, "--no-dashboard", "--local-directory", str(logs / f"worker-{k}")],
+                env=env, stdout=(logs / f"dask-worker-{k}.log").open("w"), stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 120
+        while True:  # the scheduler needs a moment to listen
+            try:
+                with distributed.Client(address, timeout=5) as probe:
+                    probe.wait_for_workers(workers, timeout=120)
+                break
+            except OSError:
+                if time.monotonic() > deadline or procs[0].poll() is not None:
+                    raise
+                time.sleep(0.5)
+        yield address, [p.pid for p in procs]
+    finally:
+        for proc in reversed(procs):  # workers first, then the scheduler
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()

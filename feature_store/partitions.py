@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -98,6 +98,41 @@ def scan_day(root: Path | str, dataset: str, day: date | str) -> list[PartFile]:
 def read_part(path: Path) -> pd.DataFrame:
     """One data file as written (nothing cast; validation and preprocessing own types)."""
     return _read_file(path)
+
+
+def count_rows(path: Path) -> int:
+    """Rows of one part file: from the parquet footer (nothing else read), or by parsing a CSV."""
+    if path.suffix == ".csv":
+        return len(_read_file(path))
+    try:
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ValueError... for bad bytes
+        raise DataError(path, "readable parquet", detail=f"{type(exc).__name__}: {exc}") from exc
+
+
+def iter_chunks(path: Path, columns: list[str] | None = None, chunk_rows: int = 262_144) -> Iterator[pd.DataFrame]:
+    """The rows of one part file in order, at most `chunk_rows` at a time (parquet: record
+    batches of the columns asked for; a CSV is parsed whole, its size bounds it)."""
+    if path.suffix == ".csv":
+        frame = _read_file(path)
+        frame = frame if columns is None else frame[[c for c in columns if c in frame.columns]]
+        for start in range(0, len(frame), chunk_rows):
+            yield frame.iloc[start:start + chunk_rows].reset_index(drop=True)
+        return
+    import pyarrow.parquet as pq
+
+    try:
+        handle = pq.ParquetFile(path)
+        present = set(handle.schema_arrow.names)
+        wanted = None if columns is None else [c for c in columns if c in present]
+        for batch in handle.iter_batches(batch_size=chunk_rows, columns=wanted):
+            yield batch.to_pandas()
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(path, "readable parquet", detail=f"{type(exc).__name__}: {exc}") from exc
 
 
 def read_parts(root: Path | str, dataset: str, day: date | str) -> list[tuple[PartFile, pd.DataFrame]]:

@@ -5,22 +5,26 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
-import time
 from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
 import nvtabular as nvt
 import pandas as pd
+import psutil
 import pyarrow.parquet as pq
 import pytest
 from merlin.io import Dataset
 from nvtabular import ops
 
 from feature_store.categorify import FastCategorify
-from feature_store.cluster import ClusterUnreachable, DaskConfig, dask_client, raw_dataset
+from feature_store.cluster import (
+    ClusterUnreachable,
+    DaskConfig,
+    dask_client,
+    process_cluster,
+    raw_dataset,
+)
 from feature_store.generators.synthetic import generate_day, make_world
 from feature_store.spec import load_spec
 from feature_store.workflow import CATEGORIFY_NULL_ID, FeatureArrays, Preprocessor
@@ -209,46 +213,12 @@ def _stream(config: DaskConfig, parts, work: Path) -> pd.DataFrame:
 
 
 def test_remote_scheduler_with_two_worker_processes(parts, tmp_path: Path) -> None:
-    dask_exe = str(Path(sys.executable).with_name("dask"))
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    procs = []
-    try:
-        procs.append(subprocess.Popen(
-            [dask_exe, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))
-        for _ in range(2):
-            procs.append(subprocess.Popen(
-                [dask_exe, "worker", address, "--nthreads", "1", "--no-dashboard",
-                 "--local-directory", str(tmp_path / "spill")],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            ))
-        import distributed
-
-        deadline = time.monotonic() + 120
-        while True:  # the scheduler needs a moment to listen
-            try:
-                with distributed.Client(address, timeout=5) as probe:
-                    probe.wait_for_workers(2, timeout=120)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+    with process_cluster(tmp_path / "dask", workers=2, env=env) as (address, pids):
         remote = _stream(DaskConfig(address=address), parts, tmp_path / "remote")
         local = _stream(DaskConfig(workers=1, threads_per_worker=2), parts, tmp_path / "local")
         pd.testing.assert_frame_equal(remote, local)
-        assert all(p.poll() is None for p in procs)  # the remote cluster is left running
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        assert all(psutil.pid_exists(p) for p in pids)  # the remote cluster is left running
 
 
 def test_dead_scheduler_address_is_named() -> None:
