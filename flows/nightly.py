@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -28,6 +29,7 @@ from tasks.settings import get_settings
 from tasks.stage import promotion_task, staging_task
 from tasks.train import check_architectures, train_task
 from tasks.validate import validate_task
+from tasks.workdir import night_workdir
 
 DEFAULT_ARCHITECTURES = ["wide", "deep", "wide_deep"]
 
@@ -88,10 +90,10 @@ def nightly_retrain(
     client = tracking.configure(settings)
     with NightLock(settings.home, spec.name).acquire(
         settings.lock_wait_s, log=log.info, run_date=str(run_date), flow_run_id=str(flow_run.id)
-    ) as lock:
+    ) as lock, night_workdir(settings.home, spec.name, run_date, settings.stream.keep_workdir, log.info) as work:
         repairs = doctor.reconcile_task(client, spec.name, lock.stale)
         night = Night(dataset=spec.name, run_date=run_date)
-        summary = _night(client, settings, spec, night, architectures, hparams, backfill, force, lock)
+        summary = _night(client, settings, spec, night, work, architectures, hparams, backfill, force, lock)
         summary.notes[:0] = [r.line() for r in repairs]
     if summary.decision == approval.TIMEOUT:
         raise approval.ApprovalExpired(
@@ -132,7 +134,7 @@ def _schedule_timezone() -> str | None:
     return next((z for z in zones if z), None)
 
 
-def _night(client, settings, spec, night: Night, architectures: list[str], hparams, backfill: bool,
+def _night(client, settings, spec, night: Night, work: Path, architectures: list[str], hparams, backfill: bool,
            force: bool, lock: NightLock) -> NightSummary:
     log = get_run_logger()
     stage_seconds: dict[str, float] = {}
@@ -159,9 +161,10 @@ def _night(client, settings, spec, night: Night, architectures: list[str], hpara
         return NightSummary(**base, champion_before=str(champion.version), champion_after=str(champion.version),
                             notes=[note], noop=True)
     timed("validate", validate_task, window, spec)
-    data = timed("preprocess", preprocess_task, window, spec)
-    log.info(f"window {window.data_window}, staging day {window.holdout_day}: "
-             f"{len(data.train['label'])} train / {len(data.val['label'])} val / {len(data.holdout_labels)} staging rows")
+    data = timed("preprocess", preprocess_task, window, spec, work, settings.stream, settings.dask, config)
+    log.info(f"window {window.data_window}, staging day {window.holdout_day}: {data.train.rows:,} train / "
+             f"{data.val.rows:,} val / {data.holdout.rows:,} staging rows; preprocessing fit "
+             f"{data.fit_rows_per_s:,.0f} rows/s, transform {data.transform_rows_per_s:,.0f} rows/s")
 
     night = dataclasses.replace(night, tags={
         "dataset": spec.name,
@@ -194,8 +197,7 @@ def _night(client, settings, spec, night: Night, architectures: list[str], hpara
         if settings.approval_mode == "manual" and outcome.version_gate is not None and outcome.version_gate.passed:
             decision, promotion = timed("approval", _manual_approval, client, settings, night, outcome,
                                         candidates, str(window.holdout_day))
-        oracle = (data.holdout_raw[spec.oracle_column].to_numpy(dtype=float)
-                  if spec.oracle_column and spec.oracle_column in data.holdout_raw else None)
+        oracle = report.oracle_column(data.holdout_raw, spec)
         champion_after = registry.alias_version(client, night.model_name, registry.CHAMPION)
         summary = NightSummary(
             **base,
@@ -213,7 +215,13 @@ def _night(client, settings, spec, night: Night, architectures: list[str], hpara
             stage_seconds=stage_seconds,
             preprocess_rows_per_s=data.transform_rows_per_s,
             preprocess_fit_seconds=data.fit_seconds,
-            oracle_val=report.oracle_scores(window.frames[window.val_day], spec),
+            oracle_val=report.oracle_scores(window.day(window.val_day), spec),
+            stage_rows={"ingest": window.rows([*window.train_days, window.holdout_day]),
+                        "validate": window.rows([*window.train_days, window.holdout_day]),
+                        "preprocess": data.train.rows + data.val.rows + data.holdout.rows,
+                        "train": data.train.rows, "staging": data.holdout.rows},
+            preprocess_fit_rows_per_s=data.fit_rows_per_s,
+            dask_dashboard=data.dask_dashboard,
         )
         create_markdown_artifact(
             key=f"{spec.name.replace('_', '-')}-comparison",

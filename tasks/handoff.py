@@ -6,16 +6,24 @@ of the stage that produced them."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import torch
 
-from models.trainer import TrainResult
+from feature_store import partitions
+from models.trainer import BatchSource, TrainResult
 from tasks.evaluate import GateResult
 from tasks.registry import registered_model_name
+
+if TYPE_CHECKING:
+    from feature_store.workflow import Preprocessor
+    from models.schema import InputSchema
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,130 @@ class Night:
 
     def started(self, experiment_id: str, parent_run_id: str) -> Night:
         return dataclasses.replace(self, experiment_id=experiment_id, parent_run_id=parent_run_id)
+
+
+@dataclass(frozen=True)
+class RawPart:
+    """One part file of a day: hashed (duplicates, fingerprint) and its rows counted."""
+
+    file: partitions.PartFile
+    rows: int
+
+    @property
+    def path(self) -> Path:
+        return self.file.path
+
+
+@dataclass(frozen=True)
+class RawDay:
+    """One day's raw rows, read on demand in bounded chunks (never the whole day at once)."""
+
+    day: date
+    files: tuple[Path, ...]
+    rows: int
+    chunk_rows: int = 262_144
+
+    def chunks(self, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+        for path in self.files:
+            yield from partitions.iter_chunks(path, columns, self.chunk_rows)
+
+    def column(self, name: str, dtype: Any = np.float64) -> np.ndarray:
+        """One column over the whole day (N values: labels, an oracle; not the features)."""
+        parts = [c[name].to_numpy(dtype=dtype) for c in self.chunks([name]) if name in c.columns]
+        return np.concatenate(parts) if parts else np.empty(0, dtype)
+
+    def has_column(self, name: str) -> bool:
+        first = next(self.chunks([name]), None)
+        return first is not None and name in first.columns
+
+    def head(self, n: int) -> pd.DataFrame:
+        return next(self.chunks()).head(n).reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class FrameDay:
+    """Raw rows already in memory (benchmarks and tests on small, not day-partitioned data),
+    with `RawDay`'s interface."""
+
+    frame: pd.DataFrame
+    chunk_rows: int = 262_144
+
+    @property
+    def rows(self) -> int:
+        return len(self.frame)
+
+    def chunks(self, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+        frame = self.frame if columns is None else self.frame[[c for c in columns if c in self.frame.columns]]
+        for start in range(0, len(frame), self.chunk_rows):
+            yield frame.iloc[start:start + self.chunk_rows].reset_index(drop=True)
+
+    def column(self, name: str, dtype: Any = np.float64) -> np.ndarray:
+        return self.frame[name].to_numpy(dtype=dtype)
+
+    def has_column(self, name: str) -> bool:
+        return name in self.frame.columns
+
+    def head(self, n: int) -> pd.DataFrame:
+        return self.frame.head(n).reset_index(drop=True)
+
+
+@dataclass
+class RawWindow:
+    """The part files of one night. The last training day is the validation day (early
+    stopping, model selection); the holdout day is the staging day nobody trained on. No rows
+    are held here: every stage streams the files."""
+
+    dataset: str
+    run_date: date
+    train_days: list[date]
+    holdout_day: date
+    parts: dict[date, list[RawPart]]
+    sources: dict[date, str]  # the day directories
+    fingerprint: str
+
+    @property
+    def fit_days(self) -> list[date]:
+        return self.train_days[:-1]
+
+    @property
+    def val_day(self) -> date:
+        return self.train_days[-1]
+
+    def files(self, days: date | list[date]) -> list[Path]:
+        days = [days] if isinstance(days, date) else days
+        return [p.path for d in days for p in self.parts[d]]
+
+    def rows(self, days: date | list[date]) -> int:
+        days = [days] if isinstance(days, date) else days
+        return sum(p.rows for d in days for p in self.parts[d])
+
+    def day(self, day: date) -> RawDay:
+        return RawDay(day, tuple(self.files(day)), self.rows(day))
+
+    @property
+    def data_window(self) -> str:
+        """The training days, gaps shown: `2026-01-01..2026-01-07`, or with a spec that allows
+        missing days `1997-12-08..1997-12-10, 1997-12-12..1997-12-14 (missing 1997-12-11)`."""
+        return partitions.describe_days(self.train_days)
+
+
+@dataclass
+class PreparedData:
+    """The fitted preprocessing and the transformed splits as batch sources (streamed from
+    the night's parquet, or tensors for small in-memory data), plus the raw staging day the
+    champion's bundle scores and its labels (N values, not features)."""
+
+    preprocessor: Preprocessor
+    schema: InputSchema
+    train: BatchSource | dict[str, torch.Tensor]  # tensors: `prepare_frames`, small in-memory data
+    val: BatchSource | dict[str, torch.Tensor]
+    holdout: BatchSource | dict[str, torch.Tensor]
+    holdout_raw: RawDay | FrameDay
+    holdout_labels: np.ndarray
+    fit_seconds: float
+    transform_rows_per_s: float
+    fit_rows_per_s: float
+    dask_dashboard: str | None = None
 
 
 @dataclass
@@ -120,6 +252,7 @@ class NightSummary:
     stage_rows: dict[str, int] = field(default_factory=dict)  # rows each stage read
     preprocess_rows_per_s: float | None = None
     preprocess_fit_seconds: float | None = None
+    preprocess_fit_rows_per_s: float | None = None
     oracle_val: dict[str, float] | None = None
     dask_dashboard: str | None = None
 

@@ -1,55 +1,107 @@
-"""Preprocess: fit the spec's NVTabular workflow on the training days only, transform all."""
+"""Preprocess: fit the spec's NVTabular workflow on the training days only, on Dask, and
+write every split, transformed, to parquet in the night's work directory; the trainer and the
+scorers stream batches from there. No split is ever held whole in memory."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from feature_store import partitions
+from feature_store.cluster import DaskConfig, dask_client, raw_dataset
 from feature_store.spec import DatasetSpec
 from feature_store.workflow import Preprocessor
 from models.schema import InputSchema
+from models.trainer import TrainConfig
 from tasks.features import to_batch
-from tasks.ingest import RawWindow
+from tasks.handoff import FrameDay, PreparedData, RawWindow
+from tasks.loader import ParquetBatches
+from tasks.settings import StreamConfig
 
 
-@dataclass
-class PreparedData:
-    preprocessor: Preprocessor
-    schema: InputSchema
-    train: dict[str, torch.Tensor]
-    val: dict[str, torch.Tensor]
-    holdout: dict[str, torch.Tensor]
-    holdout_raw: pd.DataFrame
-    holdout_labels: np.ndarray
-    fit_seconds: float
-    transform_rows_per_s: float
+def parquet_parts(window: RawWindow, days: list, out_dir: Path) -> list[Path]:
+    """The days' part files as parquet: a CSV part is converted once into `out_dir` (Dask
+    reads one format per dataset); parquet parts are read where they lie."""
+    files = []
+    for day in days:
+        for path in window.files(day):
+            if path.suffix != ".csv":
+                files.append(path)
+                continue
+            target = out_dir / f"day={day}" / f"{path.stem}.parquet"
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                partitions.read_part(path).to_parquet(target, index=False)
+            files.append(target)
+    return files
 
 
-def prepare(window: RawWindow, spec: DatasetSpec) -> PreparedData:
-    """The loop's split: fit on the window's training days, validate on D-1, stage on D."""
-    return prepare_frames(
-        spec, window.frame(window.fit_days), window.frame([window.val_day]), window.frame([window.holdout_day])
+def prepare(window: RawWindow, spec: DatasetSpec, work_dir: Path, stream: StreamConfig = StreamConfig(),
+            dask: DaskConfig = DaskConfig(), train: TrainConfig = TrainConfig(),
+            log: Callable[[str], None] = print) -> PreparedData:
+    """The loop's split: fit on the window's training days, validate on D-1, stage on D.
+    Batches are cut with `train.batch_size` and shuffled with `train.seed`."""
+    columns = [*spec.feature_columns, spec.label]
+    days = {"fit": window.fit_days, "val": [window.val_day], "staging": [window.holdout_day]}
+    files = {name: parquet_parts(window, d, work_dir / "raw") for name, d in days.items()}
+    dask = dask if dask.address or dask.local_directory else dataclasses.replace(dask, local_directory=work_dir / "dask")
+    with dask_client(dask) as client:
+        log(f"Dask: {'scheduler ' + dask.address if dask.address else 'local cluster'}, "
+            f"{len(client.scheduler_info().get('workers', {}))} worker(s); dashboard {client.dashboard_link}")
+        t0 = time.perf_counter()
+        pre = Preprocessor.fit_dataset(spec, raw_dataset(files["fit"], columns, stream.part_size), work_dir / "vocab")
+        fit_seconds = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        splits = {
+            name: pre.transform_to_parquet(raw_dataset(f, columns, stream.part_size), work_dir / "transformed" / name,
+                                           spec.label, stream.row_group_rows)
+            for name, f in files.items()
+        }
+        transform_seconds = time.perf_counter() - t1
+        dashboard = client.dashboard_link
+
+    names = pre.names
+
+    def source(name: str) -> ParquetBatches:
+        return ParquetBatches(splits[name].files, names.categorical, names.continuous, names.crosses, spec.label,
+                              batch_size=train.batch_size, seed=train.seed,
+                              shuffle_row_groups=stream.shuffle_row_groups)
+
+    staging = window.day(window.holdout_day)
+    staging = dataclasses.replace(staging, chunk_rows=stream.chunk_rows)
+    return PreparedData(
+        preprocessor=pre,
+        schema=InputSchema.from_layout(pre.layout),
+        train=source("fit"),
+        val=source("val"),
+        holdout=source("staging"),
+        holdout_raw=staging,
+        holdout_labels=staging.column(spec.label),
+        fit_seconds=fit_seconds,
+        transform_rows_per_s=sum(s.rows for s in splits.values()) / max(transform_seconds, 1e-9),
+        fit_rows_per_s=splits["fit"].rows / max(fit_seconds, 1e-9),
+        dask_dashboard=dashboard,
     )
 
 
 def prepare_frames(
     spec: DatasetSpec, train_raw: pd.DataFrame, val_raw: pd.DataFrame, holdout_raw: pd.DataFrame
 ) -> PreparedData:
-    """Fit the workflow on `train_raw` only, then transform all three splits into tensors."""
+    """The same split from frames already in memory (benchmarks and tests on datasets that are
+    not day-partitioned): fit on `train_raw` only, transform all three into whole-split tensor
+    dicts (which `fit` and `predict_proba` take as they are)."""
     t0 = time.perf_counter()
     preprocessor = Preprocessor.fit(spec, train_raw)
     fit_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
-    batches = [
-        to_batch(preprocessor.transform(df), df[spec.label].to_numpy())
-        for df in (train_raw, val_raw, holdout_raw)
-    ]
+    batches = [to_batch(preprocessor.transform(df), df[spec.label].to_numpy()) for df in (train_raw, val_raw, holdout_raw)]
     rows = len(train_raw) + len(val_raw) + len(holdout_raw)
     transform_rows_per_s = rows / max(time.perf_counter() - t1, 1e-9)
     return PreparedData(
@@ -58,14 +110,18 @@ def prepare_frames(
         train=batches[0],
         val=batches[1],
         holdout=batches[2],
-        holdout_raw=holdout_raw,
+        holdout_raw=FrameDay(holdout_raw.reset_index(drop=True)),
         holdout_labels=holdout_raw[spec.label].to_numpy(dtype=np.float64),
         fit_seconds=fit_seconds,
         transform_rows_per_s=transform_rows_per_s,
+        fit_rows_per_s=len(train_raw) / max(fit_seconds, 1e-9),
     )
 
 
 @task(name="preprocess", cache_policy=NO_CACHE)
-def preprocess_task(window: RawWindow, spec: DatasetSpec) -> PreparedData:
-    """Fit the NVTabular workflow on the training days and transform every split."""
-    return prepare(window, spec)
+def preprocess_task(window: RawWindow, spec: DatasetSpec, work_dir: Path, stream: StreamConfig, dask: DaskConfig,
+                    train: TrainConfig) -> PreparedData:
+    """Fit the NVTabular workflow on the training days and write every split to parquet."""
+    from prefect import get_run_logger
+
+    return prepare(window, spec, work_dir, stream, dask, train, log=get_run_logger().info)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tasks.evaluate import score
-from tasks.handoff import Candidate, ComparisonRow, StagingOutcome
+from tasks.handoff import Candidate, ComparisonRow, FrameDay, RawDay, StagingOutcome
 
 
 def comparison_rows(
@@ -44,11 +44,19 @@ def comparison_rows(
     return rows
 
 
-def oracle_scores(frame, spec) -> dict | None:
-    """AUC/logloss of the true click probability: the ceiling any model can reach."""
-    if not spec.oracle_column or spec.oracle_column not in frame:
+def oracle_column(day: RawDay | FrameDay, spec) -> np.ndarray | None:
+    """The spec's true click probability on a day (synthetic data only), or None."""
+    if not spec.oracle_column or not day.has_column(spec.oracle_column):
         return None
-    best = score(frame[spec.label].to_numpy(dtype=float), frame[spec.oracle_column].to_numpy(dtype=float))
+    return day.column(spec.oracle_column)
+
+
+def oracle_scores(day: RawDay | FrameDay, spec) -> dict | None:
+    """AUC/logloss of the true click probability: the ceiling any model can reach."""
+    oracle = oracle_column(day, spec)
+    if oracle is None:
+        return None
+    best = score(day.column(spec.label), oracle)
     return {"auc": best.auc, "logloss": best.logloss}
 
 

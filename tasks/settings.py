@@ -5,15 +5,37 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from feature_store.cluster import DaskConfig
 from feature_store.errors import ParameterError
 from models.trainer import TrainConfig
 from tasks.evaluate import GatePolicy
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """The streamed data path (`RECLOOP_STREAM_*`): memory is bounded by these, not by the
+    window. `part_size`: Dask partitions of the raw days (bytes in memory, whole row groups);
+    `row_group_rows`: row groups of the transformed parquet, the unit the trainer reads and
+    shuffles; `shuffle_row_groups`: row groups per shuffle buffer (see README, Scale);
+    `chunk_rows`: raw rows per chunk when the staging day is scored through bundles;
+    `keep_workdir`: keep the night's work directory for debugging."""
+
+    part_size: str = "128MB"
+    row_group_rows: int = 65_536
+    shuffle_row_groups: int = 32
+    chunk_rows: int = 262_144
+    keep_workdir: bool = False
+
+    def __post_init__(self):
+        if min(self.row_group_rows, self.shuffle_row_groups, self.chunk_rows) < 1:
+            raise ValueError("need row_group_rows, shuffle_row_groups and chunk_rows >= 1")
 
 
 def _default_home() -> Path:
@@ -56,6 +78,8 @@ class Settings(BaseSettings):
     # dataclasses themselves, the trainer's and the gate's, and nowhere else.
     train: TrainConfig = Field(default_factory=TrainConfig, description="The trainer (models/trainer.py TrainConfig).")
     gate: GatePolicy = Field(default_factory=GatePolicy, description="The staging gate (tasks/evaluate.py GatePolicy).")
+    dask: DaskConfig = Field(default_factory=DaskConfig, description="Where preprocessing runs (feature_store/cluster.py).")
+    stream: StreamConfig = Field(default_factory=StreamConfig, description="Partition, row-group and buffer sizes.")
     # Served stack (`make up` / `recloop stack`, flows/stack.py).
     db_url: str | None = Field(
         default=None, description="PostgreSQL for the served stack (postgresql://user@host:port/db); unset: SQLite files."
@@ -71,7 +95,7 @@ class Settings(BaseSettings):
             return [entry for entry in value.split(os.pathsep) if entry.strip()]
         return value
 
-    @field_validator("train", "gate", mode="before")
+    @field_validator("train", "gate", "dask", "stream", mode="before")
     @classmethod
     def _section_lists(cls, value):
         # A list inside a section arrives from the environment as its JSON text.

@@ -13,24 +13,26 @@ from collections.abc import Callable
 
 import mlflow
 import numpy as np
-import pandas as pd
 from mlflow import MlflowClient
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import faults, plots, registry
 from tasks.evaluate import Check, GatePolicy, GateResult, evaluate_gate, reload_check
-from tasks.handoff import Candidate, ChampionScore, Night, StagingOutcome
+from tasks.handoff import Candidate, ChampionScore, FrameDay, Night, RawDay, StagingOutcome
 
 
-def predict_raw(bundle, raw: pd.DataFrame) -> np.ndarray:
-    """Score raw rows with a loaded bundle, passing only the columns its signature declares."""
+def predict_raw(bundle, day: RawDay | FrameDay) -> np.ndarray:
+    """Score a day's raw rows with a loaded bundle, a chunk at a time (a staging day of tens of
+    millions of rows never sits in memory whole), passing only the columns its signature declares."""
     schema = bundle.metadata.get_input_schema()
-    columns = schema.input_names() if schema is not None else list(raw.columns)
-    return np.asarray(bundle.predict(raw[columns]), dtype=np.float64)
+    columns = schema.input_names() if schema is not None else None
+    parts = [np.asarray(bundle.predict(chunk[columns] if columns else chunk), dtype=np.float64)
+             for chunk in day.chunks(columns)]
+    return np.concatenate(parts) if parts else np.empty(0, np.float64)
 
 
-def score_champion(client: MlflowClient, name: str, holdout_raw: pd.DataFrame) -> ChampionScore | None:
+def score_champion(client: MlflowClient, name: str, holdout_raw: RawDay | FrameDay) -> ChampionScore | None:
     """Predict the staging day with the current champion's own bundle; None if no champion.
 
     A champion that no longer loads or scores (deleted artifacts, a bundle from an incompatible
@@ -91,7 +93,7 @@ def select_candidate(candidates: list[Candidate], gates: dict[str, GateResult]) 
 
 
 def register_challenger(
-    client: MlflowClient, night: Night, cand: Candidate, gate: GateResult, holdout_raw: pd.DataFrame
+    client: MlflowClient, night: Night, cand: Candidate, gate: GateResult, holdout_raw: RawDay | FrameDay
 ) -> tuple[str, GateResult]:
     """Check that the logged bundle loads back and reproduces its predictions, then register
     it with its complete gate result in one write, then alias it `challenger` if it passed.
@@ -121,7 +123,7 @@ def run_staging(
     client: MlflowClient,
     night: Night,
     candidates: list[Candidate],
-    holdout_raw: pd.DataFrame,
+    holdout_raw: RawDay | FrameDay,
     y: np.ndarray,
     policy: GatePolicy,
     log: Callable[[str], None] = print,
@@ -168,7 +170,7 @@ def approve_and_promote(
 
 
 @task(name="staging-evaluation", cache_policy=NO_CACHE)
-def staging_task(client: MlflowClient, night: Night, candidates: list[Candidate], holdout_raw: pd.DataFrame,
+def staging_task(client: MlflowClient, night: Night, candidates: list[Candidate], holdout_raw: RawDay | FrameDay,
                  y: np.ndarray, policy: GatePolicy, evaluate_only: bool = False) -> StagingOutcome:
     """Score candidates and the champion on the staging day; register the gate's choice."""
     return run_staging(client, night, candidates, holdout_raw, y, policy,

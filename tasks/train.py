@@ -13,11 +13,11 @@ from prefect.cache_policies import NO_CACHE
 from feature_store.errors import ParameterError
 from feature_store.spec import DatasetSpec
 from models import build_model, model_config
-from models.trainer import TrainConfig, fit, predict_proba
+from models.trainer import TrainConfig, as_source, fit, predict_proba
 from tasks import faults, plots
 from tasks.bundle import log_bundle
-from tasks.handoff import Candidate, Night
-from tasks.preprocess import PreparedData
+from tasks.handoff import Candidate, Night, PreparedData
+from tasks.progress import StageProgress
 
 
 def check_architectures(names: list[str], hparams: dict[str, dict] | None) -> None:
@@ -46,6 +46,7 @@ def train_candidate(
     hparams: dict | None,
     night: Night,
     log: Callable[[str], None] = print,
+    show_progress: bool = False,
 ) -> Candidate:
     model = build_model(arch, data.schema, hparams, seed=train_config.seed)  # reproducible nights
     n_params = sum(p.numel() for p in model.parameters())
@@ -56,8 +57,8 @@ def train_candidate(
         mlflow.log_params({
             "arch": arch,
             "n_params": n_params,
-            "train_rows": len(data.train["label"]),
-            "val_rows": len(data.val["label"]),
+            "train_rows": as_source(data.train, 2).rows,
+            "val_rows": as_source(data.val, 2).rows,
             **flat_params("hp", model.config),
             **flat_params("train", train_config),
         })
@@ -72,7 +73,11 @@ def train_candidate(
             if h["epoch"] == 1:
                 faults.point("after_first_epoch")
 
-        result = fit(model, data.train, data.val, train_config, on_epoch=on_epoch)
+        progress = StageProgress(f"train {arch}", "samples", log=log, artifact=show_progress)
+        try:
+            result = fit(model, data.train, data.val, train_config, on_epoch=on_epoch, on_progress=progress.update)
+        finally:
+            progress.close()
         t0 = time.perf_counter()
         holdout_pred = predict_proba(model, data.holdout)
         infer_rows_per_s = len(holdout_pred) / max(time.perf_counter() - t0, 1e-9)
@@ -86,7 +91,7 @@ def train_candidate(
         fig = plots.training_curve_figure(result.history, f"{arch}: training")
         mlflow.log_figure(fig, "plots/training_curve.png")
         plots.close(fig)
-        model_uri = log_bundle(model, data.preprocessor, spec, data.holdout_raw)
+        model_uri = log_bundle(model, data.preprocessor, spec, data.holdout_raw.head(5))
     return Candidate(arch, run.info.run_id, model_uri, model, result, n_params, holdout_pred, infer_rows_per_s)
 
 
@@ -94,4 +99,5 @@ def train_candidate(
 def train_task(arch: str, data: PreparedData, spec: DatasetSpec, train_config: TrainConfig, hparams: dict | None,
                night: Night) -> Candidate:
     """Train one architecture in its own MLflow child run."""
-    return train_candidate(arch, data, spec, train_config, hparams, night, log=get_run_logger().info)
+    return train_candidate(arch, data, spec, train_config, hparams, night, log=get_run_logger().info,
+                           show_progress=True)

@@ -14,7 +14,7 @@ from feature_store.validation import (
     raise_for_failures,
     validate_day_files,
 )
-from tasks.ingest import RawWindow
+from tasks.handoff import RawWindow
 
 
 def validate_files(days: list[DayFiles], spec: DatasetSpec) -> list[ValidationReport]:

@@ -9,6 +9,12 @@ import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# The streamed data path at CI sizes: transformed splits in many small row groups, shuffled
+# through small buffers, staging days scored in several chunks (the code that runs at scale).
+os.environ.setdefault("RECLOOP_STREAM_ROW_GROUP_ROWS", "1024")
+os.environ.setdefault("RECLOOP_STREAM_SHUFFLE_ROW_GROUPS", "4")
+os.environ.setdefault("RECLOOP_STREAM_CHUNK_ROWS", "2500")
+os.environ.setdefault("RECLOOP_STREAM_PART_SIZE", "256KB")
 warnings.filterwarnings("ignore", module=r"merlin\..*")
 
 

@@ -256,9 +256,9 @@ def test_a_pause_that_times_out_promotes_nothing(loop, tmp_path, monkeypatch):
     assert "no decision on v" in res.output and "within 5 s: champion unchanged" in res.output, res.output
     summary = json.loads(out.read_text())
 
-    assert summary.decision == "timeout" and not summary.promoted
+    assert summary["decision"] == "timeout" and not summary["promoted"]
     assert _champion(client) == champion_before
-    tags = client.get_model_version(NAME, summary.registered_version).tags
+    tags = client.get_model_version(NAME, summary["registered_version"]).tags
     assert tags["approval.decision"] == "timeout" and tags["approval.by"] == "nobody"
     run_id = tags["approval.flow_run_id"]
     assert registry.alias_version(client, NAME, registry.CHALLENGER) is None

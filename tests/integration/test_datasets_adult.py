@@ -165,19 +165,20 @@ def test_preprocessor_fits_train_days_and_crosses_the_test_day(root: Path) -> No
 
 
 @pytest.mark.slow
-def test_wide_deep_reaches_a_sane_auc_on_the_official_test(root: Path) -> None:
+def test_wide_deep_reaches_a_sane_auc_on_the_official_test(root: Path, tmp_path: Path) -> None:
     from models import build_model
     from models.metrics import roc_auc
     from models.trainer import fit, predict_proba
     from tasks.ingest import load_window
     from tasks.preprocess import prepare
-    from tasks.settings import Settings
-    from tasks.train import train_config
+    from tasks.settings import get_settings
 
     spec = load_spec("adult")
-    data = prepare(load_window(root, spec, date(1994, 1, 9), window_days=7), spec)
+    settings = get_settings()
+    config = dataclasses.replace(settings.train, threads=1)  # the loop's defaults
+    data = prepare(load_window(root, spec, date(1994, 1, 9), window_days=7), spec, tmp_path, settings.stream,
+                   train=config)
     assert len(data.holdout_labels) == 16_281
-    config = dataclasses.replace(train_config(Settings()), threads=1)  # the loop's defaults
     model = build_model("wide_deep", data.schema, seed=config.seed)
     fit(model, data.train, data.val, config)
     auc = roc_auc(data.holdout_labels, predict_proba(model, data.holdout))

@@ -33,19 +33,29 @@ def world(recloop_home):
     generate_synthetic(settings.resolved_data_root, start=date(2026, 3, 1), days=4, rows_per_day=4000, seed=3)
     spec = load_spec(DATASET)
     window = load_window(settings.resolved_data_root, spec, date(2026, 3, 5), settings.window_days)
-    data = prepare(window, spec)
+    train = TrainConfig(epochs=2, batch_size=512, threads=2, seed=0)
+    data = prepare(window, spec, recloop_home / "work", settings.stream, train=train)
     client = tracking.configure(settings)
     exp_id, parent = tracking.start_night(client, DATASET, "night-test", {}, tracking.artifact_location(settings))
     night = Night(DATASET, date(2026, 3, 5), {"dataset": DATASET}).started(exp_id, parent)
     return settings, spec, data, client, night
 
 
+class _ShuffledLabels:
+    """A batch source with the labels permuted inside every batch: same features, no signal."""
+
+    def __init__(self, source, seed):
+        self.source, self.seed, self.rows = source, seed, source.rows
+
+    def batches(self, epoch, check=None):
+        g = torch.Generator().manual_seed(self.seed * 1000 + (epoch or 0))
+        for batch in self.source.batches(epoch, check=check):
+            yield {**batch, "label": batch["label"][torch.randperm(len(batch["label"]), generator=g)]}
+
+
 def _shuffled(data, seed=0):
     """Same features, labels permuted: a model trained on this has learned nothing."""
-    g = torch.Generator().manual_seed(seed)
-    def perm(batch):
-        return {**batch, "label": batch["label"][torch.randperm(len(batch["label"]), generator=g)]}
-    return dataclasses.replace(data, train=perm(data.train), val=perm(data.val))
+    return dataclasses.replace(data, train=_ShuffledLabels(data.train, seed), val=_ShuffledLabels(data.val, seed))
 
 
 def _train(world, arch, data, epochs):

@@ -25,9 +25,10 @@ def data(tmp_path_factory):
     generate_synthetic(root, start=date(2026, 1, 1), days=8, rows_per_day=20_000, seed=7)
     spec = load_spec("synthetic_clicks")
     window = load_window(root, spec, date(2026, 1, 9), window_days=7)
-    val = window.frames[window.val_day]
-    oracle = roc_auc(val["click"].to_numpy(), val["true_ctr"].to_numpy())
-    return prepare(window, spec), oracle
+    val = window.day(window.val_day)
+    oracle = roc_auc(val.column("click"), val.column("true_ctr"))
+    # The streamed path: transformed parquet in small row groups, read back in shuffled buffers.
+    return prepare(window, spec, tmp_path_factory.mktemp("work"), train=TrainConfig(epochs=4, seed=0, threads=2)), oracle
 
 
 @pytest.fixture(scope="module")

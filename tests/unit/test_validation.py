@@ -284,7 +284,9 @@ def test_window_keeps_its_public_shape(root: Path) -> None:
     window = load_window(root, spec, RUN_DATE, window_days=3)
     assert window.fit_days == [date(2026, 1, 1), day] and window.val_day == VALIDATION
     assert window.holdout_day == STAGING and window.data_window == "2026-01-01..2026-01-03"
-    assert len(window.frames[day]) == 50 and len(window.frame([day, VALIDATION])) == 90
+    # Counted from the files (parquet footer, CSV parse); no rows are held by the window.
+    assert window.rows(day) == 50 and window.rows([day, VALIDATION]) == 90
+    assert sum(len(c) for c in window.day(day).chunks(["click"])) == 50
     assert [p.name for p in window.files(day)] == ["part-0.parquet", "part-1.csv"]
     assert window.sources[day] == str(day_dir(root, DS, day))
     assert window.fingerprint == fingerprint(root, DS, [*window.train_days, STAGING])
