@@ -87,9 +87,9 @@ bench-robustness: install
 
 # One night per size (wall time and rows/s per stage, peak RSS of the process tree, staging AUC next
 # to the oracle's) in benchmarks/results/scale.{json,md,png}. Hours on 2 cores: run nothing else.
-# Smaller: make bench-scale SCALE_ARGS="--sizes 20000,200000 --criteo-rows 0"; add --dask-external
-# for a scheduler and two workers on 127.0.0.1 (RECLOOP_DASK_ADDRESS).
-SCALE_ARGS ?= --sizes 20000,200000,1000000,10000000 --criteo-rows 20000000
+# Smaller: make bench-scale SCALE_ARGS="--sizes 20000,200000 --criteo-rows 0". `--dask-external SIZES`
+# runs those sizes once more on a scheduler and two workers on 127.0.0.1 (RECLOOP_DASK_ADDRESS).
+SCALE_ARGS ?= --sizes 20000,200000,1000000,10000000 --criteo-rows 20000000 --dask-external 1000000
 bench-scale: install
 	$(BIN)/python -m benchmarks.scale $(SCALE_ARGS)
 

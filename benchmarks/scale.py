@@ -36,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -206,13 +205,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sizes", default="20000,200000,1000000,10000000",
                     help="Rows per day, comma-separated; empty: none.")
     ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--dask-external", action="store_true")
+    ap.add_argument("--dask-external", default="", metavar="SIZES",
+                    help="Rows-per-day sizes to run once more on an external Dask cluster (a scheduler and two "
+                         "worker processes this benchmark starts), e.g. 1000000; empty: none.")
     ap.add_argument("--criteo-rows", type=int, default=0, help="Lines of the Criteo-format file (0: skip).")
     ap.add_argument("--criteo-import-only", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--keep", action="store_true", help="Keep the temporary homes (logs, data).")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    external_sizes = [int(s) for s in args.dask_external.split(",") if s.strip()]
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.local_prefect import prefect_api
@@ -224,13 +226,17 @@ def main(argv: list[str] | None = None) -> dict:
         # One Prefect server for all nights, outside the sampled trees (it is not the night's memory).
         with prefect_api(base / "logs", echo=print) as api:
             os.environ["PREFECT_API_URL"] = api
-            with external_dask(base) if args.dask_external else _no_dask() as dask:
-                for rows_per_day in sizes:
-                    print(f"synthetic_clicks: {rows_per_day:,} rows/day", flush=True)
-                    runs.append(synthetic_size(rows_per_day, base, args.epochs, dask))
-                if args.criteo_rows:
-                    print(f"criteo: {args.criteo_rows:,} lines", flush=True)
-                    runs.append(criteo(args.criteo_rows, base, args.epochs, dask, args.criteo_import_only))
+            for rows_per_day in sizes:
+                print(f"synthetic_clicks: {rows_per_day:,} rows/day", flush=True)
+                runs.append(synthetic_size(rows_per_day, base, args.epochs, None))
+            if args.criteo_rows:
+                print(f"criteo: {args.criteo_rows:,} lines", flush=True)
+                runs.append(criteo(args.criteo_rows, base, args.epochs, None, args.criteo_import_only))
+            if external_sizes:
+                with external_dask(base / "dask-external") as dask:
+                    for rows_per_day in external_sizes:
+                        print(f"synthetic_clicks: {rows_per_day:,} rows/day on an external Dask cluster", flush=True)
+                        runs.append(synthetic_size(rows_per_day, base / "external", args.epochs, dask))
     finally:
         if args.keep:
             print(f"kept {base}")
@@ -240,17 +246,12 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "one night at growing data sizes",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "memory_gb": round(_total_memory() / 2**30, 1)},
-        "arch": ARCH, "epochs": args.epochs, "dask_external": args.dask_external,
+        "arch": ARCH, "epochs": args.epochs, "dask_external_sizes": external_sizes,
         "runs": runs,
     }
     write_results(args.out, "scale", result, markdown(result))
     plot(result, args.out / "scale.png")
     return result
-
-
-@contextmanager
-def _no_dask():
-    yield None
 
 
 def _total_memory() -> int:
@@ -265,18 +266,18 @@ def _f(value, spec: str) -> str:
 
 def markdown(result: dict) -> str:
     m = result["machine"]
-    lines = [f"# Scale benchmark ({result['arch']}, {result['epochs']} epoch, {m['cpus']} CPUs, {m['memory_gb']} GB"
-             f"{', external Dask cluster' if result['dask_external'] else ''})", "",
+    lines = [f"# Scale benchmark ({result['arch']}, {result['epochs']} epoch, {m['cpus']} CPUs, {m['memory_gb']} GB)", "",
              "Peak RSS: summed over the command's process tree (and the external Dask processes), sampled every "
              "0.25 s. Load average: 1-minute, before the size's generation and after its night.", "",
              "## Nights", "",
-             "| data | rows/day | window rows | night wall s | rows/s | peak RSS MB | staging AUC | oracle AUC "
+             "| data | Dask | rows/day | window rows | night wall s | rows/s | peak RSS MB | staging AUC | oracle AUC "
              "| exit | load before / after |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
         n = r.get("night", {})
         per_day = r.get("rows_per_day") or (r["lines"] // CRITEO_DAYS)
-        lines.append(f"| {r['dataset']} | {per_day:,} | {_f(n.get('window_rows'), ',')} | {_f(n.get('seconds'), '.1f')} "
+        cluster = "external (2 workers)" if r.get("dask_external") else "local"
+        lines.append(f"| {r['dataset']} | {cluster} | {per_day:,} | {_f(n.get('window_rows'), ',')} | {_f(n.get('seconds'), '.1f')} "
                      f"| {_f(n.get('rows_per_s'), ',.0f')} | {_f(n.get('peak_rss_mb'), ',.0f')} "
                      f"| {_f(n.get('staging_auc'), '.4f')} | {_f(n.get('oracle_staging_auc'), '.4f')} "
                      f"| {n.get('exit_code', '')} | {r['loadavg_before'][0]:.2f} / {r['loadavg_after'][0]:.2f} |")
@@ -318,7 +319,8 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [r for r in result["runs"] if r["dataset"] == "synthetic_clicks" and r.get("night", {}).get("exit_code") == 0]
+    runs = [r for r in result["runs"] if r["dataset"] == "synthetic_clicks" and not r.get("dask_external")
+            and r.get("night", {}).get("exit_code") == 0]
     fig, (auc_ax, time_ax) = plt.subplots(1, 2, figsize=(10, 4))
     if runs:
         x = [r["rows_per_day"] for r in runs]

@@ -209,11 +209,11 @@ def _read_file(path: Path) -> pd.DataFrame:
 def read_day(
     root: Path | str, dataset: str, day: date | str, spec: DatasetSpec | None = None
 ) -> pd.DataFrame:
-    """Read every file of one day partition into one frame (files in name order).
+    """Read every file of one day partition into one frame (files in name order), for tools and
+    tests on small data; the nightly loop never does this (it streams the files, `iter_chunks`).
 
     With a spec, every file must carry the spec's required columns; nothing is cast here
-    (validation and preprocessing own types). The nightly loop reads through `read_parts`
-    instead, so that validation sees, and names, each file.
+    (validation and preprocessing own types).
     """
     frames = []
     for part, frame in read_parts(root, dataset, day):

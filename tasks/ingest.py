@@ -35,7 +35,7 @@ def load_window(data_root: Path, spec: DatasetSpec, run_date: date, window_days:
         holdout_day=holdout_day,
         parts=parts,
         sources={d: str(partitions.day_dir(data_root, spec.name, d)) for d in days},
-        # From the hashes read_parts computed: every file is hashed once per night.
+        # From the hashes scan_day computed: every file is hashed once per night.
         fingerprint=partitions.fingerprint_parts(p.file for d in days for p in parts[d]),
     )
 
