@@ -221,27 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     base = Path(tempfile.mkdtemp(prefix="recloop-scale-"))
     os.environ["PREFECT_HOME"] = str(base / "prefect")
-    runs = []
-    try:
-        # One Prefect server for all nights, outside the sampled trees (it is not the night's memory).
-        with prefect_api(base / "logs", echo=print) as api:
-            os.environ["PREFECT_API_URL"] = api
-            for rows_per_day in sizes:
-                print(f"synthetic_clicks: {rows_per_day:,} rows/day", flush=True)
-                runs.append(synthetic_size(rows_per_day, base, args.epochs, None))
-            if args.criteo_rows:
-                print(f"criteo: {args.criteo_rows:,} lines", flush=True)
-                runs.append(criteo(args.criteo_rows, base, args.epochs, None, args.criteo_import_only))
-            if external_sizes:
-                with external_dask(base / "dask-external") as dask:
-                    for rows_per_day in external_sizes:
-                        print(f"synthetic_clicks: {rows_per_day:,} rows/day on an external Dask cluster", flush=True)
-                        runs.append(synthetic_size(rows_per_day, base / "external", args.epochs, dask))
-    finally:
-        if args.keep:
-            print(f"kept {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
+    runs: list[dict] = []
     result = {
         "benchmark": "one night at growing data sizes",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
@@ -249,6 +229,31 @@ def main(argv: list[str] | None = None) -> dict:
         "arch": ARCH, "epochs": args.epochs, "dask_external_sizes": external_sizes,
         "runs": runs,
     }
+
+    def add(run: dict) -> None:  # written after every run: a long benchmark stopped early keeps what it measured
+        runs.append(run)
+        write_results(args.out, "scale", result, markdown(result))
+
+    try:
+        # One Prefect server for all nights, outside the sampled trees (it is not the night's memory).
+        with prefect_api(base / "logs", echo=print) as api:
+            os.environ["PREFECT_API_URL"] = api
+            for rows_per_day in sizes:
+                print(f"synthetic_clicks: {rows_per_day:,} rows/day", flush=True)
+                add(synthetic_size(rows_per_day, base, args.epochs, None))
+            if external_sizes:
+                with external_dask(base / "dask-external") as dask:
+                    for rows_per_day in external_sizes:
+                        print(f"synthetic_clicks: {rows_per_day:,} rows/day on an external Dask cluster", flush=True)
+                        add(synthetic_size(rows_per_day, base / "external", args.epochs, dask))
+            if args.criteo_rows:
+                print(f"criteo: {args.criteo_rows:,} lines", flush=True)
+                add(criteo(args.criteo_rows, base, args.epochs, None, args.criteo_import_only))
+    finally:
+        if args.keep:
+            print(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
     write_results(args.out, "scale", result, markdown(result))
     plot(result, args.out / "scale.png")
     return result
