@@ -112,14 +112,19 @@ def count_rows(path: Path) -> int:
         raise DataError(path, "readable parquet", detail=f"{type(exc).__name__}: {exc}") from exc
 
 
+def frame_chunks(frame: pd.DataFrame, columns: list[str] | None, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """An in-memory frame as `iter_chunks` yields a file: the columns asked for that it has, at
+    most `chunk_rows` rows at a time, each chunk indexed 0..n-1."""
+    frame = frame if columns is None else frame[[c for c in columns if c in frame.columns]]
+    for start in range(0, len(frame), chunk_rows):
+        yield frame.iloc[start:start + chunk_rows].reset_index(drop=True)
+
+
 def iter_chunks(path: Path, columns: list[str] | None = None, chunk_rows: int = 262_144) -> Iterator[pd.DataFrame]:
     """The rows of one part file in order, at most `chunk_rows` at a time (parquet: record
     batches of the columns asked for; a CSV is parsed whole, its size bounds it)."""
     if path.suffix == ".csv":
-        frame = _read_file(path)
-        frame = frame if columns is None else frame[[c for c in columns if c in frame.columns]]
-        for start in range(0, len(frame), chunk_rows):
-            yield frame.iloc[start:start + chunk_rows].reset_index(drop=True)
+        yield from frame_chunks(_read_file(path), columns, chunk_rows)
         return
     import pyarrow.parquet as pq
 

@@ -102,9 +102,7 @@ class FrameDay:
         return len(self.frame)
 
     def chunks(self, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
-        frame = self.frame if columns is None else self.frame[[c for c in columns if c in self.frame.columns]]
-        for start in range(0, len(frame), self.chunk_rows):
-            yield frame.iloc[start:start + self.chunk_rows].reset_index(drop=True)
+        return partitions.frame_chunks(self.frame, columns, self.chunk_rows)
 
     def column(self, name: str, dtype: Any = np.float64) -> np.ndarray:
         return self.frame[name].to_numpy(dtype=dtype)
@@ -146,8 +144,8 @@ class RawWindow:
         days = [days] if isinstance(days, date) else days
         return sum(p.rows for d in days for p in self.parts[d])
 
-    def day(self, day: date) -> RawDay:
-        return RawDay(day, tuple(self.files(day)), self.rows(day))
+    def day(self, day: date, chunk_rows: int = RawDay.chunk_rows) -> RawDay:
+        return RawDay(day, tuple(self.files(day)), self.rows(day), chunk_rows)
 
     @property
     def data_window(self) -> str:

@@ -67,18 +67,16 @@ def prepare(window: RawWindow, spec: DatasetSpec, work_dir: Path, stream: Stream
         transform_seconds = time.perf_counter() - t1
         dashboard = client.dashboard_link
 
-    names = pre.names
+    schema = InputSchema.from_layout(pre.layout)
 
     def source(name: str) -> ParquetBatches:
-        return ParquetBatches(splits[name].files, names.categorical, names.continuous, names.crosses, spec.label,
-                              batch_size=train.batch_size, seed=train.seed,
-                              shuffle_row_groups=stream.shuffle_row_groups)
+        return ParquetBatches.for_schema(splits[name].files, schema, spec.label, batch_size=train.batch_size,
+                                         seed=train.seed, shuffle_row_groups=stream.shuffle_row_groups)
 
-    staging = window.day(window.holdout_day)
-    staging = dataclasses.replace(staging, chunk_rows=stream.chunk_rows)
+    staging = window.day(window.holdout_day, chunk_rows=stream.chunk_rows)
     return PreparedData(
         preprocessor=pre,
-        schema=InputSchema.from_layout(pre.layout),
+        schema=schema,
         train=source("fit"),
         val=source("val"),
         holdout=source("staging"),
