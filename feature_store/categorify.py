@@ -47,6 +47,9 @@ def _partition_counts(df: pd.DataFrame, columns: list[str]) -> dict[str, tuple[p
     for column in columns:
         ser = df[column]
         counts = ser.value_counts(dropna=True, sort=False)
+        if isinstance(ser.dtype, pd.CategoricalDtype):  # a dictionary-encoded read: counts of the codes
+            counts = counts[counts > 0]
+            counts.index = pd.Index(counts.index.to_numpy(object), dtype=object)
         out[column] = (counts, int(len(ser) - counts.sum()))
     return out
 
@@ -140,6 +143,13 @@ class FastCategorify(StatOperator):
     def fit(self, col_selector: ColumnSelector, ddf: Any) -> Any:
         return fit_counts(ddf, list(col_selector.names))
 
+    def partition_stats(self, df: pd.DataFrame, columns: list[str]) -> dict[str, tuple[pd.Series, int]]:
+        return _partition_counts(df, columns)
+
+    @staticmethod
+    def merge_stats(parts: list[dict[str, tuple[pd.Series, int]]]) -> dict[str, tuple[pd.Series, int]]:
+        return _merge_counts(parts)
+
     def fit_finalize(self, dask_stats: dict[str, tuple[pd.Series, int]]) -> None:
         base = os.path.join(str(self.out_path), STAT_NAME)
         for column, (counts, nulls) in dask_stats.items():
@@ -209,6 +219,10 @@ def _warm(vocab: pd.Index) -> pd.Index:
 
 def encode(vocab: pd.Index, values: pd.Series) -> np.ndarray:
     """Ids for `values`: 3 + position in `vocab`, 2 when absent, 1 for null (by position)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):  # look up each category once, then take
+        ids = encode(vocab, pd.Series(values.cat.categories.to_numpy(object), dtype=object))
+        codes = values.cat.codes.to_numpy()
+        return np.where(codes >= 0, ids[codes] if len(ids) else OOV_ID, NULL_ID).astype(np.int64)
     if len(vocab) and vocab.dtype.kind in "iu" and values.dtype.kind == "f":
         # An int vocabulary meets a float batch (nulls in an int column): look up as floats.
         vocab = pd.Index(vocab.to_numpy(np.float64))
