@@ -123,6 +123,12 @@ def _pandas_dtype(types: list[pa.DataType], maybe_null: bool, column: str, files
 
 
 def _schema_dtypes(files: list[Path], columns: list[str]) -> dict[str, Any]:
+    return _column_types(files, columns)[0]
+
+
+def _column_types(files: list[Path], columns: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """(pandas dtype per column where parts need a cast, the columns that are strings in every part)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     types: dict[str, list[pa.DataType]] = {c: [] for c in columns}
@@ -140,7 +146,10 @@ def _schema_dtypes(files: list[Path], columns: list[str]) -> dict[str, Any]:
                 if stats is None or not stats.has_null_count or stats.null_count > 0:
                     maybe_null[column] = True
     dtypes = {c: _pandas_dtype(types[c], maybe_null[c], c, files) for c in columns}
-    return {c: d for c, d in dtypes.items() if d is not None}
+    strings = [c for c in columns if types[c] and all(pa.types.is_string(t) or pa.types.is_large_string(t)
+                                                      or pa.types.is_null(t) for t in types[c])
+               and not all(pa.types.is_null(t) for t in types[c])]
+    return {c: d for c, d in dtypes.items() if d is not None}, strings
 
 
 def _cast(part: pd.DataFrame, dtypes: dict[str, Any]) -> pd.DataFrame:
@@ -167,6 +176,87 @@ def raw_dataset(files: list[Path], columns: list[str], part_size: str | int) -> 
     if dtypes:
         ddf = ddf.map_partitions(_cast, dtypes, meta=ddf._meta.astype(dtypes))
     return Dataset(ddf, cpu=True)
+
+
+@dataclass(frozen=True)
+class RawChunk:
+    """Whole row groups of one part file: the unit one Dask task reads."""
+
+    path: Path
+    row_groups: tuple[int, ...]
+    rows: int
+
+
+@dataclass(frozen=True)
+class RawFiles:
+    """Raw parquet part files as chunks of whole row groups of about `part_size` bytes each,
+    with `columns` only and one dtype per column over every part (see `raw_dataset`).
+
+    `parts()` gives one lazy frame per chunk, read with pyarrow, string columns
+    dictionary-encoded (pandas categoricals): turning a parquet string column into Python
+    string objects is most of the cost of reading it (152 ms per million synthetic rows
+    against 31 ms), and the statistics and the compiled transform work on the codes of a
+    categorical without ever building those objects. `dataset()` is the same files as a
+    `merlin.io.Dataset` (object strings), for the workflow's input schema."""
+
+    files: list[Path]
+    columns: list[str]
+    part_size: str | int
+    dtypes: dict[str, Any]
+    strings: list[str]
+    chunks: list[RawChunk]
+
+    @property
+    def rows(self) -> int:
+        return sum(c.rows for c in self.chunks)
+
+    def dataset(self) -> Dataset:
+        return raw_dataset(self.files, self.columns, self.part_size)
+
+    def parts(self) -> list[Any]:
+        import dask
+
+        strings = [c for c in self.strings if c in self.columns]
+        return [dask.delayed(read_chunk)(c, self.columns, self.dtypes, strings) for c in self.chunks]
+
+
+def raw_files(files: list[Path], columns: list[str], part_size: str | int) -> RawFiles:
+    """Plan the chunks of `files` from their parquet footers (nothing is read)."""
+    import pyarrow.parquet as pq
+    from dask.utils import parse_bytes
+
+    files = [Path(f) for f in files]
+    if not files:
+        raise DataError("raw dataset", "at least one part file")
+    dtypes, strings = _column_types(files, columns)
+    budget = parse_bytes(part_size) if isinstance(part_size, str) else int(part_size)
+    chunks = []
+    for path in files:
+        meta = pq.ParquetFile(path).metadata
+        group: list[int] = []
+        rows = size = 0
+        for g in range(meta.num_row_groups):
+            rg = meta.row_group(g)
+            # In memory: at least 8 bytes a value (a string column's codes and dictionary are less).
+            rg_size = max(rg.total_byte_size, rg.num_rows * len(columns) * 8)
+            if group and size + rg_size > budget:
+                chunks.append(RawChunk(path, tuple(group), rows))
+                group, rows, size = [], 0, 0
+            group.append(g)
+            rows += rg.num_rows
+            size += rg_size
+        if group and rows:
+            chunks.append(RawChunk(path, tuple(group), rows))
+    return RawFiles(files, list(columns), part_size, dtypes, strings, chunks)
+
+
+def read_chunk(chunk: RawChunk, columns: list[str], dtypes: dict[str, Any], strings: list[str]) -> pd.DataFrame:
+    """One chunk as a pandas frame: strings as categoricals, the other columns cast to the
+    dataset's dtypes (an int column with nulls anywhere is float64 in every chunk)."""
+    import pyarrow.parquet as pq
+
+    table = pq.ParquetFile(chunk.path, read_dictionary=strings).read_row_groups(list(chunk.row_groups), columns=columns)
+    return _cast(table.to_pandas(), dtypes)
 
 
 @contextmanager

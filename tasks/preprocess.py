@@ -15,7 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from feature_store import partitions
-from feature_store.cluster import DaskConfig, dask_client, raw_dataset
+from feature_store.cluster import DaskConfig, dask_client, raw_files
 from feature_store.spec import DatasetSpec
 from feature_store.workflow import Preprocessor
 from models.schema import InputSchema
@@ -56,11 +56,11 @@ def prepare(window: RawWindow, spec: DatasetSpec, work_dir: Path, stream: Stream
         log(f"Dask: {'scheduler ' + dask.address if dask.address else 'local cluster'}, "
             f"{len(client.scheduler_info().get('workers', {}))} worker(s); dashboard {client.dashboard_link}")
         t0 = time.perf_counter()
-        pre = Preprocessor.fit_dataset(spec, raw_dataset(files["fit"], columns, stream.part_size), work_dir / "vocab")
+        pre = Preprocessor.fit_files(spec, raw_files(files["fit"], columns, stream.part_size), work_dir / "vocab")
         fit_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
         splits = {
-            name: pre.transform_to_parquet(raw_dataset(f, columns, stream.part_size), work_dir / "transformed" / name,
+            name: pre.transform_to_parquet(raw_files(f, columns, stream.part_size), work_dir / "transformed" / name,
                                            spec.label, stream.row_group_rows)
             for name, f in files.items()
         }

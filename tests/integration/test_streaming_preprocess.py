@@ -14,6 +14,7 @@ import pandas as pd
 import psutil
 import pyarrow.parquet as pq
 import pytest
+from merlin.dag import iter_nodes
 from merlin.io import Dataset
 from nvtabular import ops
 
@@ -24,6 +25,7 @@ from feature_store.cluster import (
     dask_client,
     process_cluster,
     raw_dataset,
+    raw_files,
 )
 from feature_store.generators.synthetic import generate_day, make_world
 from feature_store.spec import load_spec
@@ -83,15 +85,36 @@ def _assert_split_equals(split: pd.DataFrame, pre: Preprocessor, expected: Featu
     np.testing.assert_array_equal(split[SPEC.label].to_numpy(), np.asarray(labels, np.float32))
 
 
-@pytest.fixture(scope="module")
-def streamed(parts: list[list[Path]], tmp_path_factory: pytest.TempPathFactory):
+@pytest.fixture(scope="module", params=["files", "dataset"])
+def streamed(request, parts: list[list[Path]], tmp_path_factory: pytest.TempPathFactory):
+    """The night's path (`raw_files`: chunks of row groups, strings read dictionary-encoded)
+    and the merlin Dataset path (object strings); both must give the in-memory ids."""
     work = tmp_path_factory.mktemp("night")
-    train = raw_dataset(_train_files(parts), COLUMNS, PART_SIZE)
-    pre = Preprocessor.fit_dataset(SPEC, train, work / "vocab")
-    split = pre.transform_to_parquet(
-        raw_dataset(_all_files(parts), COLUMNS, PART_SIZE), work / "out", SPEC.label, 250
-    )
+    if request.param == "files":
+        raw = raw_files(_train_files(parts), COLUMNS, PART_SIZE)
+        assert "user_id" in raw.strings and "item_category" in raw.strings  # all null in one part
+        pre = Preprocessor.fit_files(SPEC, raw, work / "vocab")
+        train, source = raw.dataset(), raw_files(_all_files(parts), COLUMNS, PART_SIZE)
+    else:
+        train = raw_dataset(_train_files(parts), COLUMNS, PART_SIZE)
+        pre = Preprocessor.fit_dataset(SPEC, train, work / "vocab")
+        source = raw_dataset(_all_files(parts), COLUMNS, PART_SIZE)
+    split = pre.transform_to_parquet(source, work / "out", SPEC.label, 250)
     return train, pre, split
+
+
+def test_dictionary_encoded_chunks_fit_the_same_vocabularies(parts, tmp_path: Path) -> None:
+    chunks = raw_files(_train_files(parts), COLUMNS, PART_SIZE)
+    assert len(chunks.chunks) > len(_train_files(parts))  # several chunks per part file
+    frame = chunks.parts()[0].compute()
+    assert isinstance(frame["user_id"].dtype, pd.CategoricalDtype)
+    a = Preprocessor.fit_files(SPEC, chunks, tmp_path / "a")
+    b = Preprocessor.fit_dataset(SPEC, raw_dataset(_train_files(parts), COLUMNS, PART_SIZE), tmp_path / "b")
+    assert a.layout == b.layout and a.input_dtypes == b.input_dtypes
+    ops_a, ops_b = (next(n.op for n in iter_nodes([p.workflow.output_node]) if isinstance(n.op, FastCategorify))
+                    for p in (a, b))
+    for column, vocab in ops_b.vocabs.items():
+        assert ops_a.vocabs[column].equals(vocab), column
 
 
 def test_raw_dataset_is_partitioned_with_one_dtype_per_column(streamed, parts) -> None:
