@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,6 +257,30 @@ def read_chunk(chunk: RawChunk, columns: list[str], dtypes: dict[str, Any], stri
 
     table = pq.ParquetFile(chunk.path, read_dictionary=strings).read_row_groups(list(chunk.row_groups), columns=columns)
     return _cast(table.to_pandas(), dtypes)
+
+
+def compute_tracked(tracked: list[Any], weights: list[int], results: list[Any] | None = None,
+                    on_progress: Callable[[int, int], None] | None = None) -> tuple[Any, ...]:
+    """Compute `results` (default: `tracked`) on the global Dask client, calling
+    `on_progress(done, total)` with the summed `weights` of the `tracked` tasks finished so far
+    (rows per chunk, say). Without a client or a callback: plain `dask.compute`."""
+    import dask
+    from merlin.core.utils import global_dask_client
+
+    results = tracked if results is None else results
+    client = global_dask_client()
+    if client is None or on_progress is None:
+        return dask.compute(*results)
+    import distributed
+
+    futures = client.compute([*tracked, *results])
+    weight = {f.key: w for f, w in zip(futures[: len(tracked)], weights)}
+    total, done = sum(weights), 0
+    on_progress(0, total)
+    for future in distributed.as_completed(futures[: len(tracked)]):
+        done += weight.get(future.key, 0)
+        on_progress(done, total)
+    return tuple(client.gather(futures[len(tracked):]))
 
 
 @contextmanager

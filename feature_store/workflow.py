@@ -33,6 +33,7 @@ import os
 import shutil
 import tempfile
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -50,13 +51,14 @@ from merlin.io import Dataset
 from nvtabular import ops
 
 from feature_store.categorify import FastCategorify
-from feature_store.cluster import RawFiles
+from feature_store.cluster import RawFiles, compute_tracked
 from feature_store.compiled import CompiledTransform, Unsupported
 from feature_store.continuous import ContinuousChain, Steps
 from feature_store.errors import DataError
 from feature_store.spec import DatasetSpec
 from feature_store.stable_ops import DomainBucketize, StableHashBucket, StableHashedCross  # noqa: F401 (bundles pickled them from here)
 
+Progress = Callable[[int, int], None]  # (done, total)
 LAYOUT_FILE = "layout.json"
 WORKFLOW_DIR = "workflow"
 _TRANSFORM_SOURCE = "preprocessor input"
@@ -170,11 +172,13 @@ class OnePassStat(Protocol):
     def merge_stats(self, parts: list[Any]) -> Any: ...
 
 
-def fit_workflow(workflow: nvt.Workflow, ds: Dataset, parts: list[Any] | None = None) -> None:
+def fit_workflow(workflow: nvt.Workflow, ds: Dataset, parts: list[Any] | None = None,
+                 weights: list[int] | None = None, on_progress: Progress | None = None) -> None:
     """Fit every statistic of `workflow` in one pass over `ds`: one task per partition reads it
     once and computes the statistics of every stat op, merged in a tree per op. `parts`: the
     same rows as lazy frames (`RawFiles.parts()`, dictionary-encoded strings) to compute the
     statistics on instead of `ds`'s partitions; `ds` then only gives the input schema.
+    `on_progress(done, total)` gets the summed `weights` (rows) of the parts done so far.
 
     `Workflow.fit` reads the data once per op (column projection gives each op its own read of
     the parquet), once more per dependency phase, and copies the columns at every graph node;
@@ -202,7 +206,8 @@ def fit_workflow(workflow: nvt.Workflow, ds: Dataset, parts: list[Any] | None = 
         while len(layer) > 1:
             layer = [dask.delayed(op.merge_stats)(layer[j : j + 8]) for j in range(0, len(layer), 8)]
         merged.append(layer[0])
-    for (op, _), result in zip(stats, dask.compute(*merged)):
+    weights = weights if weights is not None else [1] * len(partials)
+    for (op, _), result in zip(stats, compute_tracked(partials, weights, merged, on_progress)):
         op.fit_finalize(result)
         op.fitted = True
     # What Workflow.fit ends with: output dtypes captured on a sample, then the final schema.
@@ -282,16 +287,18 @@ class Preprocessor:
         return pre
 
     @classmethod
-    def fit_files(cls, spec: DatasetSpec, raw: RawFiles, work_dir: Path) -> Preprocessor:
+    def fit_files(cls, spec: DatasetSpec, raw: RawFiles, work_dir: Path,
+                  on_progress: Progress | None = None) -> Preprocessor:
         """Fit on the training days' part files (`cluster.raw_files`): the statistics from
         dictionary-encoded chunks, the input schema and dtypes from the same files as a
-        `merlin.io.Dataset`."""
-        return cls.fit_dataset(spec, raw.dataset(), work_dir, parts=raw.parts())
+        `merlin.io.Dataset`. `on_progress(rows done, rows)` as chunks finish."""
+        return cls.fit_dataset(spec, raw.dataset(), work_dir, parts=raw.parts(),
+                               weights=[c.rows for c in raw.chunks], on_progress=on_progress)
 
     @classmethod
     def fit_dataset(
         cls, spec: DatasetSpec, ds: Dataset, work_dir: Path, categorify: str = "fast",
-        parts: list[Any] | None = None,
+        parts: list[Any] | None = None, weights: list[int] | None = None, on_progress: Progress | None = None,
     ) -> Preprocessor:
         """Fit on a (lazy, partitioned) Dataset of the training days only; the statistics are
         computed partition by partition on the global Dask client when there is one (see
@@ -310,7 +317,7 @@ class Preprocessor:
         probe = _probe_row(ddf)  # reads the first partition(s) only; raises when empty
         device = select_device()
         workflow = build_workflow(spec, out_path=work_dir, categorify=categorify)
-        fit_workflow(workflow, Dataset(ddf, cpu=device == "cpu"), parts)
+        fit_workflow(workflow, Dataset(ddf, cpu=device == "cpu"), parts, weights, on_progress)
         return cls(
             spec=spec,
             workflow=workflow,
@@ -371,7 +378,8 @@ class Preprocessor:
         return columns
 
     def transform_to_parquet(
-        self, raw: RawFiles | Dataset, out_dir: Path, label: str | None, row_group_rows: int
+        self, raw: RawFiles | Dataset, out_dir: Path, label: str | None, row_group_rows: int,
+        on_progress: Progress | None = None,
     ) -> TransformedSplit:
         """Transform part files (`cluster.raw_files`: chunk by chunk, strings dictionary-encoded)
         or a (lazy) Dataset (partition by partition) into `out_dir/part-NNNNN.parquet`, one file
@@ -379,7 +387,7 @@ class Preprocessor:
         categorical and cross ids (int64), the continuous values (float32) and, when `label` is
         given, that column as float32. Each chunk goes through `transform_columns`, so the ids
         are exactly the in-memory (serving) ones. Runs on the global Dask client when there is
-        one, else on local threads."""
+        one, else on local threads. `on_progress(rows done, rows)` as chunks finish (files only)."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         for stale in out_dir.glob("part-*.parquet"):  # a retried night rewrites the split
@@ -399,7 +407,8 @@ class Preprocessor:
             dask.delayed(_write_transformed)(me, part, str(path), label, row_group_rows)
             for part, path in zip(parts, paths)
         ]
-        rows = dask.compute(*tasks)
+        weights = [c.rows for c in raw.chunks] if isinstance(raw, RawFiles) else [1] * len(tasks)
+        rows = compute_tracked(tasks, weights, on_progress=on_progress if isinstance(raw, RawFiles) else None)
         written = [path for path, n in zip(paths, rows) if n > 0]
         return TransformedSplit(directory=out_dir, files=written, rows=int(sum(rows)))
 

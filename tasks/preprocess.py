@@ -23,6 +23,7 @@ from models.trainer import TrainConfig
 from tasks.features import to_batch
 from tasks.handoff import FrameDay, PreparedData, RawWindow
 from tasks.loader import ParquetBatches
+from tasks.progress import StageProgress
 from tasks.settings import StreamConfig
 
 
@@ -56,14 +57,22 @@ def prepare(window: RawWindow, spec: DatasetSpec, work_dir: Path, stream: Stream
         log(f"Dask: {'scheduler ' + dask.address if dask.address else 'local cluster'}, "
             f"{len(client.scheduler_info().get('workers', {}))} worker(s); dashboard {client.dashboard_link}")
         t0 = time.perf_counter()
-        pre = Preprocessor.fit_files(spec, raw_files(files["fit"], columns, stream.part_size), work_dir / "vocab")
+        progress = StageProgress("preprocess: fit", "rows", log=log)
+        pre = Preprocessor.fit_files(spec, raw_files(files["fit"], columns, stream.part_size), work_dir / "vocab",
+                                     on_progress=progress.update)
+        progress.close()
         fit_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
-        splits = {
-            name: pre.transform_to_parquet(raw_files(f, columns, stream.part_size), work_dir / "transformed" / name,
-                                           spec.label, stream.row_group_rows)
-            for name, f in files.items()
-        }
+        raw = {name: raw_files(f, columns, stream.part_size) for name, f in files.items()}
+        total = sum(r.rows for r in raw.values())
+        progress, done = StageProgress("preprocess: transform", "rows", log=log), 0
+        splits = {}
+        for name, source in raw.items():  # one bar over the three splits
+            splits[name] = pre.transform_to_parquet(source, work_dir / "transformed" / name, spec.label,
+                                                    stream.row_group_rows,
+                                                    on_progress=lambda d, _t, base=done: progress.update(base + d, total))
+            done += source.rows
+        progress.close()
         transform_seconds = time.perf_counter() - t1
         dashboard = client.dashboard_link
 

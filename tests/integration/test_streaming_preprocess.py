@@ -226,12 +226,19 @@ def _free_port() -> int:
 
 
 def _stream(config: DaskConfig, parts, work: Path) -> pd.DataFrame:
+    """The night's path on a cluster, with the progress it reports: (rows done, rows) per chunk."""
+    seen: dict[str, list[tuple[int, int]]] = {"fit": [], "transform": []}
     with dask_client(config) as client:
         assert len(client.scheduler_info()["workers"]) >= 1
-        pre = Preprocessor.fit_dataset(SPEC, raw_dataset(_train_files(parts), COLUMNS, PART_SIZE), work / "vocab")
-        split = pre.transform_to_parquet(
-            raw_dataset(_all_files(parts), COLUMNS, PART_SIZE), work / "out", SPEC.label, 250
-        )
+        train = raw_files(_train_files(parts), COLUMNS, PART_SIZE)
+        pre = Preprocessor.fit_files(SPEC, train, work / "vocab", on_progress=lambda *a: seen["fit"].append(a))
+        source = raw_files(_all_files(parts), COLUMNS, PART_SIZE)
+        split = pre.transform_to_parquet(source, work / "out", SPEC.label, 250,
+                                         on_progress=lambda *a: seen["transform"].append(a))
+    for stage, rows in (("fit", train.rows), ("transform", source.rows)):
+        done = [d for d, _ in seen[stage]]
+        assert done == sorted(done) and len(done) > 2, stage
+        assert seen[stage][-1] == (rows, rows), stage
     return _read_split(split.files)
 
 
