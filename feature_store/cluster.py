@@ -153,7 +153,7 @@ def _column_types(files: list[Path], columns: list[str]) -> tuple[dict[str, Any]
 
 
 def _cast(part: pd.DataFrame, dtypes: dict[str, Any]) -> pd.DataFrame:
-    differ = {c: d for c, d in dtypes.items() if str(part[c].dtype) != d}
+    differ = {c: d for c, d in dtypes.items() if c in part and str(part[c].dtype) != d}
     return part.astype(differ) if differ else part
 
 
@@ -212,6 +212,18 @@ class RawFiles:
 
     def dataset(self) -> Dataset:
         return raw_dataset(self.files, self.columns, self.part_size)
+
+    def sample(self, rows: int = 1000) -> pd.DataFrame:
+        """The first `rows` rows (at most one row group) with object strings and the dtypes of
+        the whole: what a `merlin.io.Dataset` over the files would report, from one read."""
+        import pyarrow.parquet as pq
+
+        first = self.chunks[0]
+        with pq.ParquetFile(first.path) as f:
+            table = f.read_row_group(first.row_groups[0], columns=self.columns).slice(0, rows)
+        frame = _cast(table.to_pandas(), self.dtypes)
+        # A string column of nulls only (parquet type null) is object, like a string column.
+        return frame.astype({c: object for c in self.strings if frame[c].dtype != object})
 
     def parts(self) -> list[Any]:
         import dask
