@@ -7,17 +7,23 @@ transforms every day, and reports rows/s for fit and transform separately:
 - before: today's in-memory path, `Preprocessor.fit(spec, frame, categorify="nvtabular")`
   (NVTabular's Categorify, no Dask client: NVTabular then computes its statistics with the
   synchronous scheduler) and `transform(frame)` per day; reading the parquet is not timed;
-- after, per cluster config: `raw_dataset` + `fit_dataset` on the training days and
-  `transform_to_parquet` of each day, reading and writing parquet included, on a
-  LocalCluster started for the measurement (its start-up time is reported apart);
-- stat passes: each stateful op fitted alone on the training days (threads cluster), so
-  the cost of each pass is visible.
+- the streamed paths, reading and writing parquet included, on a LocalCluster started for
+  the measurement (its start-up time is reported apart): the levers in the order they were
+  pulled (`--paths`), each on one worker of two threads:
+    workflow:  merlin Dataset partitions, `Workflow.fit`, the merlin graph per partition;
+    one-pass:  the same with `fit_workflow` (every statistic in one read of the data);
+    compiled:  and the compiled transform (`feature_store/compiled.py`);
+    night:     and chunks of row groups with dictionary-encoded strings (`raw_files`);
+  then the night's path on each cluster shape (`--configs`);
+- stat passes: each stateful op fitted alone with `Workflow.fit` on the training days
+  (threads cluster), so the cost of each pass is visible.
 
 Records `os.getloadavg()` before and after: the box is shared, numbers taken under load
 are noisy. Writes benchmarks/results/preprocess_speed.json and .md.
 
     python -m benchmarks.preprocess_speed [--rows-per-day 1000000] [--days 4]
         [--row-group-rows 100000] [--part-size 64MB] [--skip-before] [--skip-ops]
+        [--paths workflow one-pass compiled night] [--configs threads_1x2 processes_2x1]
 """
 
 from __future__ import annotations
@@ -31,14 +37,17 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from unittest import mock
 
 import nvtabular as nvt
 import pandas as pd
 from nvtabular import ops
 
 from benchmarks.report import write_results
+from feature_store import workflow as workflow_module
 from feature_store.categorify import FastCategorify
-from feature_store.cluster import DaskConfig, dask_client, raw_dataset
+from feature_store.cluster import DaskConfig, dask_client, raw_dataset, raw_files
+from feature_store.continuous import ContinuousChain, Steps
 from feature_store.generators.synthetic import generate_day, make_world
 from feature_store.spec import load_spec
 from feature_store.workflow import Preprocessor
@@ -96,29 +105,53 @@ def _before(spec, files: list[Path], work: Path) -> Measurement:
                        sum(map(len, frames)), transform_s, 0.0, fit_cpu, transform_cpu)
 
 
+@dataclass(frozen=True)
+class Path_:
+    """One way through fit and transform: the levers of this benchmark, in the order they were pulled."""
+
+    reader: str  # "files": chunks of row groups, strings dictionary-encoded; "dataset": merlin partitions
+    fit: str  # "one-pass": fit_workflow; "Workflow.fit": NVTabular's executor
+    transform: str  # "compiled": feature_store.compiled; "workflow": the merlin graph per partition
+
+    @property
+    def label(self) -> str:
+        return f"{self.reader} / {self.fit} / {self.transform}"
+
+
+PATHS = {
+    "workflow": Path_("dataset", "Workflow.fit", "workflow"),
+    "one-pass": Path_("dataset", "one-pass", "workflow"),
+    "compiled": Path_("dataset", "one-pass", "compiled"),
+    "night": Path_("files", "one-pass", "compiled"),  # what a night runs
+}
+
+
 def _after(name: str, config: DaskConfig, spec, files: list[Path], work: Path,
-           part_size: str, row_group_rows: int) -> Measurement:
+           part_size: str, row_group_rows: int, path: Path_) -> Measurement:
     columns = [*spec.feature_columns, spec.label]
     t0 = time.perf_counter()
-    with dask_client(config):
+    plain_fit = (lambda workflow, ds, *args, **kwargs: workflow.fit(ds)) if path.fit == "Workflow.fit" else None
+    with dask_client(config), mock.patch.object(workflow_module, "fit_workflow", plain_fit or workflow_module.fit_workflow):
         startup_s = time.perf_counter() - t0
         t0, c0 = time.perf_counter(), time.process_time()
-        train = raw_dataset(files[:-1], columns, part_size)
-        pre = Preprocessor.fit_dataset(spec, train, work / f"{name}-vocab")
+        if path.reader == "files":
+            pre = Preprocessor.fit_files(spec, raw_files(files[:-1], columns, part_size), work / f"{name}-vocab")
+        else:
+            pre = Preprocessor.fit_dataset(spec, raw_dataset(files[:-1], columns, part_size), work / f"{name}-vocab")
         fit_s, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
+        if path.transform == "workflow":
+            pre.__dict__["compiled"] = None  # the cached compiled transform: run the merlin graph instead
         t0, c0 = time.perf_counter(), time.process_time()
         rows = 0
-        for i, path in enumerate(files):
-            split = pre.transform_to_parquet(
-                raw_dataset([path], columns, part_size), work / f"{name}-out" / f"day-{i}",
-                spec.label, row_group_rows,
-            )
+        for i, day in enumerate(files):
+            source = raw_files([day], columns, part_size) if path.reader == "files" else raw_dataset([day], columns, part_size)
+            split = pre.transform_to_parquet(source, work / f"{name}-out" / f"day-{i}", spec.label, row_group_rows)
             rows += split.rows
         transform_s, transform_cpu = time.perf_counter() - t0, time.process_time() - c0
     if config.processes:  # the work ran in the worker processes: not measured here
         fit_cpu = transform_cpu = 0.0
     fit_rows = sum(int(pd.read_parquet(f, columns=[spec.label]).shape[0]) for f in files[:-1])
-    return Measurement(f"after ({name})", fit_rows, fit_s, rows, transform_s, startup_s,
+    return Measurement(f"{path.label} ({name})", fit_rows, fit_s, rows, transform_s, startup_s,
                        fit_cpu, transform_cpu)
 
 
@@ -133,8 +166,9 @@ def _stat_passes(spec, files: list[Path], work: Path, part_size: str) -> dict[st
             ([c] >> ops.Categorify(freq_threshold=thresholds[c], out_path=d) for c in cats[1:]),
             [cats[0]] >> ops.Categorify(freq_threshold=thresholds[cats[0]], out_path=d),
         ),
-        "FillMedian": lambda d: conts >> ops.FillMedian(),
         "FillMedian >> LogOp >> Normalize": lambda d: conts >> ops.FillMedian() >> ops.LogOp() >> ops.Normalize(),
+        "ContinuousChain (fill, log, normalize in one pass)": lambda d: conts >> ContinuousChain(
+            {c.name: Steps(c.fill, c.clip_min, c.log, c.normalize) for c in spec.continuous}),
     }
     seconds = {}
     with dask_client(CONFIGS["threads_1x2"]):
@@ -177,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--row-group-rows", type=int, default=100_000)
     parser.add_argument("--part-size", default="64MB")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS))
     parser.add_argument("--skip-before", action="store_true")
     parser.add_argument("--skip-ops", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -188,9 +223,13 @@ def main(argv: list[str] | None = None) -> int:
         files = _write_days(work, args.rows_per_day, args.days, args.row_group_rows)
         load_before = [round(x, 2) for x in os.getloadavg()]
         results = [] if args.skip_before else [_before(spec, files, work)]
-        for name in args.configs:
-            results.append(_after(name, CONFIGS[name], spec, files, work, args.part_size,
-                                  args.row_group_rows))
+        for key in args.paths:  # the levers in order, on one worker of two threads
+            results.append(_after("threads_1x2", CONFIGS["threads_1x2"], spec, files, work, args.part_size,
+                                  args.row_group_rows, PATHS[key]))
+        for name in args.configs:  # the night's path on each cluster shape
+            if name != "threads_1x2" or "night" not in args.paths:
+                results.append(_after(name, CONFIGS[name], spec, files, work, args.part_size,
+                                      args.row_group_rows, PATHS["night"]))
         stat_s = {} if args.skip_ops else _stat_passes(spec, files, work, args.part_size)
         load_after = [round(x, 2) for x in os.getloadavg()]
     finally:
