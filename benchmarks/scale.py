@@ -18,7 +18,10 @@ import-criteo --days 8` (wall time, lines/s, peak RSS), then run one night whose
 whole file (7 training days + the staging day). --criteo-import-only stops after the import.
 
     python -m benchmarks.scale [--sizes 20000,200000,1000000,10000000] [--dask-external]
-                               [--criteo-rows N] [--criteo-import-only]
+                               [--criteo-rows N] [--criteo-import-only] [--merge]
+
+--merge keeps the runs already in scale.json (a new run replaces the one it repeats), so the
+sizes can be measured in several sittings.
 
 Writes benchmarks/results/scale.{json,md,png}. The 10M-rows-a-day night and a 20M-line Criteo
 night take long: run nothing else meanwhile.
@@ -180,7 +183,7 @@ def criteo(lines: int, base: Path, epochs: int, dask: tuple[str, list[int]] | No
     write_seconds = time.perf_counter() - t0
     result = {"dataset": "criteo", "lines": lines, "file_bytes": tsv.stat().st_size,
               "write": {"seconds": write_seconds, "lines_per_s": lines / write_seconds},
-              "dask_external": dask is not None}
+              "dask_external": dask is not None, "import_only": import_only}
     imported = _cli(["datasets", "import-criteo", str(tsv), "--start-day", str(CRITEO_START),
                      "--days", str(CRITEO_DAYS)], env, home / "import.log")
     imported["lines_per_s"] = lines / imported["seconds"]
@@ -212,6 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--criteo-import-only", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--keep", action="store_true", help="Keep the temporary homes (logs, data).")
+    ap.add_argument("--merge", action="store_true",
+                    help="Keep the runs already in the results file; a new run replaces the one it repeats.")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     external_sizes = [int(s) for s in args.dask_external.split(",") if s.strip()]
@@ -230,8 +235,13 @@ def main(argv: list[str] | None = None) -> dict:
         "runs": runs,
     }
 
+    if args.merge and (args.out / "scale.json").exists():
+        runs.extend(json.loads((args.out / "scale.json").read_text()).get("runs", []))
+
     def add(run: dict) -> None:  # written after every run: a long benchmark stopped early keeps what it measured
+        runs[:] = [r for r in runs if _key(r) != _key(run)]
         runs.append(run)
+        runs.sort(key=_key)
         write_results(args.out, "scale", result, markdown(result))
 
     try:
@@ -257,6 +267,12 @@ def main(argv: list[str] | None = None) -> dict:
     write_results(args.out, "scale", result, markdown(result))
     plot(result, args.out / "scale.png")
     return result
+
+
+def _key(run: dict) -> tuple:
+    """What a run measures: the same key means a repeat (see --merge); also the table's order."""
+    return (run["dataset"] != "synthetic_clicks", bool(run.get("dask_external")), run.get("rows_per_day") or 0,
+            run.get("lines") or 0, bool(run.get("import_only")))
 
 
 def _total_memory() -> int:
