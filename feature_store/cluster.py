@@ -127,7 +127,8 @@ def _schema_dtypes(files: list[Path], columns: list[str]) -> dict[str, Any]:
 
 
 def _column_types(files: list[Path], columns: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """(pandas dtype per column where parts need a cast, the columns that are strings in every part)."""
+    """(pandas dtype per column where parts need a cast, the string columns: string in every part
+    where the column is not all null, i.e. of parquet type null)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -195,9 +196,9 @@ class RawFiles:
     `parts()` gives one lazy frame per chunk, read with pyarrow, string columns
     dictionary-encoded (pandas categoricals): turning a parquet string column into Python
     string objects is most of the cost of reading it (152 ms per million synthetic rows
-    against 31 ms), and the statistics and the compiled transform work on the codes of a
-    categorical without ever building those objects. `dataset()` is the same files as a
-    `merlin.io.Dataset` (object strings), for the workflow's input schema."""
+    against 31 ms), and the statistics and the compiled transform work once per distinct value
+    of a categorical, never building an object per row. `sample()` gives the dtypes a
+    `merlin.io.Dataset` over the same files would have (object strings), from one row group."""
 
     files: list[Path]
     columns: list[str]
@@ -209,9 +210,6 @@ class RawFiles:
     @property
     def rows(self) -> int:
         return sum(c.rows for c in self.chunks)
-
-    def dataset(self) -> Dataset:
-        return raw_dataset(self.files, self.columns, self.part_size)
 
     def sample(self, rows: int = 1000) -> pd.DataFrame:
         """The first `rows` rows (at most one row group) with object strings and the dtypes of

@@ -94,7 +94,8 @@ def streamed(request, parts: list[list[Path]], tmp_path_factory: pytest.TempPath
         raw = raw_files(_train_files(parts), COLUMNS, PART_SIZE)
         assert "user_id" in raw.strings and "item_category" in raw.strings  # all null in one part
         pre = Preprocessor.fit_files(SPEC, raw, work / "vocab")
-        train, source = raw.dataset(), raw_files(_all_files(parts), COLUMNS, PART_SIZE)
+        train = raw_dataset(_train_files(parts), COLUMNS, PART_SIZE)
+        source = raw_files(_all_files(parts), COLUMNS, PART_SIZE)
     else:
         train = raw_dataset(_train_files(parts), COLUMNS, PART_SIZE)
         pre = Preprocessor.fit_dataset(SPEC, train, work / "vocab")
