@@ -75,7 +75,8 @@ def train_candidate(
 
         progress = StageProgress(f"train {arch}", "samples", log=log, artifact=show_progress)
         try:
-            result = fit(model, data.train, data.val, train_config, on_epoch=on_epoch, on_progress=progress.update)
+            result = fit(model, data.train, data.val, train_config, on_epoch=on_epoch, on_progress=progress.update,
+                         on_rank_epoch=faults.rank_epoch)
         finally:
             progress.close()
         t0 = time.perf_counter()
