@@ -168,3 +168,15 @@ def test_torchrun_runs_a_saved_job(days, tmp_path):
     result = load_result(out, model)
     assert len(result.rank_digests) == 2 and len(set(result.rank_digests)) == 1
     assert weights_digest(model) == result.rank_digests[0] and result.best_val_auc > 0.7
+
+
+def test_processes_is_a_train_setting_with_a_clear_error(monkeypatch, tmp_path):
+    from feature_store.errors import ParameterError
+    from tasks.settings import get_settings
+
+    monkeypatch.setenv("RECLOOP_SETTINGS_FILE", str(tmp_path / "absent.env"))
+    monkeypatch.setenv("RECLOOP_TRAIN_PROCESSES", "2")
+    assert get_settings().train.processes == 2 and TrainConfig().processes == 1
+    monkeypatch.setenv("RECLOOP_TRAIN_PROCESSES", "0")
+    with pytest.raises(ParameterError, match="RECLOOP_TRAIN_PROCESSES='0'.*need processes >= 1"):
+        get_settings()
