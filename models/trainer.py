@@ -52,10 +52,17 @@ class TrainConfig:
     patience: int = 2  # epochs without a better val logloss before stopping
     seed: int = 0
     threads: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))  # the cores this process may use
+    # > 1: DistributedDataParallel in that many processes (models/distributed.py); each gets
+    # threads // processes threads and batch_size // processes rows per step (batch_size
+    # stays the global batch, so lr and the number of steps mean what they mean at 1).
+    processes: int = 1
+    ddp_timeout_s: float = 900.0  # a collective waiting longer than this fails its rank (a hung peer)
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 2 or self.threads < 1 or self.patience < 0:
             raise ValueError("need epochs >= 1, batch_size >= 2, threads >= 1, patience >= 0")
+        if self.processes < 1 or self.batch_size // self.processes < 2 or self.ddp_timeout_s <= 0:
+            raise ValueError("need processes >= 1, batch_size >= 2 * processes and ddp_timeout_s > 0")
         bad_wide_lr = self.wide_lr is not None and self.wide_lr <= 0
         if self.lr <= 0 or bad_wide_lr or self.weight_decay < 0:
             raise ValueError("need lr > 0, wide_lr > 0 (or None) and weight_decay >= 0")
@@ -73,6 +80,9 @@ class TrainResult:
     best_val_auc: float = float("nan")
     best_val_logloss: float = float("inf")
     train_samples_per_s: float = 0.0
+    # one fingerprint of the final weights per training process, computed by each process
+    # itself (models/distributed.py): all equal, or the run fails
+    rank_digests: tuple[str, ...] = ()
 
 
 def check_batch(schema, batch: Mapping[str, torch.Tensor], *, need_label: bool, where: str) -> int:
@@ -163,6 +173,19 @@ class BatchSource(Protocol):
     def batches(self, epoch: int | None, check: ChunkCheck | None = None) -> Iterator[Batch]: ...
 
 
+class ShardableSource(BatchSource, Protocol):
+    """A BatchSource that DDP can split (`models.distributed`): `shard(rank, world,
+    batch_size)` is a BatchSource of `batch_size`-row batches over rank's share of every
+    epoch, disjoint from the other ranks' shares and together covering every row;
+    `epoch_rows(epoch)` is how many rows that share has in `epoch` (shares may differ by
+    a few rows; the trainer then drops the excess so every rank takes the same steps).
+    A shard's `rows` is its share of `batches(None)`."""
+
+    def shard(self, rank: int, world: int, batch_size: int) -> BatchSource: ...
+
+    def epoch_rows(self, epoch: int | None) -> int: ...
+
+
 class TensorBatches:
     """A `BatchSource` over whole-split tensors already in memory (tests, small data).
 
@@ -171,8 +194,11 @@ class TensorBatches:
         batch_size: rows per batch (the last batch of an epoch may be shorter).
         seed: with the epoch, fixes the epoch's permutation.
     A shuffled batch is `tensor[perm[i:i + B]]`, one gather per tensor; an in-order batch
-    is a view.
+    is a view. `shard(rank, world, B)`: every world-th row of each epoch's permutation
+    (from `rank`), and in order the rank's contiguous block of rows.
     """
+
+    rank, world = 0, 1
 
     def __init__(self, data: Mapping[str, torch.Tensor], batch_size: int = 1024, seed: int = 0):
         if batch_size < 1:
@@ -183,16 +209,37 @@ class TensorBatches:
         self.batch_size, self.seed = batch_size, seed
         self.rows = int(self.data["cat"].shape[0])
 
+    def shard(self, rank: int, world: int, batch_size: int) -> TensorBatches:
+        if not 0 <= rank < world:
+            raise ValueError(f"need 0 <= rank < world, got rank {rank} of {world}")
+        out = copy.copy(self)
+        out.rank, out.world, out.batch_size = rank, world, batch_size
+        out.rows = out.epoch_rows(None)
+        return out
+
+    def epoch_rows(self, epoch: int | None) -> int:
+        lo, hi = self._block()
+        return hi - lo if epoch is None else len(range(self.rank, self._all_rows, self.world))
+
+    @property
+    def _all_rows(self) -> int:
+        return int(self.data["cat"].shape[0])
+
+    def _block(self) -> tuple[int, int]:
+        n = self._all_rows
+        return n * self.rank // self.world, n * (self.rank + 1) // self.world
+
     def batches(self, epoch: int | None, check: ChunkCheck | None = None) -> Iterator[Batch]:
         if check is not None:
             check(self.data)  # the whole split is one chunk
-        n, size = self.rows, self.batch_size
+        size = self.batch_size
         if epoch is None:
-            for i in range(0, n, size):
-                yield {k: v[i : i + size] for k, v in self.data.items()}
+            lo, hi = self._block()
+            for i in range(lo, hi, size):
+                yield {k: v[i : min(i + size, hi)] for k, v in self.data.items()}
             return
-        perm = torch.from_numpy(epoch_rng(self.seed, epoch).permutation(n))
-        for i in range(0, n, size):
+        perm = torch.from_numpy(epoch_rng(self.seed, epoch).permutation(self._all_rows))[self.rank :: self.world]
+        for i in range(0, len(perm), size):
             idx = perm[i : i + size]
             yield {k: v.index_select(0, idx) for k, v in self.data.items()}
 
@@ -212,7 +259,7 @@ def as_source(data: BatchSource | Mapping[str, torch.Tensor], batch_size: int, s
     return data
 
 
-class _Progress:
+class Progress:
     """Calls `on_progress(rows_done, rows_total)` at most every _PROGRESS_INTERVAL_S."""
 
     def __init__(self, callback: Callable[[int, int], None] | None, total: int):
@@ -240,6 +287,7 @@ def fit(
     config: TrainConfig = TrainConfig(),
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    on_rank_epoch: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train `model` in place with AdamW on binary cross-entropy; return the history.
 
@@ -249,12 +297,17 @@ def fit(
             of whole-split tensors {"cat", "cont", "cross", "label"}, which are wrapped in
             `TensorBatches(d, config.batch_size, config.seed)`. A source's own batch size
             and seed decide the batches; pass `config.batch_size` and `config.seed` to it.
-        config: see `TrainConfig`.
+        config: see `TrainConfig`. `config.processes > 1` trains with DDP in that many
+            worker processes (`models.distributed.fit_distributed`; the sources must be
+            picklable and have `shard`); the callbacks below still run in this process.
         on_epoch: called after each epoch with that epoch's history row
             {epoch, train_loss, val_logloss, val_auc, seconds}.
         on_progress: called as `on_progress(rows_done, rows_total)` with the training rows
             done so far out of `epochs * train.rows`, at most twice a second, and once at
             the end with `rows_total == rows_done` (so an early stop closes a bar at 100%).
+        on_rank_epoch: called as `on_rank_epoch(rank, epoch)` in every training process
+            after each epoch (rank 0 here when `processes == 1`); a picklable function
+            (fault drills use it, `tasks.faults.rank_epoch`).
     Every chunk the sources load is checked against `model.schema` (`check_batch`); a
     1-row batch is skipped (BatchNorm cannot train on it). Validation AUC and logloss are
     exact over all validation rows. Early stopping: after `patience` epochs without a lower
@@ -263,13 +316,15 @@ def fit(
     (the global RNG is left untouched). Sets torch's intra-op thread count to
     `config.threads` (process-wide, left set).
     """
+    if config.processes > 1:
+        from models.distributed import fit_distributed
+
+        return fit_distributed(model, train, val, config, on_epoch, on_progress, on_rank_epoch)
     torch.set_num_threads(config.threads)
     schema = model.schema
     train = as_source(train, config.batch_size, config.seed)
     val = as_source(val, PREDICT_BATCH_SIZE)
-    if train.rows < 2 or val.rows == 0:
-        raise ValueError(f"need at least 2 training rows and 1 validation row, got {train.rows} and "
-                         f"{val.rows}")
+    check_sizes(train.rows, val.rows)
 
     def check_train(chunk):
         return check_batch(schema, chunk, need_label=True, where="train")
@@ -277,25 +332,64 @@ def fit(
     def check_val(chunk):
         return check_batch(schema, chunk, need_label=True, where="val")
 
+    def hook(epoch: int) -> None:
+        if on_rank_epoch is not None:
+            on_rank_epoch(0, epoch)
+
+    return train_loop(
+        model, model, lambda epoch: train.batches(epoch, check=check_train),
+        lambda: _predict(model, val, check_val, with_labels=True), config,
+        Progress(on_progress, config.epochs * train.rows), on_epoch, hook,
+    )
+
+
+def check_sizes(train_rows: int, val_rows: int) -> None:
+    if train_rows < 2 or val_rows == 0:
+        raise ValueError(f"need at least 2 training rows and 1 validation row, got {train_rows} and {val_rows}")
+
+
+def train_loop(
+    model: nn.Module,
+    step_module: nn.Module,
+    epoch_batches: Callable[[int], Iterator[Batch]],
+    validate: Callable[[], tuple[np.ndarray, np.ndarray]],
+    config: TrainConfig,
+    progress: Progress,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    after_epoch: Callable[[int], None] | None = None,
+    all_sum: Callable[[list[float]], list[float]] | None = None,
+    device: torch.device | None = None,
+) -> TrainResult:
+    """The epochs of `fit`, shared with every DDP rank (models/distributed.py).
+
+    `model` owns the parameters (its state is what is kept and restored); `step_module`
+    runs the training forward (the model, or its DistributedDataParallel wrapper).
+    `epoch_batches(epoch)` yields this process's batches; `validate()` returns every
+    validation row's (probabilities, labels), the same on every rank. `all_sum` sums
+    floats over the ranks (None: one process), so the train loss, the divergence check
+    and hence every early-stopping decision are the same on all ranks. `device`: where
+    batches go (None: they stay on the CPU).
+    """
     optimizer = torch.optim.AdamW(_param_groups(model, config), lr=config.lr)
     loss_fn = nn.BCEWithLogitsLoss()
     result = TrainResult()
-    progress = _Progress(on_progress, config.epochs * train.rows)
     progress.add(0)
     best_state = None
     bad_epochs, train_seconds, samples = 0, 0.0, 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # dropout masks
         for epoch in range(1, config.epochs + 1):
-            model.train()
+            step_module.train()
             start = time.perf_counter()
             total_loss, seen = 0.0, 0
-            for batch in train.batches(epoch, check=check_train):
+            for batch in epoch_batches(epoch):
                 b = batch["label"].shape[0]
                 if b < 2:  # a 1-row tail batch would break BatchNorm; skip it
                     progress.add(b)
                     continue
-                loss = loss_fn(model({k: batch[k] for k in FEATURE_KEYS}), batch["label"])
+                if device is not None:
+                    batch = {k: batch[k].to(device, non_blocking=True) for k in (*FEATURE_KEYS, "label")}
+                loss = loss_fn(step_module({k: batch[k] for k in FEATURE_KEYS}), batch["label"])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -303,12 +397,17 @@ def fit(
                 seen += b
                 progress.add(b)
             epoch_train_s = time.perf_counter() - start
+            if all_sum is not None:
+                total_loss, seen_all = all_sum([total_loss, float(seen)])
+                seen_all = int(seen_all)
+            else:
+                seen_all = seen
             train_seconds += epoch_train_s
-            samples += seen
-            p_val, y_val = _predict(model, val, check_val, with_labels=True)
+            samples += seen_all
+            p_val, y_val = validate()
             row = {
                 "epoch": epoch,
-                "train_loss": total_loss / max(seen, 1),
+                "train_loss": total_loss / max(seen_all, 1),
                 "val_logloss": log_loss(y_val, p_val),
                 "val_auc": roc_auc(y_val, p_val),
                 "seconds": time.perf_counter() - start,
@@ -316,6 +415,8 @@ def fit(
             result.history.append(row)
             if on_epoch is not None:
                 on_epoch(dict(row))
+            if after_epoch is not None:
+                after_epoch(epoch)
             if not math.isfinite(row["train_loss"]):
                 break  # diverged; keep the best finite epoch
             if row["val_logloss"] < result.best_val_logloss:
@@ -361,9 +462,11 @@ def predict_proba(
 
 
 def _predict(
-    model: nn.Module, source: BatchSource, check: ChunkCheck, *, with_labels: bool
+    model: nn.Module, source: BatchSource, check: ChunkCheck, *, with_labels: bool,
+    device: torch.device | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Probabilities (and labels, when asked) of every row of `source`, in order."""
+    """Probabilities (and labels, when asked) of every row of `source`, in order (batches
+    moved to `device` when given)."""
     model.eval()
     n = source.rows
     out = np.empty(n, dtype=np.float64)
@@ -374,7 +477,8 @@ def _predict(
             b = batch["cat"].shape[0]
             if i + b > n:
                 raise ValueError(f"source yielded more than its {n} rows")
-            out[i : i + b] = torch.sigmoid(model({k: batch[k] for k in FEATURE_KEYS}).double()).numpy()
+            feats = {k: batch[k] if device is None else batch[k].to(device) for k in FEATURE_KEYS}
+            out[i : i + b] = torch.sigmoid(model(feats).double()).cpu().numpy()
             if labels is not None:
                 labels[i : i + b] = batch["label"].numpy()
             i += b

@@ -22,6 +22,17 @@ POINTS = (
 )
 
 
+RANK_POINT = "rank{rank}_after_first_epoch"  # a training process (DDP rank; 0 with one process)
+
+
+def rank_epoch(rank: int, epoch: int) -> None:
+    """The trainer's per-rank hook (`fit(on_rank_epoch=...)`, run inside every training
+    process): RECLOOP_FAULT=rank<R>_after_first_epoch SIGKILLs rank R after its first epoch,
+    a worker lost mid-training while the night's own process lives on."""
+    if epoch == 1 and os.environ.get(ENV) == RANK_POINT.format(rank=rank):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def point(name: str) -> None:
     """SIGKILL this process when RECLOOP_FAULT names this point (read at every call)."""
     if name not in POINTS:

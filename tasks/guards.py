@@ -51,8 +51,10 @@ def check_staging_day(champion: ModelVersion | None, staging_day: date, run_date
 
 def night_config(architectures: list[str], hparams: dict | None, train_config, window_days: int) -> str:
     """Short hash of what decides the trained models besides data and code (not the thread
-    count: it changes speed, not the model)."""
-    train = {k: v for k, v in dataclasses.asdict(train_config).items() if k != "threads"}
+    count or the DDP timeout: they change speed, not the model; the process count only when
+    it is not 1, so one-process nights keep the hash they had before DDP)."""
+    train = {k: v for k, v in dataclasses.asdict(train_config).items()
+             if k not in ("threads", "ddp_timeout_s") and not (k == "processes" and v == 1)}
     payload = {"architectures": sorted(architectures), "hparams": hparams or {}, "train": train,
                "window_days": window_days}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -18,6 +18,7 @@ permutation.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -49,7 +50,13 @@ class ParquetBatches:
         extra: more columns yielded as 1-D tensors under their own names (row ids, days).
     `batches(None)` yields every row once in file order (files in the given order, row
     groups in file order) and never shuffles: predictions line up with the files' rows.
+
+    `shard(rank, world, batch_size)` (DDP, `models.trainer.ShardableSource`): the rank reads
+    every world-th row group of each epoch's shuffled row-group order (from `rank`), and of
+    the file order for `batches(None)`; ranks never read the same row group.
     """
+
+    rank, world = 0, 1
 
     def __init__(
         self,
@@ -104,8 +111,20 @@ class ParquetBatches:
         order = np.arange(len(self.row_groups))
         if epoch is not None:
             order = epoch_rng(self.seed, epoch).permutation(order)
+        order = order[self.rank :: self.world]
         k = self.shuffle_row_groups
         return [order[i : i + k].tolist() for i in range(0, len(order), k)]
+
+    def shard(self, rank: int, world: int, batch_size: int) -> ParquetBatches:
+        if not 0 <= rank < world:
+            raise ValueError(f"need 0 <= rank < world, got rank {rank} of {world}")
+        out = copy.copy(self)
+        out.rank, out.world, out.batch_size = rank, world, batch_size
+        out.rows = out.epoch_rows(None)
+        return out
+
+    def epoch_rows(self, epoch: int | None) -> int:
+        return sum(self.row_groups[g][2] for groups in self.plan(epoch) for g in groups)
 
     def batches(self, epoch: int | None, check: ChunkCheck | None = None) -> Iterator[Batch]:
         plan = self.plan(epoch)
@@ -165,7 +184,8 @@ class ParquetBatches:
         dest = None  # row r of the concatenated row groups goes to buffer row dest[r]
         if epoch is not None:
             dest = np.empty(n, dtype=np.int64)
-            dest[epoch_rng(self.seed, epoch, k).permutation(n)] = np.arange(n)
+            shard = (self.rank,) if self.world > 1 else ()  # each rank its own in-buffer stream
+            dest[epoch_rng(self.seed, epoch, k, *shard).permutation(n)] = np.arange(n)
         fields = (("cat", self.cat, np.int64), ("cont", self.cont, np.float32), ("cross", self.cross, np.int64))
         out = {key: np.empty((n, len(names)), dtype=dtype) for key, names, dtype in fields}
         vectors = ([(self.label, "label")] if self.label else []) + [(c, c) for c in self.extra]

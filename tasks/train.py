@@ -73,9 +73,13 @@ def train_candidate(
             if h["epoch"] == 1:
                 faults.point("after_first_epoch")
 
+        if train_config.processes > 1:
+            log(f"[{arch}] training in {train_config.processes} processes (DDP), "
+                f"{train_config.batch_size // train_config.processes} rows per process and step")
         progress = StageProgress(f"train {arch}", "samples", log=log, artifact=show_progress)
         try:
-            result = fit(model, data.train, data.val, train_config, on_epoch=on_epoch, on_progress=progress.update)
+            result = fit(model, data.train, data.val, train_config, on_epoch=on_epoch, on_progress=progress.update,
+                         on_rank_epoch=faults.rank_epoch)
         finally:
             progress.close()
         t0 = time.perf_counter()
