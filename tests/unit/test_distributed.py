@@ -14,13 +14,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_loader import ROW_GROUP, SCHEMA, write_days
 
 from models import build_model
-from models.distributed import DistributedTrainingError, TrainJob, load_result, save_job, weights_digest
+from models.distributed import (
+    DistributedTrainingError,
+    TrainJob,
+    load_result,
+    save_job,
+    weights_digest,
+)
 from models.trainer import TensorBatches, TrainConfig, fit
 from tasks import faults
 from tasks.loader import ParquetBatches
-from test_loader import ROW_GROUP, SCHEMA, write_days
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_DAYS = (3000, 2950, 3020)  # uneven: the ranks' shares differ by a row group
