@@ -21,7 +21,8 @@ from tasks.evaluate import GatePolicy
 @dataclass(frozen=True)
 class StreamConfig:
     """The streamed data path (`RECLOOP_STREAM_*`): memory is bounded by these, not by the
-    window. `part_size`: Dask partitions of the raw days (bytes in memory, whole row groups);
+    window. `part_size`: chunks of the raw days one Dask task reads (about this many bytes in
+    memory, whole row groups of one part file);
     `row_group_rows`: row groups of the transformed parquet, the unit the trainer reads and
     shuffles; `shuffle_row_groups`: row groups per shuffle buffer (see README, Scale);
     `chunk_rows`: raw rows per chunk when the staging day is scored through bundles;
