@@ -295,7 +295,9 @@ def markdown(result: dict) -> str:
              "| exit | load before / after |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
-        n = r.get("night", {})
+        if "night" not in r:  # an import only: in the Data table
+            continue
+        n = r["night"]
         per_day = r.get("rows_per_day") or (r["lines"] // CRITEO_DAYS)
         cluster = "external (2 workers)" if r.get("dask_external") else "local"
         lines.append(f"| {r['dataset']} | {cluster} | {per_day:,} | {_f(n.get('window_rows'), ',')} | {_f(n.get('seconds'), '.1f')} "
@@ -306,7 +308,9 @@ def markdown(result: dict) -> str:
               "| data | rows/day | ingest | validate | preprocess | train | staging | promotion |",
               "|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
-        stages = r.get("night", {}).get("stages", {})
+        if "night" not in r:
+            continue
+        stages = r["night"].get("stages", {})
         cells = []
         for stage in ("ingest", "validate", "preprocess", "train", "staging", "promotion"):
             s = stages.get(stage)
