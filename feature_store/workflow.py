@@ -49,6 +49,7 @@ from merlin.schema import Tags
 from nvtabular import ops
 
 from feature_store.categorify import FastCategorify
+from feature_store.cluster import shared_partitions
 from feature_store.errors import DataError
 from feature_store.spec import DatasetSpec
 
@@ -308,7 +309,7 @@ class Preprocessor:
         missing = [c for c in inputs if c not in ddf.columns]
         if missing:
             raise DataError("training data", "required column present", column=missing[0])
-        ddf = ddf[inputs]
+        ddf = shared_partitions(ddf[inputs])  # each partition read once, not once per statistic
         probe = _probe_row(ddf)  # reads the first partition(s) only; raises when empty
         device = select_device()
         workflow = build_workflow(spec, out_path=work_dir, categorify=categorify)
