@@ -312,3 +312,15 @@ def test_pandas_nullable_types_pass_their_type_rule_and_nulls_are_named_as_nulls
     holes = clean.assign(click=clean["click"].where(clean.index >= 3))
     (failure,) = validate_frame(holes, _spec(), "holes").failures
     assert (failure.column, failure.rule) == ("click", "no nulls") and failure.observed.startswith("3 null values")
+
+
+def test_validation_reports_progress_in_rows_of_the_window(root: Path) -> None:
+    """Log lines (no terminal here) count the window's rows as its files are done, to 100%."""
+    spec = _spec()
+    window = load_window(root, spec, RUN_DATE, window_days=3)
+    lines: list[str] = []
+    validate_window(window, spec, log=lines.append)
+    total = window.rows([*window.train_days, window.holdout_day])
+    assert lines and all(line.startswith("validate: ") for line in lines), lines
+    assert lines[-1].startswith(f"validate: {total:,}/{total:,} rows (100%)"), lines
+
