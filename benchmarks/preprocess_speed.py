@@ -1,4 +1,4 @@
-"""Speed of the NVTabular preprocessing on synthetic_clicks (not a test).
+"""Speed of the NVTabular preprocessing on synthetic_clicks or Criteo-format days (not a test).
 
 Generates `--days` days of `--rows-per-day` synthetic_clicks rows (seed 7), each written as
 one parquet file with row groups of `--row-group-rows`, fits on all days but the last and
@@ -21,7 +21,11 @@ transforms every day, and reports rows/s for fit and transform separately:
 Records `os.getloadavg()` before and after: the box is shared, numbers taken under load
 are noisy. Writes benchmarks/results/preprocess_speed.json and .md.
 
-    python -m benchmarks.preprocess_speed [--rows-per-day 1000000] [--days 4]
+`--dataset criteo` writes a Criteo-format TSV (`write_criteo_like`) and imports it into day
+partitions with the CLI's importer (40 columns: 13 continuous, 26 strings of which 17
+Categorify'd); its results go to preprocess_speed_criteo.{json,md}, next to the synthetic ones.
+
+    python -m benchmarks.preprocess_speed [--dataset criteo] [--rows-per-day 1000000] [--days 4]
         [--row-group-rows 100000] [--part-size 64MB] [--skip-before] [--skip-ops]
         [--paths workflow one-pass compiled night] [--configs threads_1x2 processes_2x1]
 """
@@ -89,6 +93,18 @@ def _write_days(root: Path, rows: int, days: int, row_group_rows: int) -> list[P
         frame.to_parquet(path, index=False, row_group_size=row_group_rows)
         paths.append(path)
     return paths
+
+
+def _write_criteo_days(root: Path, rows: int, days: int, row_group_rows: int) -> list[Path]:
+    """One part file a day, row groups of `row_group_rows` lines, as `recloop datasets
+    import-criteo` writes them."""
+    from feature_store.datasets.criteo import import_criteo, write_criteo_like
+
+    tsv = write_criteo_like(root / "criteo.tsv", rows * days, seed=7, chunk_lines=row_group_rows)
+    import_criteo(tsv, root / "data", date(2026, 1, 1), rows_per_day=rows, chunk_lines=row_group_rows,
+                  part_rows=rows)
+    tsv.unlink()
+    return sorted((root / "data" / "criteo").glob("day=*/*.parquet"))
 
 
 def _before(spec, files: list[Path], work: Path) -> Measurement:
@@ -206,6 +222,7 @@ def _markdown(results: list[Measurement], stat_s: dict[str, float], meta: dict) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=[DATASET, "criteo"], default=DATASET)
     parser.add_argument("--rows-per-day", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=4)
     parser.add_argument("--row-group-rows", type=int, default=100_000)
@@ -217,10 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
-    spec = load_spec(DATASET)
+    spec = load_spec(args.dataset)
+    write = _write_criteo_days if args.dataset == "criteo" else _write_days
     work = Path(tempfile.mkdtemp(prefix="recloop-bench-pre-"))
     try:
-        files = _write_days(work, args.rows_per_day, args.days, args.row_group_rows)
+        files = write(work, args.rows_per_day, args.days, args.row_group_rows)
         load_before = [round(x, 2) for x in os.getloadavg()]
         results = [] if args.skip_before else [_before(spec, files, work)]
         for key in args.paths:  # the levers in order, on one worker of two threads
@@ -236,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     meta = {
-        "dataset": DATASET,
+        "dataset": args.dataset,
         "rows_per_day": args.rows_per_day,
         "days": args.days,
         "row_group_rows": args.row_group_rows,
@@ -256,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         ],
         "stat_pass_seconds": stat_s,
     }
-    write_results(args.out, "preprocess_speed", result, _markdown(results, stat_s, meta))
+    stem = "preprocess_speed" if args.dataset == DATASET else f"preprocess_speed_{args.dataset}"
+    write_results(args.out, stem, result, _markdown(results, stat_s, meta))
     return 0
 
 

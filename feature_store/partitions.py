@@ -112,6 +112,24 @@ def count_rows(path: Path) -> int:
         raise DataError(path, "readable parquet", detail=f"{type(exc).__name__}: {exc}") from exc
 
 
+def file_columns(path: Path) -> list[str]:
+    """Column names of one part file without reading its rows: the parquet schema (footer), or
+    a CSV's header line."""
+    if path.suffix == ".csv":
+        try:
+            return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+        except pd.errors.EmptyDataError:
+            return []
+        except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
+            raise DataError(path, "readable csv", detail=f"{type(exc).__name__}: {exc}") from exc
+    try:
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ValueError... for bad bytes
+        raise DataError(path, "readable parquet", detail=f"{type(exc).__name__}: {exc}") from exc
+
+
 def frame_chunks(frame: pd.DataFrame, columns: list[str] | None, chunk_rows: int) -> Iterator[pd.DataFrame]:
     """An in-memory frame as `iter_chunks` yields a file: the columns asked for that it has, at
     most `chunk_rows` rows at a time, each chunk indexed 0..n-1."""

@@ -82,8 +82,9 @@ class RawDay:
         return np.concatenate(parts) if parts else np.empty(0, dtype)
 
     def has_column(self, name: str) -> bool:
-        first = next(self.chunks([name]), None)
-        return first is not None and name in first.columns
+        """Whether every part file has the column, from the parquet schemas (a CSV's header):
+        no rows are read. Every file, since `column` concatenates the files' values."""
+        return bool(self.files) and all(name in partitions.file_columns(path) for path in self.files)
 
     def head(self, n: int) -> pd.DataFrame:
         return next(self.chunks()).head(n).reset_index(drop=True)

@@ -312,3 +312,27 @@ def test_pandas_nullable_types_pass_their_type_rule_and_nulls_are_named_as_nulls
     holes = clean.assign(click=clean["click"].where(clean.index >= 3))
     (failure,) = validate_frame(holes, _spec(), "holes").failures
     assert (failure.column, failure.rule) == ("click", "no nulls") and failure.observed.startswith("3 null values")
+
+
+def test_validation_reports_progress_in_rows_of_the_window(root: Path) -> None:
+    """Log lines (no terminal here) count the window's rows as its files are done, to 100%."""
+    spec = _spec()
+    window = load_window(root, spec, RUN_DATE, window_days=3)
+    lines: list[str] = []
+    validate_window(window, spec, log=lines.append)
+    total = window.rows([*window.train_days, window.holdout_day])
+    assert lines and all(line.startswith("validate: ") for line in lines), lines
+    assert lines[-1].startswith(f"validate: {total:,}/{total:,} rows (100%)"), lines
+
+
+def test_a_day_has_a_column_when_every_part_file_has_it(root: Path, monkeypatch) -> None:
+    """Answered from the parquet schemas and a CSV's header, without reading rows."""
+    import feature_store.partitions as partitions
+
+    day = date(2026, 1, 2)
+    write_day(root, DS, day, _frame(day, n=10, seed=3).drop(columns=["ts"]), fmt="csv", part=1)
+    window = load_window(root, _spec(), RUN_DATE, window_days=3)
+    monkeypatch.setattr(partitions, "iter_chunks", lambda *a, **k: pytest.fail("rows read"))
+    assert window.day(day).has_column("click") and window.day(VALIDATION).has_column("ts")
+    assert not window.day(day).has_column("ts")  # the CSV part lacks it
+    assert not window.day(VALIDATION).has_column("oracle_ctr")

@@ -265,3 +265,110 @@ def test_csv_parts_are_chunked_too(root: Path) -> None:
     days[-1] = DayFiles(STAGING, [*days[-1].files, csv], STAGING_DAY)
     lines = _lines(validate_day_files(days, _spec(), chunk_rows=CHUNK))
     assert lines == [f"{csv}: column 'hour' fails rule 'values in [0, 23]': 1 unexpected values (0.17%), e.g. [31]"]
+
+
+# ---- rules decided before GX: presence from the schema, numeric rules counted with Arrow
+
+
+def _three_files(root: Path) -> list[Path]:
+    """The staging day in three part files (the fixture's two and one more)."""
+    extra = _write(day_dir(root, DS, STAGING) / "part-2.parquet", _frame(99))
+    return [*sorted(day_dir(root, DS, STAGING).glob("*.parquet"))[:FILES], extra]
+
+
+def _columns_read(monkeypatch) -> list[list[str]]:
+    """Records the columns every GX pass over a parquet file reads."""
+    import feature_store.validation as validation
+
+    calls: list[list[str]] = []
+    original = validation._parquet_chunks
+
+    def recording(path, fragment, columns, chunk_rows):
+        calls.append(list(columns))
+        return original(path, fragment, columns, chunk_rows)
+
+    monkeypatch.setattr(validation, "_parquet_chunks", recording)
+    return calls
+
+
+def test_a_missing_column_in_the_middle_file_of_a_day_is_named_from_the_schema(root: Path, monkeypatch) -> None:
+    files = _three_files(root)
+    path = _rewrite(root, lambda df: df.drop(columns=["hour"], inplace=True), name=files[1].name)
+    columns = _spec().expectations.model_dump()["columns"]
+    spec = _spec(columns={**columns, "user": {"dtype": "string", "max_null_fraction": 1.0}})
+    read = _columns_read(monkeypatch)
+    lines = _lines(validate_day_files(_days(root), spec, chunk_rows=CHUNK))
+    assert lines == [f"{path}: column 'hour' fails rule 'column present': column is missing"]
+    assert lines == _whole(root, spec)
+    # 'user' (a string column whose only rules, presence and type, the schema decides) is never
+    # read, like Criteo's C columns; 'device' (nulls and a value set on strings) goes to GX; the
+    # numeric rules of a clean file never do.
+    assert read and all("user" not in columns for columns in read), read
+    assert all(columns == ["device"] for columns in read), read
+
+
+def test_a_string_column_stored_as_integers_is_named_by_gx(root: Path) -> None:
+    path = _rewrite(root, lambda df: df.__setitem__("user", np.arange(len(df)) % 7))
+    spec = _spec()
+    lines = _lines(validate_day_files(_days(root), spec, chunk_rows=CHUNK))
+    assert lines[0].startswith(f"{path}: column 'user' fails rule 'type string': dtype int64"), lines
+    assert lines == _whole(root, spec)
+
+
+def test_an_integer_column_stored_as_floats_is_named_by_gx(root: Path) -> None:
+    path = _rewrite(root, lambda df: df.__setitem__("ts", df["ts"].astype(np.float64)))
+    spec = _spec()
+    lines = _lines(validate_day_files(_days(root), spec, chunk_rows=CHUNK))
+    assert lines == [f"{path}: column 'ts' fails rule 'type integer': dtype float64"]
+    assert lines == _whole(root, spec)
+
+
+def test_a_null_in_a_plain_integer_column_types_only_its_chunk_as_float(root: Path) -> None:
+    """Written by Arrow without pandas metadata: the chunk with the null reads as float64, the
+    others as int64; the type and the null rule fail as for the whole file."""
+    path = day_dir(root, DS, STAGING) / LAST_FILE
+    table = pq.read_table(path).replace_schema_metadata(None)
+    ts = table.column("ts").to_pylist()
+    ts[-1] = None
+    table = table.set_column(table.schema.get_field_index("ts"), "ts", pa.array(ts, pa.int64()))
+    pq.write_table(table, path, row_group_size=ROW_GROUP)
+    spec = _spec()
+    lines = _lines(validate_day_files(_days(root), spec, chunk_rows=CHUNK))
+    assert lines[0] == f"{path}: column 'ts' fails rule 'type integer': dtype float64", lines
+    assert lines == _whole(root, spec)
+
+
+def test_nan_counts_as_a_null_and_not_as_a_value(root: Path) -> None:
+    """pandas (and GX) count NaN as missing: over the null limit it is named as nulls, and it
+    is never an unexpected value of a range."""
+    spec = _spec(columns={**_spec().expectations.model_dump()["columns"],
+                          "price": {"dtype": "float", "min": 0, "max_null_fraction": 0.01}})
+    _rewrite(root, _last_rows("price", *[np.nan] * 5))
+    assert all(r.ok for r in validate_day_files(_days(root), spec, chunk_rows=CHUNK))
+    path = _rewrite(root, _last_rows("price", *[np.nan] * 12))
+    lines = _lines(validate_day_files(_days(root), spec, chunk_rows=CHUNK))
+    assert lines == [f"{path}: column 'price' fails rule 'at most 1% nulls': 12 null values (2.00%)"]
+    assert lines == _whole(root, spec)
+
+
+def test_values_on_the_bounds_pass_and_just_outside_fail(root: Path) -> None:
+    _rewrite(root, _last_rows("hour", 0, 23))
+    assert all(r.ok for r in validate_day_files(_days(root), _spec(), chunk_rows=CHUNK))
+    path = _rewrite(root, _last_rows("hour", -1, 23))
+    lines = _lines(validate_day_files(_days(root), _spec(), chunk_rows=CHUNK))
+    assert lines == [f"{path}: column 'hour' fails rule 'values in [0, 23]': 1 unexpected values (0.17%), e.g. [-1]"]
+
+
+def test_the_window_counts_are_used_instead_of_opening_every_file_first(root: Path, monkeypatch) -> None:
+    import feature_store.validation as validation
+
+    def never(days):
+        raise AssertionError("files counted again")
+
+    monkeypatch.setattr(validation, "_row_counts", never)
+    days = _days(root)
+    rows = {path: ROWS for day in days for path in day.files}
+    done: list[int] = []
+    reports = validate_day_files(days, _spec(), chunk_rows=CHUNK, rows=rows, on_file=done.append)
+    assert all(r.ok for r in reports) and [r.rows for r in reports] == [ROWS] * FILES + [ROWS * FILES]
+    assert done == [ROWS] * FILES
