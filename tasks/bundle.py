@@ -85,7 +85,7 @@ class RankerBundle(mlflow.pyfunc.PythonModel):
         missing = [c for c in self.spec.feature_columns if c not in model_input.columns]
         if missing:
             raise ValueError(f"input rows lack feature columns {missing} required by dataset '{self.spec.name}'")
-        arrays = self.preprocessor.transform(model_input[self.spec.feature_columns])
+        arrays = self.preprocessor.transform(model_input)  # reads only the feature columns
         return predict_proba(self.model, to_batch(arrays))
 
 
