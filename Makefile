@@ -5,6 +5,7 @@
 #   make bench-loop / bench-zoo / bench-deepctr  one of them
 #   make bench-robustness  bad input and killed nights against recloop run (a table, not a timing)
 #   make bench-scale  one night at 20k..10M rows/day and a 20M-line Criteo file (wall, rows/s, peak RSS)
+#   make bench-serve  HTTP latency of `recloop serve` on 127.0.0.1 (p50/p99 at 1, 100, 1,000 rows; rows/s)
 #   make ui     MLflow UI on the local tracking store (the stack's UIs while `make up` runs)
 #   make up     served stack on 127.0.0.1: Prefect server + MLflow server + process worker + deployment
 #   make down   stop exactly what `make up` started (pid files in $(RECLOOP_HOME)/stack)
@@ -21,7 +22,7 @@ export PREFECT_HOME ?= $(abspath $(WORKDIR))/prefect
 export PYTHONWARNINGS ?= ignore::UserWarning:merlin.dtypes.mappings.tf,ignore::UserWarning:merlin.dtypes.mappings.triton
 PYTEST_ARGS ?=
 
-.PHONY: install dirs browser run test test-fast bench bench-loop bench-zoo bench-deepctr bench-robustness bench-scale ui status clean up down stack-status
+.PHONY: install dirs browser run test test-fast bench bench-loop bench-zoo bench-deepctr bench-robustness bench-scale bench-serve ui status clean up down stack-status
 
 install: $(STAMP) dirs
 
@@ -92,6 +93,12 @@ bench-robustness: install
 SCALE_ARGS ?= --sizes 20000,200000,1000000,10000000 --criteo-rows 20000000 --dask-external 1000000
 bench-scale: install
 	$(BIN)/python -m benchmarks.scale $(SCALE_ARGS)
+
+# A synthetic champion served by `recloop serve` (and with --mlflow-serve, `mlflow models serve`) on
+# 127.0.0.1: 300 timed requests per size over one keep-alive connection; about 2 minutes.
+SERVE_ARGS ?= --mlflow-serve
+bench-serve: install
+	$(BIN)/python -m benchmarks.serve_latency $(SERVE_ARGS)
 
 status: install
 	$(BIN)/recloop status

@@ -670,6 +670,50 @@ def rollback(
     console.print(f"[bold]{done.name}: champion v{done.previous} -> v{done.version}[/] (rolled back by {reviewer})")
 
 
+@app.command()
+def serve(
+    dataset: Annotated[Optional[str], typer.Argument(help="Dataset whose ranker to serve (or --spec).")] = None,
+    spec: SpecOption = None,
+    port: Annotated[Optional[int], typer.Option(help="TCP port [default: 5001].", show_default=False)] = None,
+    host: Annotated[Optional[str], typer.Option(help="Address to listen on [default: 127.0.0.1].",
+                                                show_default=False)] = None,
+    alias: Annotated[str, typer.Option(help="Registry alias to serve, resolved to a version at start.")] = "champion",
+    threads: Annotated[Optional[int], typer.Option(help="Torch intra-op threads [default: 1].", min=1,
+                                                   show_default=False)] = None,
+) -> None:
+    """Serve `<dataset>-ranker@<alias>` with MLflow's scoring protocol: POST raw rows as
+    `{"dataframe_split": {"columns": [...], "data": [[...], ...]}}` to /invocations, get
+    `{"predictions": [click probabilities]}`. Stops on Ctrl-C / SIGTERM."""
+    _quiet_libraries()
+    from tasks import serve as srv
+
+    port = srv.DEFAULT_PORT if port is None else port  # the defaults live in tasks/serve.py
+    host = host or srv.DEFAULT_HOST
+    threads = threads or srv.DEFAULT_THREADS
+    name = dataset_spec(dataset, spec).name
+    with _servers():  # the stack's registry when `make up` runs, else the configured one
+        client = _mlflow_client()
+        try:
+            served = srv.resolve(client, name, alias)
+        except srv.ServeError as exc:
+            _fail(f"serve: {exc} (registry {_settings().resolved_registry_uri})")
+        try:
+            sock = srv.bind(host, port)
+        except srv.ServeError as exc:
+            _fail(f"serve: {exc}")
+        try:
+            with console.status(f"loading {served.name} v{served.version} ({served.alias})"):
+                model = srv.load(served, threads)
+            console.print(f"serving {served.name} v{served.version} ({served.alias}) on "
+                          f"http://{host}:{port}/invocations (Ctrl-C stops)", highlight=False)
+            srv.run(model, sock)
+            console.print(f"stopped serving {served.name} v{served.version}", highlight=False)
+        except srv.ServeError as exc:
+            _fail(f"serve: {exc}")
+        finally:
+            sock.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     """The `recloop` entry point: a usage error (unknown option, a value of the wrong type) is
     one line and exit status 2, like every other bad argument."""

@@ -3,11 +3,19 @@ workflow, the dataset spec, the architecture + hyper-parameters and the torch we
 
 `predict(raw_dataframe) -> click probability`, so a champion is always scored with its own
 preprocessing and `mlflow models serve` works on raw rows.
+
+The bundle carries the project code it imports (MLflow `code_paths`, see `bundle_code`):
+`feature_store/`, `models/` and of `tasks/` only this module and `tasks/features.py`, none
+of which imports Prefect. So a bundle loads and scores in a process that has neither the
+checkout nor the recloop package, e.g. `mlflow models serve --env-manager local`. MLflow puts
+the shipped code at the front of `sys.path` when it loads the bundle; in a process that has
+already imported the project (a night's gate), the imported modules are the ones used.
 """
 
 from __future__ import annotations
 
 import functools
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +31,31 @@ MODEL_NAME_IN_RUN = "model"
 # model in a subprocess and costs ~12 s per logged model.
 _BUNDLE_PACKAGES = ("nvtabular", "merlin-core", "torch", "numpy", "pandas", "pyarrow", "dask",
                     "distributed", "mlflow", "pydantic", "PyYAML", "cloudpickle")
+
+
+# The project code a bundle imports when it loads and predicts (packages whole, `tasks` only
+# these modules: the rest of it imports Prefect).
+_CODE_PACKAGES = ("feature_store", "models")
+_CODE_MODULES = {"tasks": ("__init__.py", "bundle.py", "features.py")}
+
+
+def bundle_code(out: Path) -> list[str]:
+    """Copy the code the bundle needs into `out` (Python files only: no data files, no caches);
+    returns the package directories to pass as `code_paths`."""
+    root = Path(__file__).resolve().parent.parent
+    out.mkdir(parents=True, exist_ok=True)
+
+    def not_code(directory: str, names: list[str]) -> list[str]:
+        return [n for n in names if n == "__pycache__"
+                or (not n.endswith(".py") and not (Path(directory) / n).is_dir())]
+
+    for package in _CODE_PACKAGES:
+        shutil.copytree(root / package, out / package, ignore=not_code)
+    for package, modules in _CODE_MODULES.items():
+        (out / package).mkdir()
+        for module in modules:
+            shutil.copy2(root / package / module, out / package / module)
+    return [str(out / p) for p in (*_CODE_PACKAGES, *_CODE_MODULES)]
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,7 +85,7 @@ class RankerBundle(mlflow.pyfunc.PythonModel):
         missing = [c for c in self.spec.feature_columns if c not in model_input.columns]
         if missing:
             raise ValueError(f"input rows lack feature columns {missing} required by dataset '{self.spec.name}'")
-        arrays = self.preprocessor.transform(model_input[self.spec.feature_columns])
+        arrays = self.preprocessor.transform(model_input)  # reads only the feature columns
         return predict_proba(self.model, to_batch(arrays))
 
 
@@ -83,6 +116,7 @@ def log_bundle(model, preprocessor, spec, example_rows: pd.DataFrame) -> str:
             signature=signature,
             input_example=example,
             pip_requirements=bundle_requirements(),
+            code_paths=bundle_code(tmp_path / "code"),
         )
     return info.model_uri
 

@@ -1,0 +1,234 @@
+"""Serving latency over HTTP on loopback (not a test).
+
+Trains a small synthetic champion (wide_deep, one epoch on a generated day), registers it in a
+throw-away registry, starts `recloop serve` on 127.0.0.1 and, over one persistent HTTP/1.1
+connection, sends `--requests` timed requests (after `--warmup` untimed ones) of 1, 100 and
+1,000 raw rows as MLflow `dataframe_split` JSON, one request at a time. Latency is client-side
+wall time per request (serialising the body is done before, parsing the answer is included);
+rows/s is rows over the summed latencies. With `--mlflow-serve` the same requests also go to
+`mlflow models serve --env-manager local` with its default workers (one per core), the peer.
+
+Targets (issue 11): 100 rows p99 <= 10 ms, >= 50k rows/s at 1,000 rows. The machine has 2
+cores shared with other work: the load average before and after each server's run is
+recorded next to its numbers.
+
+    python -m benchmarks.serve_latency [--requests 300] [--warmup 30] [--mlflow-serve]
+
+Results: `benchmarks/results/serve_latency.{json,md}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.report import write_results
+
+RESULTS = Path(__file__).parent / "results"
+DATASET = "synthetic_clicks"
+SIZES = (1, 100, 1000)
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    server: str
+    rows: int  # per request
+    requests: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    rows_per_s: float
+    load_before: tuple[float, float, float]
+    load_after: tuple[float, float, float]
+
+
+def train_champion(home: Path, rows: int, seed: int = 3) -> None:
+    """A wide_deep on one synthetic day, registered as `<dataset>-ranker@champion` in home's store."""
+    import mlflow
+
+    from feature_store.generators.synthetic import generate_day, make_world
+    from feature_store.spec import load_spec
+    from feature_store.workflow import Preprocessor
+    from models import build_model
+    from models.schema import InputSchema
+    from models.trainer import TrainConfig, fit
+    from tasks import registry, tracking
+    from tasks.bundle import log_bundle
+    from tasks.features import to_batch
+    from tasks.settings import get_settings
+
+    settings = get_settings(home=home)
+    client = tracking.configure(settings)
+    spec = load_spec(DATASET)
+    train = generate_day(make_world(seed), date(2026, 3, 1), rows, seed)
+    pre = Preprocessor.fit(spec, train)
+    model = build_model("wide_deep", InputSchema.from_layout(pre.layout), seed=0)
+    batch = to_batch(pre.transform(train), train[spec.label])
+    fit(model, batch, batch, TrainConfig(epochs=1, batch_size=1024, threads=1, seed=0))
+    with mlflow.start_run(experiment_id=tracking.experiment_id(client, DATASET, tracking.artifact_location(settings))) as run:
+        uri = log_bundle(model, pre, spec, train.head(5))
+    name = registry.registered_model_name(DATASET)
+    mv = registry.register_version(client, name, DATASET, uri, run.info.run_id, {"arch": "wide_deep"})
+    registry.promote(client, name, mv.version, approved_by="bench", reason="serve latency")
+
+
+def request_bodies(size: int, count: int, seed: int = 11) -> list[bytes]:
+    """`count` different `dataframe_split` bodies of `size` raw rows (a day the model never saw)."""
+    from feature_store.generators.synthetic import generate_day, make_world
+    from feature_store.spec import load_spec
+
+    columns = load_spec(DATASET).feature_columns
+    day = generate_day(make_world(3), date(2026, 3, 9), max(size * 8, 2000), seed)[columns]
+    rng = np.random.default_rng(seed)
+    bodies = []
+    for _ in range(count):
+        start = int(rng.integers(0, len(day) - size + 1))
+        split = json.loads(day.iloc[start:start + size].to_json(orient="split", index=False))
+        bodies.append(json.dumps({"dataframe_split": split}).encode())
+    return bodies
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(proc: subprocess.Popen, port: int, deadline_s: float = 300) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with status {proc.returncode}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/ping")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"no healthy /ping on 127.0.0.1:{port} within {deadline_s} s")
+
+
+def measure(server: str, port: int, requests: int, warmup: int) -> list[Measurement]:
+    """Timed requests of every size, one at a time over one keep-alive connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Content-Type": "application/json"}
+    out = []
+    for size in SIZES:
+        bodies = request_bodies(size, min(requests, 50))
+        load_before = os.getloadavg()
+        latencies = []
+        for i in range(warmup + requests):
+            body = bodies[i % len(bodies)]
+            t0 = time.perf_counter()
+            conn.request("POST", "/invocations", body=body, headers=headers)
+            resp = conn.getresponse()
+            payload = resp.read()
+            predictions = json.loads(payload)["predictions"] if resp.status == 200 else None
+            elapsed = time.perf_counter() - t0
+            if predictions is None or len(predictions) != size:
+                raise RuntimeError(f"{server}: status {resp.status} for {size} rows: {payload[:500]!r}")
+            if i >= warmup:
+                latencies.append(elapsed)
+        lat = np.asarray(latencies)
+        out.append(Measurement(server, size, requests, round(float(np.percentile(lat, 50)) * 1e3, 2),
+                               round(float(np.percentile(lat, 99)) * 1e3, 2), round(float(lat.max()) * 1e3, 2),
+                               round(size * len(lat) / float(lat.sum())), load_before, os.getloadavg()))
+        print(out[-1], flush=True)
+    conn.close()
+    return out
+
+
+def _serve(cmd: list[str], env: dict[str, str], cwd: Path, server: str, requests: int, warmup: int,
+           port: int) -> list[Measurement]:
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        _wait_healthy(proc, port)
+        return measure(server, port, requests, warmup)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # our own child's session: the server and what it started
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def markdown(rows: list[Measurement], meta: dict) -> str:
+    lines = [
+        "# Serving latency (HTTP on 127.0.0.1, one request at a time, keep-alive)",
+        "",
+        f"Model: {meta['model']}. {meta['requests']} timed requests per size after {meta['warmup']} "
+        f"warm-up ones; client-side wall time per request. {meta['cpus']} cores shared with other work: "
+        "load average (1 min) before / after each size.",
+        "",
+        "| server | rows/request | p50 ms | p99 ms | max ms | rows/s | load before / after |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r.server} | {r.rows:,} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.max_ms:.2f} | "
+                     f"{r.rows_per_s:,.0f} | {r.load_before[0]:.2f} / {r.load_after[0]:.2f} |")
+    lines += ["", "Targets: 100 rows p99 <= 10 ms; >= 50,000 rows/s at 1,000 rows/request.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300, help="timed requests per size")
+    parser.add_argument("--warmup", type=int, default=30, help="untimed requests per size first")
+    parser.add_argument("--train-rows", type=int, default=20_000, help="rows of the champion's training day")
+    parser.add_argument("--mlflow-serve", action="store_true",
+                        help="also measure `mlflow models serve --env-manager local` (default workers)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if not 1 <= args.requests <= 5000 or not 0 <= args.warmup <= 1000:
+        parser.error("--requests must be in 1..5000 and --warmup in 0..1000 (the run must stay short)")
+
+    with tempfile.TemporaryDirectory(prefix="recloop-bench-serve-") as tmp:
+        home = Path(tmp) / "home"
+        print(f"training a wide_deep champion on {args.train_rows:,} synthetic rows ...", flush=True)
+        train_champion(home, args.train_rows)
+        from tasks.settings import get_settings
+
+        tracking_uri = get_settings(home=home).resolved_tracking_uri
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RECLOOP_")}
+        env.update({"RECLOOP_HOME": str(home), "RECLOOP_SETTINGS_FILE": str(Path(tmp) / "absent.env"),
+                    "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONPATH": str(REPO),
+                    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+                    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
+        rows: list[Measurement] = []
+        port = _free_port()
+        rows += _serve([sys.executable, "-m", "flows.cli", "serve", DATASET, "--port", str(port)], env, REPO,
+                       "recloop serve (1 worker, 1 torch thread)", args.requests, args.warmup, port)
+        if args.mlflow_serve:
+            port = _free_port()
+            name = f"{DATASET}-ranker"
+            rows += _serve([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@champion",
+                            "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], env, Path(tmp),
+                           f"mlflow models serve ({os.cpu_count()} workers, default)", args.requests,
+                           args.warmup, port)
+    meta = {"model": f"wide_deep on {args.train_rows:,} synthetic_clicks rows, 1 epoch",
+            "requests": args.requests, "warmup": args.warmup, "cpus": os.cpu_count()}
+    write_results(args.out, "serve_latency", {**meta, "measurements": [asdict(r) for r in rows]},
+                  markdown(rows, meta))
+
+
+if __name__ == "__main__":
+    main()
