@@ -40,14 +40,16 @@ _CODE_MODULES = {"tasks": ("__init__.py", "bundle.py", "features.py")}
 
 
 def bundle_code(out: Path) -> list[str]:
-    """Copy the code the bundle needs into `out` (Python files only: no data files, no caches);
-    returns the package directories to pass as `code_paths`."""
+    """Copy the code the bundle needs into `out` (Python files and the dataset specs: no caches,
+    no data); returns the package directories to pass as `code_paths`. MLflow puts them first on
+    `sys.path`, so in a process that loads a bundle first they are the `feature_store` it imports:
+    they must be whole enough to serve as it (the specs, for `load_spec`)."""
     root = Path(__file__).resolve().parent.parent
     out.mkdir(parents=True, exist_ok=True)
 
     def not_code(directory: str, names: list[str]) -> list[str]:
         return [n for n in names if n == "__pycache__"
-                or (not n.endswith(".py") and not (Path(directory) / n).is_dir())]
+                or (not n.endswith((".py", ".yaml")) and not (Path(directory) / n).is_dir())]
 
     for package in _CODE_PACKAGES:
         shutil.copytree(root / package, out / package, ignore=not_code)
