@@ -35,7 +35,13 @@ from nvtabular import ops
 
 from feature_store.categorify import FastCategorify, encode
 from feature_store.continuous import ContinuousChain
-from feature_store.stable_ops import DomainBucketize, StableHashBucket, StableHashedCross, hash_rows
+from feature_store.stable_ops import (
+    DomainBucketize,
+    StableHashBucket,
+    StableHashedCross,
+    hash_columns,
+    hash_rows,
+)
 
 Column = Any  # a pandas Series (raw input) or a numpy array (a computed column)
 Kernel = Callable[[list[Column]], list[Column]]
@@ -75,8 +81,7 @@ def _cross(op: StableHashedCross, names: list[str]) -> Kernel:
     buckets, dtype = np.uint64(op.num_buckets), op.output_dtype
 
     def kernel(cols: list[Column]) -> list[Column]:
-        frame = pd.DataFrame({n: _series(c) for n, c in zip(names, cols)}, copy=False)
-        return [(hash_rows(frame) % buckets).astype(dtype)]
+        return [(hash_columns(cols) % buckets).astype(dtype)]
 
     return kernel
 

@@ -28,6 +28,15 @@ def hash_rows(frame: Any) -> Any:
     return frame.hash_values().values
 
 
+def hash_columns(columns: list[Any]) -> np.ndarray:
+    """`hash_rows` of a DataFrame of these columns (Series or arrays, in order), without building
+    the frame: pandas' own per-column hashes combined the way `hash_pandas_object` combines them."""
+    from pandas.core.util.hashing import combine_hash_arrays
+
+    hashes = (pd.util.hash_array(c._values if isinstance(c, pd.Series) else np.asarray(c)) for c in columns)
+    return combine_hash_arrays(hashes, len(columns))
+
+
 def _emb_dim(cardinality: int) -> int:
     # NVTabular's rule of thumb, recorded only as a hint; the models choose their own size.
     return int(min(max(16, round(1.6 * cardinality**0.56)), 512))

@@ -449,10 +449,13 @@ class Preprocessor:
         columns: dict[str, pd.Series] = {}
         null_rows: dict[str, np.ndarray] = {}
         categorify = {c.name for c in self.spec.categorical if c.hash_buckets is None}
+        index = df.index
+        if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1):
+            df = df.reset_index(drop=True)
         for column, fit_dtype in self.input_dtypes.items():
             if column not in df.columns:
                 raise DataError(_TRANSFORM_SOURCE, "required column present", column=column)
-            ser = _coerce(df[column].reset_index(drop=True), fit_dtype, column)
+            ser = _coerce(df[column], fit_dtype, column)
             if _kind(fit_dtype) == "i" and _kind(ser.dtype) != "i":  # nulls in an int column
                 missing = ser.isna().to_numpy()
                 ser = ser.fillna(self.probe_row[column]).astype(fit_dtype)
