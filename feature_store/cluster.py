@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # imported where used: the settings import DaskConfig, and mu
     from merlin.io import Dataset
 
 CONNECT_TIMEOUT_S = 5
+_POLL_S = 0.05  # how often compute_tracked looks at its futures
 
 
 class ClusterUnreachable(ConnectionError):
@@ -223,6 +224,10 @@ class RawFiles:
         # A string column of nulls only (parquet type null) is object, like a string column.
         return frame.astype({c: object for c in self.strings if frame[c].dtype != object})
 
+    def read(self, chunk: RawChunk) -> pd.DataFrame:
+        """One chunk, read here (not on the cluster)."""
+        return read_chunk(chunk, self.columns, self.dtypes, [c for c in self.strings if c in self.columns])
+
     def parts(self) -> list[Any]:
         import dask
 
@@ -281,15 +286,20 @@ def compute_tracked(tracked: list[Any], weights: list[int], results: list[Any] |
     client = global_dask_client()
     if client is None or on_progress is None:
         return dask.compute(*results)
-    import distributed
-
     futures = client.compute([*tracked, *results])
-    weight = {f.key: w for f, w in zip(futures[: len(tracked)], weights)}
+    pending = dict(zip(futures[: len(tracked)], weights))
     total, done = sum(weights), 0
     on_progress(0, total)
-    for future in distributed.as_completed(futures[: len(tracked)]):
-        done += weight.get(future.key, 0)
-        on_progress(done, total)
+    # Polled, not `distributed.as_completed`: that iterates on the loop of whatever client is
+    # the default when it starts (dask/distributed 4357), and a night hung there once in CI.
+    while pending:
+        finished = [f for f in pending if f.done()]
+        for future in finished:
+            done += pending.pop(future)
+        if finished:
+            on_progress(done, total)
+        else:
+            time.sleep(_POLL_S)
     return tuple(client.gather(futures[len(tracked):]))
 
 

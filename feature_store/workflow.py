@@ -307,7 +307,7 @@ class Preprocessor:
         if not raw.chunks:
             raise DataError("training data", "non-empty training data")
         sample = raw.sample()
-        probe = _probe_row((part.compute() for part in raw.parts()), inputs)
+        probe = _probe_row((raw.read(c) for c in raw.chunks), inputs)  # the first chunks, read here
         return cls._fit(spec, Dataset(sample, cpu=True), sample.dtypes, probe, work_dir, "fast",
                         lambda columns: dataclasses.replace(raw, columns=columns).parts(),
                         [c.rows for c in raw.chunks], on_progress)
