@@ -183,7 +183,8 @@ def criteo(lines: int, base: Path, epochs: int, dask: tuple[str, list[int]] | No
     write_seconds = time.perf_counter() - t0
     result = {"dataset": "criteo", "lines": lines, "file_bytes": tsv.stat().st_size,
               "write": {"seconds": write_seconds, "lines_per_s": lines / write_seconds},
-              "dask_external": dask is not None, "import_only": import_only}
+              "dask_external": dask is not None, "import_only": import_only,
+              "train_settings": {k: v for k, v in env.items() if k.startswith("RECLOOP_TRAIN_")}}
     imported = _cli(["datasets", "import-criteo", str(tsv), "--start-day", str(CRITEO_START),
                      "--days", str(CRITEO_DAYS)], env, home / "import.log")
     imported["lines_per_s"] = lines / imported["seconds"]
@@ -304,6 +305,10 @@ def markdown(result: dict) -> str:
                      f"| {_f(n.get('rows_per_s'), ',.0f')} | {_f(n.get('peak_rss_mb'), ',.0f')} "
                      f"| {_f(n.get('staging_auc'), '.4f')} | {_f(n.get('oracle_staging_auc'), '.4f')} "
                      f"| {n.get('exit_code', '')} | {r['loadavg_before'][0]:.2f} / {r['loadavg_after'][0]:.2f} |")
+    for r in result["runs"]:
+        if r.get("train_settings") and "night" in r:
+            settings = ", ".join(f"{k}={v}" for k, v in sorted(r["train_settings"].items()))
+            lines += ["", f"The {r['dataset']} night ran with {settings}."]
     lines += ["", "## Stages (seconds, rows/s)", "",
               "| data | rows/day | ingest | validate | preprocess | train | staging | promotion |",
               "|---|---|---|---|---|---|---|---|"]
