@@ -186,6 +186,17 @@ class ShardableSource(BatchSource, Protocol):
     def epoch_rows(self, epoch: int | None) -> int: ...
 
 
+def shard_of(source: Any, rank: int, world: int, batch_size: int) -> Any:
+    """A copy of a source with `rank`, `world` and `batch_size` attributes that reads rank's share
+    (the source's `epoch_rows` and `batches` honour them); what both sources' `shard` return."""
+    if not 0 <= rank < world:
+        raise ValueError(f"need 0 <= rank < world, got rank {rank} of {world}")
+    out = copy.copy(source)
+    out.rank, out.world, out.batch_size = rank, world, batch_size
+    out.rows = out.epoch_rows(None)
+    return out
+
+
 class TensorBatches:
     """A `BatchSource` over whole-split tensors already in memory (tests, small data).
 
@@ -210,12 +221,7 @@ class TensorBatches:
         self.rows = int(self.data["cat"].shape[0])
 
     def shard(self, rank: int, world: int, batch_size: int) -> TensorBatches:
-        if not 0 <= rank < world:
-            raise ValueError(f"need 0 <= rank < world, got rank {rank} of {world}")
-        out = copy.copy(self)
-        out.rank, out.world, out.batch_size = rank, world, batch_size
-        out.rows = out.epoch_rows(None)
-        return out
+        return shard_of(self, rank, world, batch_size)
 
     def epoch_rows(self, epoch: int | None) -> int:
         lo, hi = self._block()

@@ -18,7 +18,6 @@ permutation.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -29,7 +28,7 @@ import pyarrow.parquet as pq
 import torch
 
 from models.schema import InputSchema
-from models.trainer import Batch, ChunkCheck, epoch_rng
+from models.trainer import Batch, ChunkCheck, epoch_rng, shard_of
 
 _RESERVED = ("cat", "cont", "cross", "label")
 
@@ -116,12 +115,7 @@ class ParquetBatches:
         return [order[i : i + k].tolist() for i in range(0, len(order), k)]
 
     def shard(self, rank: int, world: int, batch_size: int) -> ParquetBatches:
-        if not 0 <= rank < world:
-            raise ValueError(f"need 0 <= rank < world, got rank {rank} of {world}")
-        out = copy.copy(self)
-        out.rank, out.world, out.batch_size = rank, world, batch_size
-        out.rows = out.epoch_rows(None)
-        return out
+        return shard_of(self, rank, world, batch_size)
 
     def epoch_rows(self, epoch: int | None) -> int:
         return sum(self.row_groups[g][2] for groups in self.plan(epoch) for g in groups)
