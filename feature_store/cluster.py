@@ -123,10 +123,6 @@ def _pandas_dtype(types: list[pa.DataType], maybe_null: bool, column: str, files
     )
 
 
-def _schema_dtypes(files: list[Path], columns: list[str]) -> dict[str, Any]:
-    return _column_types(files, columns)[0]
-
-
 def _column_types(files: list[Path], columns: list[str]) -> tuple[dict[str, Any], list[str]]:
     """(pandas dtype per column where parts need a cast, the string columns: string in every part
     where the column is not all null, i.e. of parquet type null)."""
@@ -171,7 +167,7 @@ def raw_dataset(files: list[Path], columns: list[str], part_size: str | int) -> 
     files = [Path(f) for f in files]
     if not files:
         raise DataError("raw dataset", "at least one part file")
-    dtypes = _schema_dtypes(files, columns)
+    dtypes = _column_types(files, columns)[0]
     ddf = Dataset([str(f) for f in files], engine="parquet", part_size=part_size, cpu=True).to_ddf(
         columns=list(columns)
     )
