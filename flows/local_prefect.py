@@ -10,10 +10,8 @@ run history and paused runs are where Prefect's own local mode puts them.
 
 from __future__ import annotations
 
-import ctypes
 import inspect
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,16 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent: int):
-    def preexec() -> None:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
+from tasks.processes import die_with_parent
 
 
 def _free_port() -> int:
@@ -87,7 +76,7 @@ def prefect_api(log_dir: Path, echo=print) -> Iterator[str]:
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port),
              "--no-services", "--no-ui"],
             env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent(os.getpid()),
+            preexec_fn=die_with_parent(os.getpid()),
         )
     try:
         t0 = time.monotonic()

@@ -1,10 +1,14 @@
 """Which process is this, and is that one still alive: pid plus start time, since a pid alone
-is recycled. Linux /proc; no heavy imports (the night lock reads it before anything else)."""
+is recycled; and children that die with their parent. Linux /proc and prctl; no heavy imports
+(the night lock reads it before anything else)."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,3 +38,20 @@ def is_alive(host: str, pid: int, start: str) -> bool | None:
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> Callable[[], None]:
+    """A `preexec_fn` for `subprocess.Popen`: the kernel sends the child SIGTERM the moment its
+    parent dies, however it dies (also SIGKILL, when no `finally` runs). `parent` is the
+    caller's pid (`os.getpid()`): a parent gone before prctl took effect ends the child at once.
+    The signal follows the thread that started the child: start it from a thread that outlives it."""
+
+    def preexec() -> None:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec

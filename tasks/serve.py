@@ -1,6 +1,7 @@
 """`recloop serve`: a registered bundle behind MLflow's own scoring server, in this process.
 
     recloop serve DATASET [--port 5001] [--alias champion] [--host 127.0.0.1]
+    python -m tasks.serve --model-uri models:/NAME/VERSION --fd FD   # the gate's dry run (tasks/dryrun.py)
 
 The protocol is MLflow's (`POST /invocations` with a `dataframe_split`, `dataframe_records`,
 CSV or parquet body; `GET /ping`, `/health`, `/version`), because the app is MLflow's:
@@ -18,10 +19,15 @@ CSV or parquet body; `GET /ping`, `/health`, `/version`), because the app is MLf
   the model under a running server; restart to serve the new champion), and the socket is
   bound before the bundle loads, so a busy port or a missing alias fails in a second with
   one line instead of after the load.
+
+The second form is the staging gate's served dry run: the night binds a free loopback port,
+passes the listening socket down and serves one model URI (a registered version) with the
+same `load` and `run`, so the dry run measures the server `recloop serve` would be.
 """
 
 from __future__ import annotations
 
+import argparse
 import errno
 import socket
 from dataclasses import dataclass
@@ -88,15 +94,20 @@ def bind(host: str, port: int) -> socket.socket:
 
 def load(served: ServedModel, threads: int = DEFAULT_THREADS) -> Any:
     """The pyfunc bundle, with torch's intra-op threads set first (process-wide)."""
+    return load_uri(served.uri, f"{served.name} v{served.version} ({served.alias})", threads)
+
+
+def load_uri(uri: str, what: str, threads: int = DEFAULT_THREADS) -> Any:
+    """`load` for any model URI; `what` names it in the error."""
     import mlflow
     import torch
 
     torch.set_num_threads(threads)
     try:
-        return mlflow.pyfunc.load_model(served.uri)
+        return mlflow.pyfunc.load_model(uri)
     except Exception as exc:
-        raise ServeError(f"{served.name} v{served.version} ({served.alias}) does not load: "
-                         f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
+        first = str(exc).splitlines()[0][:300] if str(exc) else ""
+        raise ServeError(f"{what} does not load: {type(exc).__name__}: {first}") from exc
 
 
 def run(model: Any, sock: socket.socket, log_level: str = "warning") -> None:
@@ -115,3 +126,28 @@ def run(model: Any, sock: socket.socket, log_level: str = "warning") -> None:
     config = uvicorn.Config(scoring_server.init(model), log_level=log_level, access_log=False,
                             lifespan="off")
     Server(config).run(sockets=[sock])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve one model URI on an inherited listening socket until SIGTERM (the dry run's server).
+    A bundle that does not load is one line on stderr and exit status 1."""
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m tasks.serve", description=main.__doc__.splitlines()[0])
+    parser.add_argument("--model-uri", required=True, help="e.g. models:/NAME/VERSION")
+    parser.add_argument("--fd", type=int, required=True, help="a listening TCP socket inherited from the parent")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch intra-op threads")
+    args = parser.parse_args(argv)
+    sock = socket.socket(fileno=args.fd)
+    try:
+        model = load_uri(args.model_uri, args.model_uri, args.threads)
+        run(model, sock)
+    except ServeError as exc:
+        print(f"serve: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    finally:
+        sock.close()
+
+
+if __name__ == "__main__":
+    main()
