@@ -3,8 +3,9 @@
 Challenger and champion are scored on the same holdout day, which neither trained on. The
 challenger passes when it is no worse than the champion beyond the configured tolerances on
 AUC and logloss, and its predictions are sane (finite, calibrated within bounds, and the
-registered bundle reloads and reproduces them). With no champion yet, an absolute AUC floor
-applies instead. The bootstrap interval of the AUC difference is reported, not gated on:
+registered bundle reloads and reproduces them, and, served by a real scoring server, answers
+with the same predictions within the latency budget: `DryRunResult`, measured by
+tasks/dryrun.py). With no champion yet, an absolute AUC floor applies instead. The bootstrap interval of the AUC difference is reported, not gated on:
 on one day of data a tolerance is a clearer contract than a significance test.
 """
 
@@ -57,6 +58,58 @@ class Check:
     detail: str
 
 
+DRY_RUN_CHECK = "served_dry_run"
+
+
+@dataclass(frozen=True)
+class DryRunResult:
+    """The served dry run of the selected candidate (tasks/dryrun.py): its registered version
+    served by a real `tasks.serve` subprocess, a seeded sample of staging rows sent in requests
+    of `request_rows`, every prediction compared with the in-memory one, every request timed.
+    `failures` name what went wrong ("server did not start: ...", "request failed: ...",
+    "predictions differ: ...", "p99 over budget: ..."); empty when it passed. Latencies are
+    None when no request was answered."""
+
+    uri: str
+    rows: int
+    requests: int
+    request_rows: int
+    p50_ms: float | None
+    p99_ms: float | None
+    max_abs_diff: float | None
+    seconds: float
+    p99_budget_ms: float
+    failures: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    @property
+    def result(self) -> str:
+        """The version tag `dryrun.result`: `passed`, or `failed: <reasons>`."""
+        return "passed" if self.passed else "failed: " + "; ".join(self.failures)
+
+    def check(self) -> Check:
+        if not self.passed:
+            return Check(DRY_RUN_CHECK, False, "; ".join(self.failures))
+        return Check(DRY_RUN_CHECK, True, f"{self.uri} served {self.rows} rows in {self.requests} requests of "
+                                          f"{self.request_rows}: p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms "
+                                          f"(budget {self.p99_budget_ms:g}), max |diff| {self.max_abs_diff:.1e}")
+
+    def metrics(self) -> dict[str, float]:
+        """Metrics of the candidate's run (those that were measured)."""
+        out = {"dryrun_seconds": self.seconds, "dryrun_p50_ms": self.p50_ms, "dryrun_p99_ms": self.p99_ms,
+               "dryrun_max_abs_diff": self.max_abs_diff}
+        return {k: float(v) for k, v in out.items() if v is not None}
+
+    def tags(self) -> dict[str, str]:
+        out = {"dryrun.result": self.result}
+        if self.p50_ms is not None:
+            out |= {"dryrun.p50_ms": f"{self.p50_ms:.2f}", "dryrun.p99_ms": f"{self.p99_ms:.2f}"}
+        return out
+
+
 @dataclass
 class GateResult:
     challenger: StagingScore
@@ -66,6 +119,7 @@ class GateResult:
     delta_auc_high: float | None
     delta_logloss: float | None
     checks: list[Check] = field(default_factory=list)
+    dry_run: DryRunResult | None = None
 
     @property
     def passed(self) -> bool:
@@ -83,7 +137,12 @@ class GateResult:
         return "; ".join(f"{'ok' if c.passed else 'FAILED'} {c.name}: {c.detail}" for c in self.checks)
 
     def add_check(self, check: Check) -> None:
-        self.checks.append(check)
+        """Add a check, or replace the one of the same name (a pending check gets its result)."""
+        self.checks = [c for c in self.checks if c.name != check.name] + [check]
+
+    def record_dry_run(self, result: DryRunResult) -> None:
+        self.dry_run = result
+        self.add_check(result.check())
 
     def metrics(self) -> dict[str, float]:
         """The metric keys every child run shares (champion numbers on the challenger's run)."""
@@ -122,6 +181,8 @@ class GateResult:
                 "gate.delta_auc_ci95": f"[{self.delta_auc_low:+.5f}, {self.delta_auc_high:+.5f}]",
                 "gate.delta_logloss": f"{self.delta_logloss:+.5f}",
             }
+        if self.dry_run is not None:
+            out |= self.dry_run.tags()
         return out
 
     def to_dict(self) -> dict:

@@ -17,6 +17,7 @@ ENV = "RECLOOP_FAULT"
 POINTS = (
     "after_first_epoch",  # training: parent and child runs RUNNING, nothing registered
     "after_version_created",  # registered with its gate tags, no alias yet
+    "during_dry_run",  # the registered version's scoring server is up, the dry run unfinished
     "before_champion_alias",  # promotion intent written, `champion` not moved yet
     "after_champion_alias",  # `champion` moved, the promotion's tags not written yet
 )
