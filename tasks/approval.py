@@ -85,6 +85,19 @@ class ApprovalRequest:
     tracking_uri: str
     staging_day: str
     timeout_s: int
+    # The champion's own served dry run (p50, p99 ms; its version tags), when it had one.
+    champion_served_ms: tuple[float, float] | None = None
+
+
+def champion_served_ms(client: MlflowClient, name: str, version: str | None) -> tuple[float, float] | None:
+    """(p50, p99) of a version's own dry run, from its `dryrun.*` tags; None without one."""
+    if version is None:
+        return None
+    tags = client.get_model_version(name, version).tags
+    try:
+        return float(tags["dryrun.p50_ms"]), float(tags["dryrun.p99_ms"])
+    except (KeyError, ValueError):
+        return None
 
 
 def build_request(
@@ -101,6 +114,8 @@ def build_request(
         gate=outcome.version_gate, champion_version=outcome.champion.version if outcome.champion else None,
         champion_run_id=champ_run, champion_experiment_id=champ_exp, tracking_uri=tracking_uri,
         staging_day=staging_day, timeout_s=timeout_s,
+        champion_served_ms=champion_served_ms(client, night.model_name,
+                                              outcome.champion.version if outcome.champion else None),
     )
 
 
@@ -130,6 +145,14 @@ def comparison_markdown(req: ApprovalRequest, flow_run_id: str) -> str:
         deltas = ["**Challenger - champion**", "",
                   f"- Δ AUC {g.delta_auc:+.4f}{ci}",
                   f"- Δ logloss {_num(g.delta_logloss, '+.4f')}", ""]
+    served, champ_ms = g.dry_run, req.champion_served_ms
+    latency, latency_note = [], []
+    if served is not None:
+        latency = [f"| served p50 ms | {_num(served.p50_ms, '.1f')} | {_num(champ_ms and champ_ms[0], '.1f')} |",
+                   f"| served p99 ms | {_num(served.p99_ms, '.1f')} | {_num(champ_ms and champ_ms[1], '.1f')} |"]
+        latency_note = [f"Served: the registered version behind a real scoring server on 127.0.0.1, {served.rows} "
+                        f"staging rows in requests of {served.request_rows}, p99 budget {served.p99_budget_ms:g} ms; "
+                        "the champion's latency is from its own night's dry run.", ""]
     lines = [
         f"## Approval needed: {req.name} v{req.version} ({req.arch})",
         "",
@@ -142,10 +165,12 @@ def comparison_markdown(req: ApprovalRequest, flow_run_id: str) -> str:
         f"| AUC | {g.challenger.auc:.4f} | {_num(champ and champ.auc, '.4f')} |",
         f"| logloss | {g.challenger.logloss:.4f} | {_num(champ and champ.logloss, '.4f')} |",
         f"| calibration | {g.challenger.calibration:.3f} | {_num(champ and champ.calibration, '.3f')} |",
+        *latency,
         "",
         *deltas,
         "Calibration: mean prediction / observed CTR.",
         "",
+        *latency_note,
         "**Gate checks**",
         "",
         *[f"- {'ok' if c.passed else 'FAILED'} {c.name}: {c.detail}" for c in g.checks],

@@ -225,6 +225,8 @@ class ComparisonRow:
     train_samples_per_s: float | None = None
     verdict: str = ""
     registered: str = ""
+    served_p50_ms: float | None = None  # the served dry run (the registered candidate only)
+    served_p99_ms: float | None = None
 
 
 @dataclass

@@ -16,6 +16,7 @@ def comparison_rows(
         gate = outcome.gates[cand.arch]
         if cand.arch == outcome.selected and outcome.version_gate is not None:
             gate = outcome.version_gate
+        served = gate.dry_run
         rows.append(ComparisonRow(
             model=cand.arch,
             val_auc=cand.result.best_val_auc,
@@ -29,6 +30,8 @@ def comparison_rows(
             train_samples_per_s=cand.result.train_samples_per_s,
             verdict=gate.verdict,
             registered=f"v{outcome.version}" if cand.arch == outcome.selected else "",
+            served_p50_ms=served.p50_ms if served is not None else None,
+            served_p99_ms=served.p99_ms if served is not None else None,
         ))
     if outcome.champion is not None and outcome.champion.pred is None:
         rows.append(ComparisonRow(f"champion v{outcome.champion.version}", verdict="broken (health=broken)"))
@@ -77,11 +80,12 @@ def _cells(row: ComparisonRow) -> list[str]:
         _fmt(row.calibration, ".3f"),
         row.verdict,
         row.registered,
+        "" if row.served_p99_ms is None else f"{row.served_p50_ms:.1f} / {row.served_p99_ms:.1f}",
     ]
 
 
 HEADERS = ["model", "val AUC", "staging AUC", "staging logloss", "Δ AUC vs champion [95% CI]",
-           "Δ logloss", "calibration", "gate", "registered"]
+           "Δ logloss", "calibration", "gate", "registered", "served p50 / p99 ms"]
 
 
 def markdown_table(rows: list[ComparisonRow]) -> str:

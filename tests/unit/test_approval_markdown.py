@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tasks.approval import ApprovalRequest, comparison_markdown
-from tasks.evaluate import GatePolicy, evaluate_gate
+from tasks.evaluate import DryRunResult, GatePolicy, evaluate_gate
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +69,17 @@ def test_first_champion_has_no_comparison_columns(request_):
                                 champion_run_id=None, champion_experiment_id=None)
     md = comparison_markdown(first, "fr-1")
     assert "champion (none yet)" in md and "moves `champion` to v3" in md and "ok auc_floor" in md
+
+
+def test_shows_the_served_latency_next_to_the_champions_own(request_):
+    gate = dataclasses.replace(request_.gate)
+    gate.record_dry_run(DryRunResult(uri="models:/synthetic_clicks-ranker/3", rows=2000, requests=20, request_rows=100,
+                                     p50_ms=11.04, p99_ms=15.46, max_abs_diff=0.0, seconds=6.1, p99_budget_ms=250.0))
+    md = comparison_markdown(dataclasses.replace(request_, gate=gate, champion_served_ms=(10.2, 14.9)), "fr-1")
+    rows = {r[0]: r[1:] for r in _table(md)}
+    assert rows["served p50 ms"] == ["11.0", "10.2"] and rows["served p99 ms"] == ["15.5", "14.9"]
+    assert "2000 staging rows in requests of 100, p99 budget 250 ms" in md and "ok served_dry_run" in md
+    assert all(len(row) == 3 for row in _table(md))
+    assert max(len(line) for line in md.splitlines() if line.startswith("|")) <= 50
+    without = comparison_markdown(dataclasses.replace(request_, gate=gate), "fr-1")
+    assert {r[0]: r[1:] for r in _table(without)}["served p99 ms"] == ["15.5", "-"]  # a champion never served
