@@ -189,7 +189,7 @@ def _night(client, settings, spec, night: Night, work: Path, architectures: list
             for arch in architectures
         ]
         outcome = timed("staging", staging_task, client, night, candidates, data.holdout_raw,
-                        data.holdout_labels, settings.gate, evaluate_only=backfill_note is not None)
+                        data.holdout_labels, settings.gate, settings.dryrun, evaluate_only=backfill_note is not None)
         if backfill_note:
             outcome.notes.insert(0, backfill_note)
         promotion = timed("promotion", promotion_task, client, night, outcome, settings.approval_mode)

@@ -8,6 +8,8 @@ A process can die at any instruction (OOM killer, a lost machine, kill -9). What
 - `champion` and `challenger` on the same version;
 - a version registered without a gate result (only registries written before versions were
   created with their gate tags in one write);
+- a version whose served dry run never finished (`dryrun.result=pending`: registered, not
+  passed, not challenger; the repair records why);
 - a challenger waiting for approval on a night that no longer exists (`approval.reconcile_abandoned`).
 Each repair is reported; a run is only ended when its process is known to be dead: it ran on
 this host and its pid is gone (or was reused), or its Prefect flow run is over.
@@ -25,6 +27,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import approval, registry, tracking
+from tasks.dryrun import INTERRUPTED, PENDING
 from tasks.lock import Holder
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -153,6 +156,11 @@ def repair_registry(client: MlflowClient, name: str) -> list[Repair]:
             if registry.remove_alias_if(client, name, registry.CHALLENGER, str(mv.version)):
                 repairs.append(Repair("removed alias", f"{name}@challenger", f"v{mv.version} has no gate result"))
             repairs.append(Repair("marked incomplete", f"{name} v{mv.version}", "no gate tags: never promotable"))
+        elif mv.tags.get("dryrun.result") == PENDING:  # under the lock: its night is gone
+            registry.set_tags(client, name, str(mv.version), {"dryrun.result": INTERRUPTED, "gate.passed": "false"})
+            registry.remove_alias_if(client, name, registry.CHALLENGER, str(mv.version))
+            repairs.append(Repair("marked dry run interrupted", f"{name} v{mv.version}",
+                                  "its night ended during the served dry run: never promotable"))
     return repairs
 
 

@@ -2,9 +2,11 @@
 
 Every candidate is scored on the staging day next to the champion, which is scored through
 its own registered bundle (its own preprocessing). The candidate with the best validation
-AUC among those that pass the gate is registered; the registered bundle must load back from
-the registry and reproduce its predictions before it gets the `challenger` alias. Nothing
-here touches `champion` unless the gate passed and the approval step says so.
+AUC among those that pass the gate is registered; the bundle must load back from the store and
+reproduce its predictions, and the registered version, served by a real scoring server
+(tasks/dryrun.py), must answer the same predictions within the latency budget before it gets
+the `challenger` alias. Nothing here touches `champion` unless the gate passed and the approval
+step says so.
 """
 
 from __future__ import annotations
@@ -18,15 +20,21 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import faults, plots, registry
+from tasks.dryrun import DISABLED, PENDING, DryRunConfig, pending_check, run_dry_run
 from tasks.evaluate import Check, GatePolicy, GateResult, evaluate_gate, reload_check
 from tasks.handoff import Candidate, ChampionScore, FrameDay, Night, RawDay, StagingOutcome
+
+
+def input_columns(bundle) -> list[str] | None:
+    """The raw columns a loaded bundle's signature declares (None: no signature, every column)."""
+    schema = bundle.metadata.get_input_schema()
+    return schema.input_names() if schema is not None else None
 
 
 def predict_raw(bundle, day: RawDay | FrameDay) -> np.ndarray:
     """Score a day's raw rows with a loaded bundle, a chunk at a time (a staging day of tens of
     millions of rows never sits in memory whole), passing only the columns its signature declares."""
-    schema = bundle.metadata.get_input_schema()
-    columns = schema.input_names() if schema is not None else None
+    columns = input_columns(bundle)
     parts = [np.asarray(bundle.predict(chunk[columns] if columns else chunk), dtype=np.float64)
              for chunk in day.chunks(columns)]
     return np.concatenate(parts) if parts else np.empty(0, np.float64)
@@ -93,30 +101,61 @@ def select_candidate(candidates: list[Candidate], gates: dict[str, GateResult]) 
 
 
 def register_challenger(
-    client: MlflowClient, night: Night, cand: Candidate, gate: GateResult, holdout_raw: RawDay | FrameDay
+    client: MlflowClient, night: Night, cand: Candidate, gate: GateResult, holdout_raw: RawDay | FrameDay,
+    dry_run: DryRunConfig | None = None, log: Callable[[str], None] = print,
 ) -> tuple[str, GateResult]:
-    """Check that the logged bundle loads back and reproduces its predictions, then register
-    it with its complete gate result in one write, then alias it `challenger` if it passed.
+    """Check that the logged bundle loads back and reproduces its predictions, register it with
+    its gate result in one write, serve the registered version in a dry run (`dry_run` enabled),
+    then alias it `challenger` if every check passed.
 
-    One write: a version never exists without its gate tags, whenever the process dies (the
-    store creates a version and its tags in one transaction). The reload reads the logged
-    model, the very artifacts the version points to."""
+    The order is for crashes (a version is visible only with its gate tags, `gate.passed=true`
+    only once every check passed, the alias moves last):
+    1. the version is created with its gate tags in one write (the store writes a version and
+       its tags in one transaction). The reload before it reads the logged model, the very
+       artifacts the version points to. With a dry run to come, those tags say not passed:
+       check `served_dry_run` pending, `dryrun.result=pending`, `gate.passed=false`;
+    2. the dry run serves `models:/<name>/<version>`, the version as `recloop serve` serves it;
+    3. its result: `dryrun.*`, `gate.checks`, `gate.verdict`, then `gate.passed`;
+    4. `challenger`, if it passed.
+    Killed during 2 or 3: a version that never passed and is not challenger, nothing stored is
+    removed; `recloop doctor` (every night runs it) records the dry run as interrupted."""
     name = night.model_name
+    columns = None
     try:
         reloaded = mlflow.pyfunc.load_model(cand.model_uri)
+        columns = input_columns(reloaded)
         gate.add_check(reload_check(predict_raw(reloaded, holdout_raw), cand.holdout_pred))
     except Exception as exc:  # any failure to load or predict is a failed sanity check
         gate.add_check(Check("bundle_reload", False, f"bundle failed to reload from the store: {exc}"))
     reload = next(c for c in gate.checks if c.name == "bundle_reload")
     health = {registry.HEALTH: registry.OK if reload.passed else registry.BROKEN,
               registry.HEALTH_REASON: "" if reload.passed else reload.detail, registry.HEALTH_AT: registry.utc_stamp()}
+    serve_it = dry_run is not None and dry_run.enabled and gate.passed
+    if serve_it:
+        gate.add_check(pending_check())
+        status = PENDING
+    elif dry_run is None or not dry_run.enabled:
+        status = DISABLED
+    else:
+        status = f"not run: {gate.verdict}"
     mv = registry.register_version(client, name, night.dataset, cand.model_uri, cand.run_id,
-                                   {**night.version_tags, "arch": cand.arch, **gate.tags(), **health})
+                                   {**night.version_tags, "arch": cand.arch, **gate.tags(), **health,
+                                    "dryrun.result": status})
+    version = str(mv.version)
     faults.point("after_version_created")
-    client.set_tag(cand.run_id, "registered_version", mv.version)
+    client.set_tag(cand.run_id, "registered_version", version)
+    if serve_it:
+        result = run_dry_run(f"models:/{name}/{version}", holdout_raw, cand.holdout_pred, columns, dry_run, log)
+        gate.record_dry_run(result)
+        log(f"dry run of v{version}: {result.check().detail} ({result.seconds:.1f} s)")
+        for key, value in result.metrics().items():
+            client.log_metric(cand.run_id, key, value)
+        registry.set_tags(client, name, version, {**result.tags(), "gate.checks": gate.explanation,
+                                                  "gate.verdict": gate.verdict})
+        registry.set_tags(client, name, version, {"gate.passed": str(gate.passed).lower()})  # last: the verdict
     if gate.passed:
-        client.set_registered_model_alias(name, registry.CHALLENGER, mv.version)
-    return str(mv.version), gate
+        client.set_registered_model_alias(name, registry.CHALLENGER, version)
+    return version, gate
 
 
 def run_staging(
@@ -128,7 +167,10 @@ def run_staging(
     policy: GatePolicy,
     log: Callable[[str], None] = print,
     evaluate_only: bool = False,
+    dry_run: DryRunConfig | None = None,
 ) -> StagingOutcome:
+    """Gate every candidate against the champion, register the best that passed, serve it in a
+    dry run (`dry_run`; None: none, for tests of other stages), alias it `challenger`."""
     champion = score_champion(client, night.model_name, holdout_raw)
     if champion is None:
         log("champion: none yet (absolute floor applies)")
@@ -148,7 +190,7 @@ def run_staging(
     if chosen is None:
         outcome.notes.append("no candidate passed the gate; champion unchanged")
         return outcome
-    version, gate = register_challenger(client, night, chosen, gates[chosen.arch], holdout_raw)
+    version, gate = register_challenger(client, night, chosen, gates[chosen.arch], holdout_raw, dry_run, log)
     outcome.selected, outcome.version, outcome.version_gate = chosen.arch, version, gate
     if not gate.passed:
         outcome.notes.append(f"v{version} ({chosen.arch}) failed after registration: {gate.explanation}")
@@ -171,10 +213,10 @@ def approve_and_promote(
 
 @task(name="staging-evaluation", cache_policy=NO_CACHE)
 def staging_task(client: MlflowClient, night: Night, candidates: list[Candidate], holdout_raw: RawDay | FrameDay,
-                 y: np.ndarray, policy: GatePolicy, evaluate_only: bool = False) -> StagingOutcome:
-    """Score candidates and the champion on the staging day; register the gate's choice."""
+                 y: np.ndarray, policy: GatePolicy, dry_run: DryRunConfig, evaluate_only: bool = False) -> StagingOutcome:
+    """Score candidates and the champion on the staging day; register the gate's choice and serve it."""
     return run_staging(client, night, candidates, holdout_raw, y, policy,
-                       log=get_run_logger().info, evaluate_only=evaluate_only)
+                       log=get_run_logger().info, evaluate_only=evaluate_only, dry_run=dry_run)
 
 
 @task(name="promotion", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)

@@ -15,6 +15,9 @@ os.environ.setdefault("RECLOOP_STREAM_ROW_GROUP_ROWS", "1024")
 os.environ.setdefault("RECLOOP_STREAM_SHUFFLE_ROW_GROUPS", "4")
 os.environ.setdefault("RECLOOP_STREAM_CHUNK_ROWS", "2500")
 os.environ.setdefault("RECLOOP_STREAM_PART_SIZE", "256KB")
+# The served dry run costs a night 5-10 s (a server process starting); the ~35 test nights that
+# are about something else skip it. tests/integration/test_dry_run.py and the e2e demo turn it on.
+os.environ.setdefault("RECLOOP_DRYRUN_ENABLED", "false")
 warnings.filterwarnings("ignore", module=r"merlin\..*")
 
 
