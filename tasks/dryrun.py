@@ -13,7 +13,8 @@ One server per night, for the selected candidate only: the night binds a free po
 process can take the port, and the port is known before the server starts), waits for
 `/ping` up to `startup_timeout_s`, sends a seeded sample of the staging day, and stops the
 server whatever happened (SIGTERM to its process group, SIGKILL after `STOP_TIMEOUT_S`). The
-server gets PR_SET_PDEATHSIG: a night killed with SIGKILL takes it along.
+server sets PR_SET_PDEATHSIG on itself (`--parent-pid`; no `preexec_fn`, which is unsafe in a
+threaded night): a night killed with SIGKILL takes it along.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ import pandas as pd
 from tasks import faults
 from tasks.evaluate import DRY_RUN_CHECK, Check, DryRunResult
 from tasks.handoff import FrameDay, RawDay
-from tasks.processes import die_with_parent
 
 ATOL = 1e-6  # served vs in-memory probabilities: a JSON round trip of float32 values is exact
 STOP_TIMEOUT_S = 30.0  # SIGTERM, then SIGKILL: uvicorn answers the requests in flight first
@@ -169,9 +169,12 @@ def scoring_server(model_uri: str, startup_timeout_s: float, threads: int = 1) -
     """`python -m tasks.serve` serving `model_uri` on a free loopback port, healthy when this
     yields, stopped when it exits (also on exceptions and KeyboardInterrupt). DryRunFailure
     ("server did not start: ...") when it exits or is not healthy within `startup_timeout_s`."""
-    from tasks.serve import bind
+    from tasks.serve import ServeError, bind
 
-    sock = bind(HOST, 0)
+    try:
+        sock = bind(HOST, 0)
+    except ServeError as exc:
+        raise DryRunFailure(f"server did not start: {exc}") from None
     port = sock.getsockname()[1]
     with tempfile.TemporaryDirectory(prefix="recloop-dryrun-") as tmp:
         log_path = Path(tmp) / "server.log"
@@ -179,10 +182,9 @@ def scoring_server(model_uri: str, startup_timeout_s: float, threads: int = 1) -
             try:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "tasks.serve", "--model-uri", model_uri, "--fd", str(sock.fileno()),
-                     "--threads", str(threads)],
+                     "--threads", str(threads), "--parent-pid", str(os.getpid())],
                     pass_fds=(sock.fileno(),), env=_child_env(), cwd=tmp, stdin=subprocess.DEVNULL,
-                    stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-                    preexec_fn=die_with_parent(os.getpid()))
+                    stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
             finally:
                 sock.close()  # the server holds the socket now; a server that dies closes it
         try:
@@ -218,7 +220,11 @@ def _send(port: int, bodies: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
             if resp.status != 200:
                 raise DryRunFailure(f"request failed: request {i} answered {resp.status}: "
                                     f"{payload[:300].decode(errors='replace')}")
-            answer = np.asarray(json.loads(payload)["predictions"], np.float64).reshape(-1)
+            try:
+                answer = np.asarray(json.loads(payload)["predictions"], np.float64).reshape(-1)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise DryRunFailure(f"request failed: request {i}: no predictions in the answer "
+                                    f"({type(exc).__name__}): {payload[:300].decode(errors='replace')}") from None
             elapsed_ms = (time.perf_counter() - t0) * 1e3
             if i > 0:
                 latencies.append(elapsed_ms)

@@ -43,14 +43,29 @@ def utc_now() -> str:
 _PR_SET_PDEATHSIG = 1
 
 
+def _prctl() -> Callable[..., int]:
+    return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+
+
+def die_with(parent: int) -> None:
+    """Called in a child process: the kernel sends it SIGTERM the moment `parent` (the pid that
+    started it) dies, however it dies (also SIGKILL, when no `finally` runs); a parent already
+    gone ends it at once. The signal follows the thread that started the child: start it from a
+    thread that outlives it."""
+    _prctl()(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def die_with_parent(parent: int) -> Callable[[], None]:
-    """A `preexec_fn` for `subprocess.Popen`: the kernel sends the child SIGTERM the moment its
-    parent dies, however it dies (also SIGKILL, when no `finally` runs). `parent` is the
-    caller's pid (`os.getpid()`): a parent gone before prctl took effect ends the child at once.
-    The signal follows the thread that started the child: start it from a thread that outlives it."""
+    """`die_with` as a `preexec_fn` for `subprocess.Popen`, for children that are not our code.
+    `parent` is the caller's pid (`os.getpid()`). prctl is looked up here, in the parent: after a
+    fork in a threaded process the child must not load libraries (another thread may have held
+    the loader's lock)."""
+    prctl = _prctl()
 
     def preexec() -> None:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != parent:
             os._exit(1)
 

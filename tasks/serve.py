@@ -1,7 +1,7 @@
 """`recloop serve`: a registered bundle behind MLflow's own scoring server, in this process.
 
     recloop serve DATASET [--port 5001] [--alias champion] [--host 127.0.0.1]
-    python -m tasks.serve --model-uri models:/NAME/VERSION --fd FD   # the gate's dry run (tasks/dryrun.py)
+    python -m tasks.serve --model-uri models:/NAME/VERSION --fd FD [--parent-pid PID]   # the gate's dry run
 
 The protocol is MLflow's (`POST /invocations` with a `dataframe_split`, `dataframe_records`,
 CSV or parquet body; `GET /ping`, `/health`, `/version`), because the app is MLflow's:
@@ -138,7 +138,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-uri", required=True, help="e.g. models:/NAME/VERSION")
     parser.add_argument("--fd", type=int, required=True, help="a listening TCP socket inherited from the parent")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch intra-op threads")
+    parser.add_argument("--parent-pid", type=int, help="die with this process (PR_SET_PDEATHSIG)")
     args = parser.parse_args(argv)
+    if args.parent_pid is not None:
+        from tasks.processes import die_with
+
+        die_with(args.parent_pid)
     sock = socket.socket(fileno=args.fd)
     status = 0
     try:
