@@ -152,9 +152,10 @@ def _champion(client) -> str | None:
     return str(mv.version) if mv else None
 
 
-def test_approve_from_the_cli_promotes_and_records_who_and_why(loop):
+def test_approve_from_the_cli_promotes_and_records_who_and_why(loop, monkeypatch):
     client = loop["client"]
     champion_before = _champion(client)
+    monkeypatch.setenv("RECLOOP_DRYRUN_ENABLED", "true")  # this night serves its challenger first
     night = Night(loop)
     run_id = _wait_until_paused(night, set())
 
@@ -173,6 +174,8 @@ def test_approve_from_the_cli_promotes_and_records_who_and_why(loop):
     markdown = _approval_artifact(run_id)
     assert f"Approval needed: {NAME} v{challenger.version}" in markdown
     assert "| AUC |" in markdown and challenger.run_id in markdown and f"recloop approve {run_id}" in markdown
+    assert challenger.tags["dryrun.result"] == "passed"
+    assert "| served p50 ms |" in markdown and "| served p99 ms |" in markdown
 
     approved = _cli(loop, "approve", run_id, "--reviewer", "ann", "--reason", "beats the champion on AUC")
     assert approved.exit_code == 0, approved.output
