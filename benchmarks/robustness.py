@@ -198,6 +198,8 @@ def cases(home: Path) -> list[Case]:
              then=["doctor"]),
         Case("kill after registration", "RECLOOP_FAULT=after_version_created", night,
              fault="after_version_created", then=["doctor"], changes_registry=True),
+        Case("kill during the dry run", "RECLOOP_FAULT=during_dry_run", night,
+             fault="during_dry_run", then=["doctor"], changes_registry=True),
         Case("kill before the alias moves", "RECLOOP_FAULT=before_champion_alias", night,
              fault="before_champion_alias", then=["doctor"], changes_registry=True),
         Case("kill after the alias moved", "RECLOOP_FAULT=after_champion_alias",
@@ -226,6 +228,7 @@ def _state(home: Path) -> dict:
     versions = client.search_model_versions(f"name='{name}'")
     torn = [f"v{v.version} has a champion.intent" for v in versions if "champion.intent" in v.tags]
     torn += [f"v{v.version} has no gate result" for v in versions if "gate.verdict" not in v.tags]
+    torn += [f"v{v.version} has a dry run pending" for v in versions if v.tags.get("dryrun.result") == "pending"]
     if champion is not None and champion == challenger:
         torn.append(f"champion and challenger on v{champion}")
     return {"champion": champion, "versions": len(versions), "runs": len(runs), "torn": torn,
@@ -318,7 +321,7 @@ def markdown(result: dict) -> str:
              "process; a relaxed gate, so every night reaches registration. *Unchanged*: champion, version "
              "count and run count as before the case, and no FAILED or RUNNING run. *Consistent after*: once "
              "the repair command ran, no FAILED or RUNNING run, no interrupted champion move, no version without "
-             "a gate result, champion and challenger not on one version.", "",
+             "a gate result or with its dry run pending, champion and challenger not on one version.", "",
              "| case | exit | first line | registry unchanged | repair | consistent after |", "|---|---|---|---|---|---|"]
     for c in result["cases"]:
         first = c["first_line"].replace("|", "/")
