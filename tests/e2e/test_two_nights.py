@@ -27,6 +27,7 @@ def test_demo_two_nights_leaves_a_champion_that_predicts_raw_rows(recloop_home, 
     env = {k: v for k, v in os.environ.items()
            if k not in ("PREFECT_API_URL", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")}
     env["PREFECT_HOME"] = str(tmp_path / "prefect")  # nothing migrated yet: the slow first start
+    env["RECLOOP_DRYRUN_ENABLED"] = "true"  # the default (tests/conftest.py turns it off for the others)
     os.makedirs(env["PREFECT_HOME"])
     result = subprocess.run([sys.executable, "-m", "flows.cli", "demo", "--rows-per-day", "4000", "--epochs", "2"],
                             env=env, capture_output=True, text=True, timeout=900)
@@ -44,6 +45,10 @@ def test_demo_two_nights_leaves_a_champion_that_predicts_raw_rows(recloop_home, 
     assert champion is not None
     assert champion.tags["gate.passed"] == "true"
     assert champion.tags["approval.by"] == "auto-gate"
+    # Served by a real server before it became challenger; the latency is on the version and its run.
+    assert champion.tags["dryrun.result"] == "passed" and float(champion.tags["dryrun.p99_ms"]) > 0
+    assert {"dryrun_p50_ms", "dryrun_p99_ms", "dryrun_max_abs_diff", "dryrun_seconds"} <= set(
+        client.get_run(champion.run_id).data.metrics)
 
     # One parent run per night, one child per architecture, the same metric keys on every child.
     exp = client.get_experiment_by_name("synthetic_clicks")
