@@ -39,7 +39,7 @@ from tasks import faults
 from tasks.evaluate import DRY_RUN_CHECK, Check, DryRunResult
 from tasks.handoff import FrameDay, RawDay
 
-ATOL = 1e-6  # served vs in-memory probabilities: a JSON round trip of float32 values is exact
+ATOL = 1e-6  # served vs in-memory probabilities (measured: below 1e-15; JSON carries float32 exactly)
 STOP_TIMEOUT_S = 30.0  # SIGTERM, then SIGKILL: uvicorn answers the requests in flight first
 REQUEST_TIMEOUT_S = 60.0  # one request; a hung server fails the dry run instead of the night
 HOST = "127.0.0.1"
@@ -61,11 +61,11 @@ class DryRunConfig:
 
     The budget is generous on purpose: it is a gate on a shared 2-core machine, not the
     serving target. `recloop serve` answers 100-row requests in p99 15.5 ms at load 1.3
-    (benchmarks/results/serve_latency.md) and torch work runs 10-15 times slower when two other
-    CPU-bound processes share the cores (LIBRARY_NOTES), so a healthy model can reach 150-200 ms
-    at p99 while the machine is busy; 250 ms passes it and still fails a model that is an order
-    of magnitude slower than it should be (a per-request reload, Nagle's 40 ms per response, a
-    bigger architecture than the box can serve)."""
+    (benchmarks/results/serve_latency.md) and torch work ran 13 times slower here while two other
+    CPU-bound processes shared the cores (wide_deep training, 67k vs 5k samples/s), so a healthy
+    model can reach 150-200 ms at p99 on a busy night; 250 ms passes it and still fails a model
+    an order of magnitude slower than it should be (a per-request reload, an architecture bigger
+    than the machine can serve)."""
 
     enabled: bool = True
     sample_rows: int = 2000
