@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from models._config import config_from_dict
-from models.layers import WideLinear
 from models.metrics import log_loss, roc_auc
+from models.optim import build_optimizers
 
 FEATURE_KEYS = ("cat", "cont", "cross")
 _DTYPES = {"cat": torch.int64, "cont": torch.float32, "cross": torch.int64, "label": torch.float32}
@@ -36,7 +36,8 @@ class TrainConfig:
     """Optimisation settings (the same for every architecture).
 
     Adam on the deep parameters (AdamW-style decoupled decay on weight matrices and
-    embeddings when weight_decay > 0). The wide (`WideLinear`) weights are a linear model
+    embeddings when weight_decay > 0), applied row-wise to the embedding tables: only the
+    rows a batch touched move (`models.optim.RowAdam`). The wide (`WideLinear`) weights are a linear model
     over sparse ids: each id gets a gradient only in the few batches it occurs in, so they
     learn at `wide_lr` (None: `lr`). Cheng et al. used FTRL for the wide part and AdaGrad for
     the deep part; Adam with a larger wide step plays the same role here. On the
@@ -124,30 +125,6 @@ def check_batch(schema, batch: Mapping[str, torch.Tensor], *, need_label: bool, 
     if need_label and not ((batch["label"] == 0) | (batch["label"] == 1)).all():
         raise ValueError(f"{where}: 'label' must be 0 or 1")
     return n
-
-
-def _param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
-    wide = {id(p) for m in model.modules() if isinstance(m, WideLinear) for p in m.parameters()}
-    groups: dict[str, list[nn.Parameter]] = {"wide": [], "decay": [], "no_decay": []}
-    for p in model.parameters():
-        if not p.requires_grad:
-            continue
-        if id(p) in wide:
-            groups["wide"].append(p)
-        elif p.ndim >= 2:  # weight matrices and embedding tables; not biases or norms
-            groups["decay"].append(p)
-        else:
-            groups["no_decay"].append(p)
-    wide_lr = config.wide_lr if config.wide_lr is not None else config.lr
-    return [
-        g
-        for g in (
-            {"params": groups["decay"], "weight_decay": config.weight_decay},
-            {"params": groups["no_decay"], "weight_decay": 0.0},
-            {"params": groups["wide"], "weight_decay": 0.0, "lr": wide_lr},
-        )
-        if g["params"]
-    ]
 
 
 Batch = dict[str, torch.Tensor]
@@ -295,7 +272,8 @@ def fit(
     on_progress: Callable[[int, int], None] | None = None,
     on_rank_epoch: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
-    """Train `model` in place with AdamW on binary cross-entropy; return the history.
+    """Train `model` in place with Adam (`models.optim.build_optimizers`) on binary cross-entropy;
+    return the history.
 
     Args:
         model: a model from `models.build_model` (it must carry `.schema`).
@@ -376,7 +354,7 @@ def train_loop(
     and hence every early-stopping decision are the same on all ranks. `device`: where
     batches go (None: they stay on the CPU).
     """
-    optimizer = torch.optim.AdamW(_param_groups(model, config), lr=config.lr)
+    optimizer = build_optimizers(model, config.lr, config.wide_lr, config.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
     result = TrainResult()
     progress.add(0)
@@ -387,7 +365,7 @@ def train_loop(
         for epoch in range(1, config.epochs + 1):
             step_module.train()
             start = time.perf_counter()
-            total_loss, seen = 0.0, 0
+            loss_sum, seen = torch.zeros((), dtype=torch.float64), 0  # summed without a host sync per step
             for batch in epoch_batches(epoch):
                 b = batch["label"].shape[0]
                 if b < 2:  # a 1-row tail batch would break BatchNorm; skip it
@@ -399,9 +377,10 @@ def train_loop(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total_loss += loss.item() * b
+                loss_sum += loss.detach() * b
                 seen += b
                 progress.add(b)
+            total_loss = float(loss_sum)
             epoch_train_s = time.perf_counter() - start
             if all_sum is not None:
                 total_loss, seen_all = all_sum([total_loss, float(seen)])
