@@ -96,14 +96,16 @@ class Optimizers:
 
 
 def build_optimizers(model: nn.Module, lr: float, wide_lr: float | None, weight_decay: float) -> Optimizers:
-    """AdamW on the dense parameters, RowAdam on the embedding tables.
+    """AdamW on the dense parameters, RowAdam on the embedding tables with sparse gradients
+    (`FusedEmbedding` tables larger than `layers.SPARSE_TABLE_VALUES`; smaller ones get dense
+    gradients, for which both give the same update, and join the fused AdamW).
 
     Groups: weight matrices and embedding tables decay (`weight_decay`), biases and norms do
     not; the wide (`WideLinear`) weights, a linear model over sparse ids, learn at `wide_lr`
     (None: `lr`) without decay. AdamW uses PyTorch's fused CPU kernel (one pass over each
     parameter instead of one per tensor operation)."""
     wide = {id(p) for m in model.modules() if isinstance(m, WideLinear) for p in m.parameters()}
-    tables = {id(m.embedding.weight) for m in model.modules() if isinstance(m, FusedEmbedding)}
+    tables = {id(m.embedding.weight) for m in model.modules() if isinstance(m, FusedEmbedding) and m.embedding.sparse}
     wide_lr = wide_lr if wide_lr is not None else lr
     dense: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "wide": []}
     rows: dict[str, list[nn.Parameter]] = {"decay": [], "wide": []}

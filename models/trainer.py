@@ -28,6 +28,7 @@ from models.metrics import log_loss, roc_auc
 from models.optim import build_optimizers
 
 FEATURE_KEYS = ("cat", "cont", "cross")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # TrainConfig.precision -> autocast dtype
 _DTYPES = {"cat": torch.int64, "cont": torch.float32, "cross": torch.int64, "label": torch.float32}
 
 
@@ -58,12 +59,19 @@ class TrainConfig:
     # stays the global batch, so lr and the number of steps mean what they mean at 1).
     processes: int = 1
     ddp_timeout_s: float = 900.0  # a collective waiting longer than this fails its rank (a hung peer)
+    # "bf16": the training forward under bfloat16 autocast (matmuls in bfloat16, weights,
+    # optimizer and predictions in float32). 1.4x the samples/s of "fp32" for wide_deep on a
+    # CPU with AVX512-BF16, the same test AUC (benchmarks/results/train_levers.md); slower
+    # on a CPU without native bfloat16, so not the default.
+    precision: str = "fp32"
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 2 or self.threads < 1 or self.patience < 0:
             raise ValueError("need epochs >= 1, batch_size >= 2, threads >= 1, patience >= 0")
         if self.processes < 1 or self.batch_size // self.processes < 2 or self.ddp_timeout_s <= 0:
             raise ValueError("need processes >= 1, batch_size >= 2 * processes and ddp_timeout_s > 0")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         bad_wide_lr = self.wide_lr is not None and self.wide_lr <= 0
         if self.lr <= 0 or bad_wide_lr or self.weight_decay < 0:
             raise ValueError("need lr > 0, wide_lr > 0 (or None) and weight_decay >= 0")
@@ -356,6 +364,7 @@ def train_loop(
     """
     optimizer = build_optimizers(model, config.lr, config.wide_lr, config.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
+    autocast_dtype, autocast_device = PRECISIONS[config.precision], device.type if device is not None else "cpu"
     result = TrainResult()
     progress.add(0)
     best_state = None
@@ -373,7 +382,10 @@ def train_loop(
                     continue
                 if device is not None:
                     batch = {k: batch[k].to(device, non_blocking=True) for k in (*FEATURE_KEYS, "label")}
-                loss = loss_fn(step_module({k: batch[k] for k in FEATURE_KEYS}), batch["label"])
+                with torch.autocast(autocast_device, dtype=autocast_dtype or torch.bfloat16,
+                                    enabled=autocast_dtype is not None):
+                    logits = step_module({k: batch[k] for k in FEATURE_KEYS})
+                loss = loss_fn(logits.float(), batch["label"])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -53,8 +55,8 @@ def test_the_trainer_splits_tables_from_dense_parameters_and_gives_the_wide_part
     from models import build_model
     from models.schema import Field, InputSchema
 
-    schema = InputSchema((Field("a", 50), Field("b", 9)), ("x",), (Field("a_x_b", 100),))
-    model = build_model("wide_deep", schema)
+    schema = InputSchema((Field("a", 50), Field("b", 9)), ("x",), (Field("a_x_b", 1 << 20),))
+    model = build_model("wide_deep", schema, {"use_crosses": True})  # both tables sparse
     opts = build_optimizers(model, lr=1e-3, wide_lr=1e-2, weight_decay=0.1)
     adamw, rows = opts.optimizers
     tables = {id(model.wide.weights.embedding.weight), id(model.deep.inputs.embedding.embedding.weight)}
@@ -65,6 +67,9 @@ def test_the_trainer_splits_tables_from_dense_parameters_and_gives_the_wide_part
     assert not tables & {id(p) for g in adamw.param_groups for p in g["params"]}
     n_params = sum(len(g["params"]) for o in opts.optimizers for g in o.param_groups)
     assert n_params == len(list(model.parameters()))
+    small = build_model("wide_deep", dataclasses.replace(schema, crosses=(Field("a_x_b", 100),)))
+    (dense_only,) = build_optimizers(small, lr=1e-3, wide_lr=1e-2, weight_decay=0.1).optimizers
+    assert isinstance(dense_only, torch.optim.AdamW)  # small tables: dense gradients, the fused AdamW
 
 
 def test_dropout_keeps_one_minus_p_of_the_elements_preserves_the_mean_and_is_seeded():
