@@ -55,7 +55,7 @@ class CrossNetV1(nn.Module):
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         x = x0
         for w, b in zip(self.weights, self.biases):
-            x = x0 * (x @ w).unsqueeze(1) + b + x  # (B, N) * (B, 1) -> (B, N)
+            x = torch.addcmul(x + b, x0, (x @ w).unsqueeze(1))  # x0 * (x w) + b + x: (B, N) * (B, 1) -> (B, N)
         return x
 
 
