@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,19 +50,25 @@ class WarmStartReport:
     not_copied: dict[str, str] = field(default_factory=dict)
 
 
-def incompatible_shapes(probe: nn.Module, champion: nn.Module) -> list[str]:
-    """State tensors whose shapes differ between `probe` (tonight's architecture and
-    hyper-parameters built on the champion's own input schema) and the champion: the
-    hyper-parameters differ in something that sets a shape (an embedding dimension, hidden
-    widths, `use_crosses`, ...). Empty when only the vocabularies may differ."""
-    old = champion.state_dict()
+def shape_conflicts(arch: str, hparams: Mapping[str, Any] | None, champion: nn.Module) -> list[str]:
+    """Why tonight's hyper-parameters cannot start from `champion` (empty: they can).
+
+    `arch` with `hparams` is built on the champion's own input schema (on the meta device: no
+    memory, no initialisation) and every state tensor is compared with the champion's: a
+    difference comes from a hyper-parameter that sets a shape (an embedding dimension, hidden
+    widths, `use_crosses`, ...), not from the vocabularies, which `warm_start` remaps."""
+    from models import build_model
+
+    with torch.device("meta"):
+        probe = build_model(arch, champion.schema, hparams)
+    old, new = champion.state_dict(), probe.state_dict()
     out = []
-    for key, value in probe.state_dict().items():
+    for key, value in new.items():
         if key not in old:
             out.append(f"{key}: not in the champion")
         elif tuple(old[key].shape) != tuple(value.shape):
             out.append(f"{key}: {_shape(value)} vs the champion's {_shape(old[key])}")
-    out += [f"{key}: only in the champion" for key in old if key not in probe.state_dict()]
+    out += [f"{key}: only in the champion" for key in old if key not in new]
     return out
 
 

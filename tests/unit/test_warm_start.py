@@ -12,7 +12,7 @@ from feature_store.id_maps import NONE, vocabulary_map
 from models import ARCHITECTURES, build_model
 from models.layers import FusedEmbedding
 from models.schema import Field, InputSchema
-from models.warm_start import incompatible_shapes, warm_start
+from models.warm_start import shape_conflicts, warm_start
 
 ARCHS = sorted(ARCHITECTURES)
 
@@ -156,13 +156,12 @@ def test_a_table_of_another_dimension_is_not_copied():
     assert report.copied_share["user"] == 0.0
 
 
-def test_incompatible_shapes_tells_hyper_parameters_from_vocabularies():
+def test_shape_conflicts_tell_hyper_parameters_from_vocabularies():
     champion = _trained("deep")
-    same = build_model("deep", champion.schema, {**_hparams("deep"), "dropout": 0.3})
-    assert incompatible_shapes(same, champion) == []  # dropout sets no shape
-    wider = build_model("deep", champion.schema, {**_hparams("deep"), "hidden": [64, 32]})
-    problems = incompatible_shapes(wider, champion)
+    assert shape_conflicts("deep", {**_hparams("deep"), "dropout": 0.3}, champion) == []  # no shape
+    problems = shape_conflicts("deep", {**_hparams("deep"), "hidden": [64, 32]}, champion)
     assert "mlp.layers.0.weight: 64x66 vs the champion's 256x66" in problems
+    assert "mlp.layers.8.weight: only in the champion" in problems  # one layer fewer
 
 
 def test_anonymous_tables_are_never_copied():
