@@ -10,7 +10,8 @@ boundaries (and clip) are. A field whose definition changed gets no map, with th
 
     maps = id_maps(champion_preprocessor, tonight_preprocessor)
     maps.old_ids["item_id"]   # int64 (cardinality,): the champion's id of each new id, -1 none
-    maps.skipped["hour_x_device"]  # "hashed into 500 buckets, the champion's into 400"
+    maps.skipped["device_x_hour"]  # "a cross of device (object), hour (int64) into 400 buckets;
+                                   #  the champion's: a cross of ... into 500 buckets"
 """
 
 from __future__ import annotations
@@ -75,10 +76,10 @@ def id_maps(old: Any, new: Any) -> IdMaps:
     for name, cardinality in cards.items():
         was, now = old_defs.get(name), new_defs.get(name)
         if was is None:
-            skipped[name] = "the champion's preprocessing has no such field"
+            skipped[name] = "a field the champion's preprocessing did not have"
         elif was != now:
-            skipped[name] = f"{_describe(now)}, the champion's {_describe(was)}"
-        elif now[0] != "vocabulary":
+            skipped[name] = f"{now}; the champion's: {was}"
+        elif now != VOCABULARY:
             old_ids[name] = np.arange(cardinality, dtype=np.int64)  # same definition, same ids
         elif name not in old_vocabs or name not in new_vocabs:
             skipped[name] = "no saved vocabulary"
@@ -87,41 +88,32 @@ def id_maps(old: Any, new: Any) -> IdMaps:
     return IdMaps(old_ids, skipped)
 
 
-def _definitions(pre: Any) -> dict[str, tuple]:
-    """What decides each id field's ids besides a vocabulary, from the spec the preprocessor
-    was fitted with (see `workflow.build_workflow`)."""
+VOCABULARY = "a vocabulary"  # matched by value, whatever the ids
+
+
+def _definitions(pre: Any) -> dict[str, str]:
+    """Per id field, everything that decides its ids besides a vocabulary, written out: two
+    equal definitions give equal ids (see `workflow.build_workflow` for how each is made)."""
     spec, dtypes = pre.spec, pre.input_dtypes
-    out: dict[str, tuple] = {}
+    out: dict[str, str] = {}
     clip = {c.name: c.clip_min for c in spec.continuous}
+
+    def bucketized(boundaries: list[float], clip_min: float | None) -> str:
+        return f"bucketized at {list(boundaries)}" + (f" after clipping at {clip_min}" if clip_min is not None else "")
+
     for c in spec.categorical:
-        if c.hash_buckets is not None:
-            out[c.name] = ("hashed", c.hash_buckets, dtypes.get(c.name))
-        else:  # matched by value, whatever the ids
-            out[c.name] = ("vocabulary",)
+        out[c.name] = VOCABULARY if c.hash_buckets is None else f"hashed into {c.hash_buckets} buckets as {dtypes.get(c.name)}"
     for c in spec.continuous:
         if c.bucketize is not None:
-            out[c.name] = ("bucketized", tuple(c.bucketize), c.clip_min)
+            out[c.name] = bucketized(c.bucketize, c.clip_min)
     for b in spec.bucketized:
-        out[b.name] = ("bucketized", tuple(b.boundaries), clip.get(b.source), b.source)
-    bucketized = {name for name, d in out.items() if d[0] == "bucketized"}
+        out[b.name] = f"{b.source} {bucketized(b.boundaries, clip.get(b.source))}"
+    derived = {name for name, d in out.items() if d != VOCABULARY and not d.startswith("hashed")}
     for x in spec.crosses:
         # A cross hashes the raw value of a categorical input, the bucket id of a bucketized one.
-        inputs = tuple(out[c] if c in bucketized else ("raw", dtypes.get(c)) for c in x.columns)
-        out[x.name] = ("cross", x.buckets, tuple(x.columns), inputs)
+        inputs = ", ".join(f"{c} ({out[c] if c in derived else dtypes.get(c)})" for c in x.columns)
+        out[x.name] = f"a cross of {inputs} into {x.buckets} buckets"
     return out
-
-
-def _describe(definition: tuple | None) -> str:
-    if definition is None:
-        return "no such field"
-    kind = definition[0]
-    if kind == "hashed":
-        return f"hashed into {definition[1]} buckets ({definition[2]})"
-    if kind == "cross":
-        return f"a cross of {list(definition[2])} into {definition[1]} buckets (inputs {list(definition[3])})"
-    if kind == "bucketized":
-        return f"bucketized at {list(definition[1])} (clip {definition[2]})"
-    return "a vocabulary"
 
 
 def _vocabularies(workflow: Any) -> dict[str, pd.Index]:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from datetime import date
 
+import numpy as np
 import pytest
 import torch
 
 from feature_store.generators.synthetic import generate_synthetic
-from feature_store.id_maps import NONE
-from feature_store.spec import load_spec
+from feature_store.id_maps import NONE, id_maps
+from feature_store.spec import Cross, load_spec
+from feature_store.workflow import Preprocessor
 from models import build_model
 from models.trainer import TrainConfig, evaluate, fit
 from tasks import registry, tracking
@@ -162,6 +164,19 @@ def test_other_hyper_parameter_shapes_fall_back_with_the_reason(nights):
     assert not started.warm
     assert started.fallback.startswith(f"champion v{nights['version']}'s hyper-parameters give other shapes: ")
     assert "deep.inputs.embedding.embedding.weight" in started.fallback
+
+
+def test_a_field_defined_otherwise_tonight_is_not_copied(nights):
+    """A cross with another bucket count hashes to other ids: no map, the reason instead."""
+    spec = nights["spec"]
+    rows = nights["two"][0].holdout_raw.head(1500)
+    old = Preprocessor.fit(spec, rows)
+    crosses = [spec.crosses[0], Cross(columns=spec.crosses[1].columns, buckets=400)]
+    maps = id_maps(old, Preprocessor.fit(spec.model_copy(update={"crosses": crosses}), rows))
+    assert maps.skipped == {"device_x_hour": "a cross of device (object), hour (int64) into 400 buckets; "
+                                             "the champion's: a cross of device (object), hour (int64) into 500 buckets"}
+    assert (maps.old_ids["user_segment_x_item_category"] == np.arange(2000)).all()
+    assert (maps.old_ids["item_id"][3:] >= 3).all()  # the same rows: every value known
 
 
 @pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
