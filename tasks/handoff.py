@@ -205,6 +205,7 @@ class WarmStart:
     not_copied: dict[str, str] = field(default_factory=dict)
     initial_val_logloss: float | None = None
     initial_val_auc: float | None = None
+    seconds: float = 0.0  # the remap and the validation before the first step
 
     @property
     def warm(self) -> bool:

@@ -54,6 +54,7 @@ def train_candidate(
     `warm_source` has one that fits, see `tasks/warm_start.py`), train it and log it with its
     bundle in a child run of the night."""
     model = build_model(arch, data.schema, hparams, seed=train_config.seed)  # reproducible nights
+    t0 = time.perf_counter()
     started = warm.start_from(model, arch, hparams, warm_source)
     n_params = sum(p.numel() for p in model.parameters())
     with mlflow.start_run(
@@ -70,7 +71,8 @@ def train_candidate(
         })
         if started.warm:  # where it starts: the champion's quality on tonight's validation day
             logloss, auc = evaluate(model, data.val)
-            started = dataclasses.replace(started, initial_val_logloss=logloss, initial_val_auc=auc)
+            started = dataclasses.replace(started, initial_val_logloss=logloss, initial_val_auc=auc,
+                                          seconds=time.perf_counter() - t0)
         warm.log_warm_start(warm_source.mode, started)
         log(f"[{arch}] {warm.describe(started)}")
 

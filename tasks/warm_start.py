@@ -13,6 +13,7 @@ or leaves it cold and says why; `log_warm_start` records either on the candidate
     metric warm_start.copied_share.<field>    share of the field's rows that got a champion row
     metric warm_start.initial_val_logloss/auc the model before its first step (also epoch 0 of
                                               epoch_val_logloss / epoch_val_auc)
+    metric warm_start.seconds                 the remap and that validation
 
 Nothing here fails a night: a champion that cannot be loaded, or one of another architecture,
 means a cold start with the reason logged. The optimizer state is never carried over (the
@@ -105,7 +106,7 @@ def log_warm_start(mode: str, ws: WarmStart) -> None:
     metrics = {f"warm_start.copied_share.{metric_name(f)}": share for f, share in ws.copied_share.items()}
     if ws.initial_val_logloss is not None:
         metrics.update({"warm_start.initial_val_logloss": ws.initial_val_logloss,
-                        "warm_start.initial_val_auc": ws.initial_val_auc})
+                        "warm_start.initial_val_auc": ws.initial_val_auc, "warm_start.seconds": ws.seconds})
         # epoch 0 of the training curves: where the warm model starts
         mlflow.log_metrics({"epoch_val_logloss": ws.initial_val_logloss, "epoch_val_auc": ws.initial_val_auc}, step=0)
     mlflow.log_metrics(metrics)
