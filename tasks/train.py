@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from feature_store.errors import ParameterError
 from feature_store.spec import DatasetSpec
-from models import build_model, model_config
+from models import model_config
 from models.trainer import TrainConfig, as_source, evaluate, fit, predict_proba
 from tasks import faults, plots
 from tasks import warm_start as warm
@@ -53,9 +53,7 @@ def train_candidate(
     """Build `arch` for tonight's schema (from the seed, then from the champion when
     `warm_source` has one that fits, see `tasks/warm_start.py`), train it and log it with its
     bundle in a child run of the night."""
-    model = build_model(arch, data.schema, hparams, seed=train_config.seed)  # reproducible nights
-    t0 = time.perf_counter()
-    started = warm.start_from(model, arch, hparams, warm_source)
+    model, started = warm.build(arch, data.schema, hparams, train_config.seed, warm_source)  # reproducible nights
     n_params = sum(p.numel() for p in model.parameters())
     with mlflow.start_run(
         experiment_id=night.experiment_id, run_name=arch, parent_run_id=night.parent_run_id,
@@ -70,9 +68,10 @@ def train_candidate(
             **flat_params("train", train_config),
         })
         if started.warm:  # where it starts: the champion's quality on tonight's validation day
+            t0 = time.perf_counter()
             logloss, auc = evaluate(model, data.val)
             started = dataclasses.replace(started, initial_val_logloss=logloss, initial_val_auc=auc,
-                                          seconds=time.perf_counter() - t0)
+                                          seconds=started.seconds + time.perf_counter() - t0)
         warm.log_warm_start(warm_source.mode, started)
         log(f"[{arch}] {warm.describe(started)}")
 

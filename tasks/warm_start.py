@@ -22,7 +22,9 @@ bundle does not hold it): a warm start copies weights only, and Adam starts fres
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import time
 from collections.abc import Callable
 from datetime import date
 
@@ -33,11 +35,12 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from feature_store.id_maps import id_maps
+from models import build_model
 from models.warm_start import shape_conflicts, warm_start
 from tasks import guards, registry
 from tasks.handoff import Candidate, WarmSource, WarmStart
 
-AUTO, OFF = "auto", "off"
+OFF = "off"
 NONE = "none"  # the value of a param or tag that has nothing to say
 _TAG_CHARS = 5000  # MLflow's limit on a tag value
 _LISTED = 20  # not-copied tensors named in the tag; the rest are counted
@@ -76,6 +79,21 @@ def load_source(client: MlflowClient, name: str, preprocessor, mode: str, stagin
         return WarmSource(version, unavailable=f"champion v{version} cannot be loaded: {type(exc).__name__}: {first}",
                           mode=mode)
     return WarmSource(version, model.arch_name, model, maps, mode=mode)
+
+
+def build(arch: str, schema, hparams: dict | None, seed: int, source: WarmSource) -> tuple[torch.nn.Module, WarmStart]:
+    """Tonight's model: built from the seed, then started from the champion when it fits
+    (`start_from`). A remap that raises must not fail the night: the model is then built from
+    the seed again (the remap may have copied part of it) and starts cold, with the error."""
+    model = build_model(arch, schema, hparams, seed=seed)
+    t0 = time.perf_counter()
+    try:
+        started = start_from(model, arch, hparams, source)
+        return model, dataclasses.replace(started, seconds=time.perf_counter() - t0)
+    except Exception as exc:
+        first = (str(exc).splitlines() or [""])[0][:300]
+        return build_model(arch, schema, hparams, seed=seed), WarmStart(
+            fallback=f"the warm start from champion v{source.version} failed: {type(exc).__name__}: {first}")
 
 
 def start_from(model: torch.nn.Module, arch: str, hparams: dict | None, source: WarmSource) -> WarmStart:

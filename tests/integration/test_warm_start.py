@@ -194,6 +194,25 @@ def test_training_is_reproducible_from_the_seed(nights, warm):
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
+def test_a_remap_that_raises_starts_cold_from_the_seed(nights, monkeypatch):
+    import tasks.warm_start
+
+    data = nights["two"][0]
+
+    def half_done(model, champion, old_ids, skipped=None):
+        with torch.no_grad():
+            next(model.parameters()).add_(1.0)  # a part already copied
+        raise RuntimeError("index out of range\nsecond line")
+
+    monkeypatch.setattr(tasks.warm_start, "warm_start", half_done)
+    model, started = tasks.warm_start.build("wide_deep", data.schema, None, 0, _source(nights))
+    assert not started.warm
+    assert started.fallback == (f"the warm start from champion v{nights['version']} failed: "
+                                "RuntimeError: index out of range")
+    seeded = build_model("wide_deep", data.schema, seed=0)
+    assert all(torch.equal(v, seeded.state_dict()[k]) for k, v in model.state_dict().items())
+
+
 def test_a_champion_that_cannot_be_loaded_means_a_cold_start(nights, tmp_path):
     client = nights["client"]
     data, _, window = nights["two"]
