@@ -6,6 +6,7 @@
 #   make bench-robustness  bad input and killed nights against recloop run (a table, not a timing)
 #   make bench-scale  one night at 20k..10M rows/day and a 20M-line Criteo file (wall, rows/s, peak RSS)
 #   make bench-serve  HTTP latency of `recloop serve` on 127.0.0.1 (p50/p99 at 1, 100, 1,000 rows; rows/s)
+#   make bench-warm   warm start vs cold start over nights 2-6 (val AUC per epoch, time to the champion's AUC)
 #   make ui     MLflow UI on the local tracking store (the stack's UIs while `make up` runs)
 #   make up     served stack on 127.0.0.1: Prefect server + MLflow server + process worker + deployment
 #   make down   stop exactly what `make up` started (pid files in $(RECLOOP_HOME)/stack)
@@ -24,7 +25,7 @@ export GOMP_SPINCOUNT ?= 3000
 export PYTHONWARNINGS ?= ignore::UserWarning:merlin.dtypes.mappings.tf,ignore::UserWarning:merlin.dtypes.mappings.triton
 PYTEST_ARGS ?=
 
-.PHONY: install dirs browser run test test-fast bench bench-loop bench-zoo bench-deepctr bench-train bench-robustness bench-scale bench-serve ui status clean up down stack-status
+.PHONY: install dirs browser run test test-fast bench bench-loop bench-zoo bench-deepctr bench-train bench-robustness bench-scale bench-serve bench-warm ui status clean up down stack-status
 
 install: $(STAMP) dirs
 
@@ -105,6 +106,12 @@ bench-scale: install
 SERVE_ARGS ?= --mlflow-serve
 bench-serve: install
 	$(BIN)/python -m benchmarks.serve_latency $(SERVE_ARGS)
+
+# Nights 2-6 on synthetic_clicks, each trained cold and warm from the champion (benchmarks/warm_start.py):
+# benchmarks/results/warm_start.{json,md}. A few minutes at the default size; WARM_ARGS="--rows-per-day 50000".
+WARM_ARGS ?= --rows-per-day 10000
+bench-warm: install
+	$(BIN)/python -m benchmarks.warm_start $(WARM_ARGS)
 
 status: install
 	$(BIN)/recloop status

@@ -85,6 +85,8 @@ class FusedEmbedding(nn.Module):
             May be empty (F = 0): forward then returns a (B, 0, D) tensor.
         dim: embedding dimension D.
         init_std: weights start as N(0, init_std^2); 0 gives an all-zero table.
+        names: the fields' names (`Field.name`), so a warm start finds each field's rows
+            (`models.warm_start`); None leaves the fields anonymous and never copied.
 
     Forward:
         ids: int64 (B, F) -> float32 (B, F, D)
@@ -100,14 +102,18 @@ class FusedEmbedding(nn.Module):
     at Criteo's million rows) and an optimizer pass over every row: most of a step.
     """
 
-    def __init__(self, cardinalities: Sequence[int], dim: int, init_std: float = 0.02):
+    def __init__(self, cardinalities: Sequence[int], dim: int, init_std: float = 0.02,
+                 names: Sequence[str] | None = None):
         super().__init__()
         cards = [int(c) for c in cardinalities]
         if any(c < 1 for c in cards):
             raise ValueError(f"every cardinality must be >= 1, got {cards}")
         if dim < 1:
             raise ValueError(f"embedding dim must be >= 1, got {dim}")
+        if names is not None and len(names) != len(cards):
+            raise ValueError(f"{len(names)} field names for {len(cards)} cardinalities")
         self.cardinalities = tuple(cards)
+        self.names = tuple(names) if names is not None else None
         self.dim = int(dim)
         # `sparse` says which gradient the table gets (see `_RowLookup`); DistributedDataParallel
         # reads it to all-reduce those gradients as sparse tensors.
@@ -246,6 +252,7 @@ class WideLinear(nn.Module):
     Args:
         cardinalities: ids per sparse field (categorical columns and crosses); may be empty.
         n_continuous: number of dense inputs with a linear weight each (0: none).
+        names: the sparse fields' names (see `FusedEmbedding`).
 
     Forward:
         ids:  int64 (B, F)
@@ -253,9 +260,9 @@ class WideLinear(nn.Module):
         -> (B, 1)
     """
 
-    def __init__(self, cardinalities: Sequence[int], n_continuous: int = 0):
+    def __init__(self, cardinalities: Sequence[int], n_continuous: int = 0, names: Sequence[str] | None = None):
         super().__init__()
-        self.weights = FusedEmbedding(cardinalities, 1, init_std=0.0)
+        self.weights = FusedEmbedding(cardinalities, 1, init_std=0.0, names=names)
         self.dense = nn.Linear(n_continuous, 1, bias=False) if n_continuous > 0 else None
         if self.dense is not None:
             nn.init.zeros_(self.dense.weight)
@@ -284,14 +291,16 @@ class FieldEmbedding(nn.Module):
         n_continuous: number of continuous columns (may be 0).
         dim: embedding dimension D.
         init_std: all vectors start as N(0, init_std^2).
+        names: the id fields' names (see `FusedEmbedding`).
 
     Forward:
         ids: int64 (B, F), cont: float32 (B, C) -> (B, F + C, D)
     """
 
-    def __init__(self, cardinalities: Sequence[int], n_continuous: int, dim: int, init_std: float = 0.02):
+    def __init__(self, cardinalities: Sequence[int], n_continuous: int, dim: int, init_std: float = 0.02,
+                 names: Sequence[str] | None = None):
         super().__init__()
-        self.ids = FusedEmbedding(cardinalities, dim, init_std=init_std)
+        self.ids = FusedEmbedding(cardinalities, dim, init_std=init_std, names=names)
         self.cont = nn.Parameter(init_std * torch.randn(n_continuous, dim)) if n_continuous > 0 else None
         self.num_fields = len(cardinalities) + n_continuous
         self.dim = int(dim)
@@ -337,7 +346,8 @@ class FlatFeatures(nn.Module):
         if len(fields) + n_cont == 0:
             raise ValueError(f"{owner} needs at least one categorical or continuous input")
         self.use_crosses = use_crosses
-        self.embedding = FusedEmbedding([f.cardinality for f in fields], dim, init_std=init_std)
+        self.embedding = FusedEmbedding([f.cardinality for f in fields], dim, init_std=init_std,
+                                        names=[f.name for f in fields])
         self.out_dim = len(fields) * dim + n_cont  # N
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -404,8 +414,11 @@ class LinearAndFields(nn.Module):
         if len(schema.categorical) + n_cont == 0:
             raise ValueError(f"{owner} needs at least one categorical or continuous input")
         self.use_crosses = use_crosses
-        self.linear = WideLinear([f.cardinality for f in id_fields(schema, use_crosses)], n_continuous=n_cont)
-        self.embedding = FieldEmbedding([f.cardinality for f in schema.categorical], n_cont, dim, init_std)
+        linear_fields = id_fields(schema, use_crosses)
+        self.linear = WideLinear([f.cardinality for f in linear_fields], n_continuous=n_cont,
+                                 names=[f.name for f in linear_fields])
+        self.embedding = FieldEmbedding([f.cardinality for f in schema.categorical], n_cont, dim, init_std,
+                                        names=[f.name for f in schema.categorical])
         self.num_fields = self.embedding.num_fields
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

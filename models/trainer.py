@@ -458,6 +458,22 @@ def predict_proba(
     return p
 
 
+def evaluate(
+    model: nn.Module,
+    source: BatchSource | Mapping[str, torch.Tensor],
+    batch_size: int = PREDICT_BATCH_SIZE,
+) -> tuple[float, float]:
+    """(logloss, AUC) of `model` over every row of a labelled source, computed as `fit`
+    validates after each epoch (e.g. where a warm-started model starts, before its first step)."""
+    schema = model.schema
+
+    def check(chunk):
+        return check_batch(schema, chunk, need_label=True, where="val")
+
+    p, y = _predict(model, as_source(source, batch_size), check, with_labels=True)
+    return log_loss(y, p), roc_auc(y, p)
+
+
 def _predict(
     model: nn.Module, source: BatchSource, check: ChunkCheck, *, with_labels: bool,
     device: torch.device | None = None,
