@@ -2,10 +2,11 @@
 #   make run    generate the embedded synthetic data and run two nights of the loop
 #   make test   install everything into .venv, fetch MovieLens-100k if absent, run the test suite
 #   make bench  loop, model zoo and DeepCTR-Torch benchmarks (JSON + markdown in benchmarks/results/)
-#   make bench-loop / bench-zoo / bench-deepctr  one of them
+#   make bench-loop / bench-zoo / bench-deepctr / bench-train  one of them
 #   make bench-robustness  bad input and killed nights against recloop run (a table, not a timing)
 #   make bench-scale  one night at 20k..10M rows/day and a 20M-line Criteo file (wall, rows/s, peak RSS)
 #   make bench-serve  HTTP latency of `recloop serve` on 127.0.0.1 (p50/p99 at 1, 100, 1,000 rows; rows/s)
+#   make bench-warm   warm start vs cold start over nights 2-6 (val AUC per epoch, time to the champion's AUC)
 #   make ui     MLflow UI on the local tracking store (the stack's UIs while `make up` runs)
 #   make up     served stack on 127.0.0.1: Prefect server + MLflow server + process worker + deployment
 #   make down   stop exactly what `make up` started (pid files in $(RECLOOP_HOME)/stack)
@@ -19,10 +20,12 @@ WORKDIR ?= .recloop
 export RECLOOP_HOME ?= $(abspath $(WORKDIR))
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(abspath $(WORKDIR))/prefect
+# torch's OpenMP threads: a short spin before sleeping holds up on busy cores (flows/__init__.py)
+export GOMP_SPINCOUNT ?= 3000
 export PYTHONWARNINGS ?= ignore::UserWarning:merlin.dtypes.mappings.tf,ignore::UserWarning:merlin.dtypes.mappings.triton
 PYTEST_ARGS ?=
 
-.PHONY: install dirs browser run test test-fast bench bench-loop bench-zoo bench-deepctr bench-robustness bench-scale bench-serve ui status clean up down stack-status
+.PHONY: install dirs browser run test test-fast bench bench-loop bench-zoo bench-deepctr bench-train bench-robustness bench-scale bench-serve bench-warm ui status clean up down stack-status
 
 install: $(STAMP) dirs
 
@@ -67,15 +70,19 @@ browser:
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow and not e2e" $(PYTEST_ARGS)
 
-# All three benchmarks, one after the other (they time training: run nothing else meanwhile).
+# All four benchmarks, one after the other (they time training: run nothing else meanwhile).
 # MovieLens-100k joins the zoo benchmark when it has been fetched (make test does that).
-bench: bench-loop bench-zoo bench-deepctr
+bench: bench-loop bench-zoo bench-deepctr bench-train
 
 bench-loop: install
 	$(BIN)/python -m benchmarks.loop_benchmark
 
 bench-zoo: install
 	$(BIN)/python -m benchmarks.zoo_benchmark $(BENCH_ARGS)
+
+# The training levers in order, every architecture before and after, the OpenMP spin count.
+bench-train: install
+	$(BIN)/python -m benchmarks.train_speed $(BENCH_ARGS)
 
 # DeepCTR-Torch is installed by the benchmark into $(RECLOOP_HOME)/bench-site, not the venv.
 BENCH_ARGS ?=
@@ -90,7 +97,7 @@ bench-robustness: install
 # to the oracle's) in benchmarks/results/scale.{json,md,png}. Hours on 2 cores: run nothing else.
 # Smaller: make bench-scale SCALE_ARGS="--sizes 20000,200000 --criteo-rows 0". `--dask-external SIZES`
 # runs those sizes once more on a scheduler and two workers on 127.0.0.1 (RECLOOP_DASK_ADDRESS).
-SCALE_ARGS ?= --sizes 20000,200000,1000000,10000000 --criteo-rows 20000000 --dask-external 1000000
+SCALE_ARGS ?= --sizes 20000,200000,1000000,10000000 --criteo-rows 20000000 --dask-external 1000000 --ddp 10000000
 bench-scale: install
 	$(BIN)/python -m benchmarks.scale $(SCALE_ARGS)
 
@@ -99,6 +106,12 @@ bench-scale: install
 SERVE_ARGS ?= --mlflow-serve
 bench-serve: install
 	$(BIN)/python -m benchmarks.serve_latency $(SERVE_ARGS)
+
+# Nights 2-6 on synthetic_clicks, each trained cold and warm from the champion (benchmarks/warm_start.py):
+# benchmarks/results/warm_start.{json,md}. A few minutes at the default size; WARM_ARGS="--rows-per-day 50000".
+WARM_ARGS ?= --rows-per-day 10000
+bench-warm: install
+	$(BIN)/python -m benchmarks.warm_start $(WARM_ARGS)
 
 status: install
 	$(BIN)/recloop status

@@ -9,7 +9,11 @@ experiment `bench-deepctr-adult` of the local store under $RECLOOP_HOME (default
 into the project venv (see `benchmarks.deepctr_torch_side`).
 
     python -m benchmarks.deepctr_compare [--epochs 5] [--threads 2] [--out DIR]
-        [--archs wide_deep deepfm dcn] [--limit-rows N]   (N: smoke runs on a subsample)
+        [--archs wide_deep deepfm dcn] [--limit-rows N] [--skip-busy]   (N: smoke runs on a subsample)
+
+Also measures, in the same run, each model's roofline (a plain forward + backward of its
+matmuls at the same batch size) and recloop's training beside one CPU-bound process per
+core (the busy rows).
 
 Fairness rules:
   * Same inputs. Adult's official split (`load_adult`: train 32,561, test 16,281); a seeded
@@ -128,7 +132,8 @@ def run_recloop(arch: str, data: Any, epochs: int, threads: int) -> dict[str, An
     p = predict_proba(model, data.holdout)
     return {
         "implementation": "recloop",
-        "optimizer": f"AdamW(weight_decay=0) lr {config.lr}, WideLinear lr {config.wide_lr}",
+        "optimizer": f"Adam lr {config.lr} (fused AdamW on dense parameters, RowAdam on tables with "
+                     f"sparse gradients), WideLinear lr {config.wide_lr}",
         "params": param_count(model),
         "epochs_run": len(result.history),
         "best_epoch": result.best_epoch,
@@ -162,6 +167,41 @@ def run_deepctr(arch: str, data: Any, epochs: int, threads: int, site: Path) -> 
         "history": result.history,
         **holdout_metrics(data.holdout_labels, p),
     }
+
+
+def busy_rows(data: Any, archs: list[str], epochs: int, threads: int) -> list[dict[str, Any]]:
+    """recloop's training samples/s quiet and beside one CPU-bound Python loop per core
+    (`train_speed.competing_load`, started and stopped here), each run in a fresh process (the
+    OpenMP spin count is read when torch loads): with recloop's GOMP_SPINCOUNT, and for
+    wide_deep also with libgomp's default, the setting before this change."""
+    import tempfile
+
+    from benchmarks.train_speed import LIBGOMP_DEFAULT_SPIN, competing_load, run_one, save_payload
+
+    cases = [(arch, os.environ.get("GOMP_SPINCOUNT", "")) for arch in archs]
+    if "wide_deep" in archs:
+        cases.append(("wide_deep", LIBGOMP_DEFAULT_SPIN))
+    config = {"epochs": epochs, "batch_size": SETUP["batch_size"], "lr": SETUP["lr"], "wide_lr": SETUP["wide_lr"],
+              "patience": SETUP["patience"], "seed": SETUP["seed"], "threads": threads}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="recloop-busy-") as tmp:
+        for arch, spin in cases:
+            payload = save_payload(Path(tmp) / f"{arch}.pt", arch, data, recloop_hparams(arch), config)
+            env = {"GOMP_SPINCOUNT": spin}
+            quiet_load = os.getloadavg()[0]
+            quiet = run_one(payload, env=env)
+            with competing_load(threads):
+                busy_load = os.getloadavg()[0]
+                busy = run_one(payload, env=env)
+            rows.append({"model": arch, "gomp_spincount": spin, "competing_processes": threads,
+                         "quiet_samples_per_s": quiet["train_samples_per_s"],
+                         "busy_samples_per_s": busy["train_samples_per_s"],
+                         "busy_share": busy["train_samples_per_s"] / quiet["train_samples_per_s"],
+                         "quiet_test_auc": quiet["test_auc"], "busy_test_auc": busy["test_auc"],
+                         "load_at_quiet_start": quiet_load, "load_at_busy_start": busy_load})
+            print(f"{arch:10s} GOMP_SPINCOUNT={spin:>7s} quiet {rows[-1]['quiet_samples_per_s']:,.0f}  busy "
+                  f"{rows[-1]['busy_samples_per_s']:,.0f} samples/s ({rows[-1]['busy_share']:.0%})", flush=True)
+    return rows
 
 
 def log_runs(rows: list[dict[str, Any]], common: Mapping[str, Any]) -> str:
@@ -203,6 +243,29 @@ def markdown(result: Mapping[str, Any]) -> str:
         lines.append(f"| {r['model']} | {r['implementation']} | {r['test_auc']:.4f} | {r['test_logloss']:.4f} "
                      f"| {r['params']:,} | {r['train_samples_per_s']:,.0f} | {r['epochs_run']} of "
                      f"{result['epochs']} ({r['best_epoch']}) | {s['batch_size']} | {s['embedding_dim']} | {mlp} |")
+    lines += ["", "## Speed-up and roofline", "",
+              "Roofline: a plain forward + backward of each model's matmuls (every `nn.Linear`, 6 in out "
+              "FLOPs per sample) at the same batch size, float32, measured in this run "
+              "(`benchmarks.train_speed.roofline`).", "",
+              "| model | recloop samples/s | DeepCTR-Torch samples/s | speed-up | roofline samples/s "
+              "| matmul GFLOP/s at the roofline | recloop share of the roofline |", "|---|---|---|---|---|---|---|"]
+    for arch, roof in result.get("rooflines", {}).items():
+        mine = next(r for r in result["runs"] if r["model"] == arch and r["implementation"] == "recloop")
+        peer = next((r for r in result["runs"] if r["model"] == arch and r["implementation"] != "recloop"), None)
+        peer_sps = peer["train_samples_per_s"] if peer else float("nan")
+        lines.append(f"| {arch} | {mine['train_samples_per_s']:,.0f} | {peer_sps:,.0f} "
+                     f"| x{mine['train_samples_per_s'] / peer_sps:.2f} | {roof['samples_per_s']:,.0f} "
+                     f"| {roof['gflops']:.0f} | {mine['train_samples_per_s'] / roof['samples_per_s']:.0%} |")
+    if result.get("busy"):
+        lines += ["", "## A busy machine", "",
+                  "recloop's training quiet and beside one CPU-bound process per core (a Python loop per "
+                  "core, started and stopped by the benchmark), each run in its own process.", "",
+                  "| model | GOMP_SPINCOUNT | quiet samples/s | busy samples/s | busy / quiet | load at start "
+                  "(quiet, busy) |", "|---|---|---|---|---|---|"]
+        for r in result["busy"]:
+            lines.append(f"| {r['model']} | {r['gomp_spincount']} | {r['quiet_samples_per_s']:,.0f} "
+                         f"| {r['busy_samples_per_s']:,.0f} | {r['busy_share']:.0%} "
+                         f"| {r['load_at_quiet_start']:.1f}, {r['load_at_busy_start']:.1f} |")
     optimizers = sorted({f"{r['implementation'].split(' (')[0]}: {r['optimizer']}" for r in result["runs"]})
     m = result["machine"]
     lines += ["", f"Optimizers: {'; '.join(optimizers)}.", "",
@@ -223,12 +286,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--archs", nargs="+", choices=ARCHS, default=list(ARCHS))
     ap.add_argument("--limit-rows", type=int, default=None,
                     help="Smoke runs: subsample the official train and test to N rows each.")
+    ap.add_argument("--skip-busy", action="store_true", help="Leave out the busy-machine rows.")
     args = ap.parse_args(argv)
     if args.epochs < 1 or args.threads < 1:
         ap.error("--epochs and --threads must be >= 1")
 
+    from benchmarks.train_speed import roofline
     from feature_store.spec import load_spec
     from flows.cli import _quiet_libraries
+    from models import build_model
     from tasks.preprocess import prepare_frames
     from tasks.settings import get_settings
 
@@ -248,6 +314,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"logloss {row['test_logloss']:.4f} {row['train_samples_per_s']:,.0f} samples/s", flush=True)
             runs.append(row)
 
+    rooflines = {arch: roofline(build_model(arch, data.schema, recloop_hparams(arch), seed=SETUP["seed"]),
+                                SETUP["batch_size"]) for arch in args.archs}
+    for row in runs:
+        row["roofline_samples_per_s"] = rooflines[row["model"]]["samples_per_s"]
+        row["roofline_share"] = row["train_samples_per_s"] / row["roofline_samples_per_s"]
+    busy = [] if args.skip_busy else busy_rows(data, args.archs, args.epochs, args.threads)
     result = {
         "benchmark": "recloop vs DeepCTR-Torch on UCI Adult",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -260,6 +332,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "setup": {**SETUP, "hidden": list(SETUP["hidden"])},
         "schema": data.schema.to_layout(),
         "runs": runs,
+        "rooflines": rooflines,
+        "busy": busy,
     }
     common = {"epochs": args.epochs, "threads": args.threads, "limit_rows": args.limit_rows,
               "rows_train": len(train_raw), "rows_val": len(val_raw), "rows_test": len(test_raw),

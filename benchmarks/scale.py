@@ -17,8 +17,10 @@ lines (feature_store.datasets.criteo.write_criteo_like), import it with `recloop
 import-criteo --days 8` (wall time, lines/s, peak RSS), then run one night whose window is the
 whole file (7 training days + the staging day). --criteo-import-only stops after the import.
 
-    python -m benchmarks.scale [--sizes 20000,200000,1000000,10000000] [--dask-external]
-                               [--criteo-rows N] [--criteo-import-only] [--merge]
+    python -m benchmarks.scale [--sizes 20000,200000,1000000,10000000] [--dask-external SIZES]
+                               [--ddp SIZES] [--criteo-rows N] [--criteo-import-only] [--merge]
+
+--ddp SIZES: those sizes once more with the training in 2 DDP processes (RECLOOP_TRAIN_PROCESSES=2).
 
 --merge keeps the runs already in scale.json (a new run replaces the one it repeats), so the
 sizes can be measured in several sittings.
@@ -139,16 +141,19 @@ def external_dask(logs: Path, workers: int = 2, memory_limit: str = "3GiB"):
     return process_cluster(logs, workers=workers, threads=1, memory_limit=memory_limit)
 
 
-def synthetic_size(rows_per_day: int, base: Path, epochs: int, dask: tuple[str, list[int]] | None) -> dict:
-    home = base / f"synthetic-{rows_per_day}"
+def synthetic_size(rows_per_day: int, base: Path, epochs: int, dask: tuple[str, list[int]] | None,
+                   processes: int = 1) -> dict:
+    home = base / f"synthetic-{rows_per_day}-{processes}p"
     home.mkdir(parents=True)
     extra = {"RECLOOP_DASK_ADDRESS": dask[0]} if dask else {}
+    if processes > 1:
+        extra["RECLOOP_TRAIN_PROCESSES"] = str(processes)
     env = _env(home, extra)
     load_before = os.getloadavg()
     generate = _cli(["generate", "--days", str(DAYS), "--rows-per-day", str(rows_per_day)], env, home / "generate.log")
     generate["rows_per_s"] = rows_per_day * DAYS / generate["seconds"]
     result = {"dataset": "synthetic_clicks", "rows_per_day": rows_per_day, "days": DAYS, "generate": generate,
-              "dask_external": dask is not None}
+              "dask_external": dask is not None, "train_processes": processes}
     if generate["exit_code"] != 0:
         return result
     day_rows = _day_rows(home / "data", "synthetic_clicks")
@@ -212,6 +217,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--dask-external", default="", metavar="SIZES",
                     help="Rows-per-day sizes to run once more on an external Dask cluster (a scheduler and two "
                          "worker processes this benchmark starts), e.g. 1000000; empty: none.")
+    ap.add_argument("--ddp", default="", metavar="SIZES",
+                    help="Rows-per-day sizes to run once more with training in 2 DDP processes "
+                         "(RECLOOP_TRAIN_PROCESSES=2), e.g. 10000000; empty: none.")
     ap.add_argument("--criteo-rows", type=int, default=0, help="Lines of the Criteo-format file (0: skip).")
     ap.add_argument("--criteo-import-only", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -221,6 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     external_sizes = [int(s) for s in args.dask_external.split(",") if s.strip()]
+    ddp_sizes = [int(s) for s in args.ddp.split(",") if s.strip()]
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.local_prefect import prefect_api
@@ -252,6 +261,9 @@ def main(argv: list[str] | None = None) -> dict:
             for rows_per_day in sizes:
                 print(f"synthetic_clicks: {rows_per_day:,} rows/day", flush=True)
                 add(synthetic_size(rows_per_day, base, args.epochs, None))
+            for rows_per_day in ddp_sizes:
+                print(f"synthetic_clicks: {rows_per_day:,} rows/day, training in 2 DDP processes", flush=True)
+                add(synthetic_size(rows_per_day, base / "ddp", args.epochs, None, processes=2))
             if external_sizes:
                 with external_dask(base / "dask-external") as dask:
                     for rows_per_day in external_sizes:
@@ -273,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
 def _key(run: dict) -> tuple:
     """What a run measures: the same key means a repeat (see --merge); also the table's order."""
     return (run["dataset"] != "synthetic_clicks", bool(run.get("dask_external")), run.get("rows_per_day") or 0,
-            run.get("lines") or 0, bool(run.get("import_only")))
+            run.get("train_processes") or 1, run.get("lines") or 0, bool(run.get("import_only")))
 
 
 def _total_memory() -> int:
@@ -292,16 +304,17 @@ def markdown(result: dict) -> str:
              "Peak RSS: summed over the command's process tree (and the external Dask processes), sampled every "
              "0.25 s. Load average: 1-minute, before the size's generation and after its night.", "",
              "## Nights", "",
-             "| data | Dask | rows/day | window rows | night wall s | rows/s | peak RSS MB | staging AUC | oracle AUC "
-             "| exit | load before / after |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| data | Dask | training processes | rows/day | window rows | night wall s | rows/s | peak RSS MB "
+             "| staging AUC | oracle AUC | exit | load before / after |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
         if "night" not in r:  # an import only: in the Data table
             continue
         n = r["night"]
         per_day = r.get("rows_per_day") or (r["lines"] // CRITEO_DAYS)
         cluster = "external (2 workers)" if r.get("dask_external") else "local"
-        lines.append(f"| {r['dataset']} | {cluster} | {per_day:,} | {_f(n.get('window_rows'), ',')} | {_f(n.get('seconds'), '.1f')} "
+        lines.append(f"| {r['dataset']} | {cluster} | {r.get('train_processes') or 1} | {per_day:,} "
+                     f"| {_f(n.get('window_rows'), ',')} | {_f(n.get('seconds'), '.1f')} "
                      f"| {_f(n.get('rows_per_s'), ',.0f')} | {_f(n.get('peak_rss_mb'), ',.0f')} "
                      f"| {_f(n.get('staging_auc'), '.4f')} | {_f(n.get('oracle_staging_auc'), '.4f')} "
                      f"| {n.get('exit_code', '')} | {r['loadavg_before'][0]:.2f} / {r['loadavg_after'][0]:.2f} |")
@@ -310,8 +323,8 @@ def markdown(result: dict) -> str:
             settings = ", ".join(f"{k}={v}" for k, v in sorted(r["train_settings"].items()))
             lines += ["", f"The {r['dataset']} night ran with {settings}."]
     lines += ["", "## Stages (seconds, rows/s)", "",
-              "| data | rows/day | ingest | validate | preprocess | train | staging | promotion |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| data | rows/day | training processes | ingest | validate | preprocess | train | staging | promotion |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
         if "night" not in r:
             continue
@@ -321,7 +334,7 @@ def markdown(result: dict) -> str:
             s = stages.get(stage)
             cells.append("" if s is None else f"{s['seconds']:.1f} s" + (f" ({s['rows_per_s']:,.0f}/s)" if s["rows_per_s"] else ""))
         per_day = r.get("rows_per_day") or (r["lines"] // CRITEO_DAYS)
-        lines.append(f"| {r['dataset']} | {per_day:,} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['dataset']} | {per_day:,} | {r.get('train_processes') or 1} | " + " | ".join(cells) + " |")
     lines += ["", "## Data", "",
               "| data | size | command | wall s | rows/s | peak RSS MB | exit |", "|---|---|---|---|---|---|---|"]
     for r in result["runs"]:

@@ -149,6 +149,8 @@ def run(
     arch: Annotated[Optional[list[str]], typer.Option(help="Architecture (repeatable).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Max epochs, >= 1 (early stopping may stop sooner).")] = None,
     approval: Annotated[Optional[str], typer.Option(help="auto | manual (default from settings).")] = None,
+    warm_start: Annotated[Optional[str], typer.Option(help="auto: challengers of the champion's architecture start "
+                                                           "from its weights; off: cold (default from settings).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the summary as JSON.")] = None,
     backfill: Annotated[bool, typer.Option(help="Allow a staging day the champion trained on: evaluate only, "
                                                 "register and promote nothing.")] = False,
@@ -167,12 +169,15 @@ def run(
         _bad_argument("--epochs", epochs, "must be at least 1")
     if approval is not None and approval not in ("auto", "manual"):
         _bad_argument("--approval", approval, "must be auto or manual")
+    if warm_start is not None and warm_start not in ("auto", "off"):
+        _bad_argument("--warm-start", warm_start, "must be auto or off")
     with _servers(prefect="optional"):
-        settings = _checked_settings(train={"epochs": epochs}, approval_mode=approval)
+        settings = _checked_settings(train={"epochs": epochs}, approval_mode=approval, warm_start=warm_start)
         resolved = dataset_spec(dataset, spec, default=DEFAULT_DATASET)
         _checked(lambda: _preflight(settings, json_out, (resolved.name, day, backfill)))
         with _prefect(settings):
-            summary = _run_night(day, resolved.reference, arch, epochs, approval, backfill=backfill, force=force)
+            summary = _run_night(day, resolved.reference, arch, epochs, approval, backfill=backfill, force=force,
+                                 warm_start=warm_start)
     if json_out:
         _write_json(json_out, summary)
     if summary.decision == "timeout":  # the Prefect run ended Failed (ApprovalExpired)
@@ -245,7 +250,7 @@ def _prefect(settings):
 
 
 def _run_night(run_date: date, dataset: str, arch, epochs, approval, backfill: bool = False,
-               force: bool = False):
+               force: bool = False, warm_start: str | None = None):
     """Run the flow, print its table and verdict; returns its `NightSummary`."""
     from flows.nightly import nightly_retrain
     from tasks.approval import ApprovalExpired
@@ -255,7 +260,7 @@ def _run_night(run_date: date, dataset: str, arch, epochs, approval, backfill: b
     try:
         summary = _checked(lambda: nightly_retrain(run_date=run_date, dataset=dataset, architectures=arch or None,
                                                    approval_mode=approval, epochs=epochs, backfill=backfill,
-                                                   force=force))
+                                                   force=force, warm_start=warm_start))
     except ApprovalExpired as exc:
         summary, expired = exc.summary, exc
     if summary.noop:

@@ -29,6 +29,7 @@ from tasks.settings import get_settings
 from tasks.stage import promotion_task, staging_task
 from tasks.train import check_architectures, train_task
 from tasks.validate import validate_task
+from tasks.warm_start import warm_source_task, warm_start_note
 from tasks.workdir import night_workdir
 
 DEFAULT_ARCHITECTURES = ["wide", "deep", "wide_deep"]
@@ -71,16 +72,19 @@ def nightly_retrain(
     approval_timeout_s: int | None = None,
     backfill: bool = False,
     force: bool = False,
+    warm_start: Literal["auto", "off"] | None = None,
 ) -> NightSummary:
     """Retrain on the window before `run_date`, gate against the champion, maybe promote.
 
     `backfill`: a night whose staging day the champion trained on only evaluates (registers
     nothing); without it such a night is refused. `force`: run even when this very night
-    (same data, code and config) already produced the champion."""
+    (same data, code and config) already produced the champion. `warm_start`: `auto` starts each
+    challenger of the champion's architecture from the champion's weights, `off` starts cold
+    (default: the `RECLOOP_WARM_START` setting)."""
     log = get_run_logger()
     quiet_expected_stops()
     settings = get_settings(approval_mode=approval_mode, data_root=data_root, approval_timeout_s=approval_timeout_s,
-                            train={"epochs": epochs})
+                            warm_start=warm_start, train={"epochs": epochs})
     run_date = run_date or scheduled_run_date(settings.schedule_timezone)
     architectures = architectures or DEFAULT_ARCHITECTURES
     spec = load_spec(dataset, settings.spec_dirs)
@@ -151,7 +155,7 @@ def _night(client, settings, spec, night: Night, work: Path, architectures: list
     window = timed("ingest", ingest_task, settings.resolved_data_root, spec, run_date, settings.window_days)
     config = settings.train
     code = tracking.code_version()
-    night_config = guards.night_config(architectures, hparams, config, settings.window_days)
+    night_config = guards.night_config(architectures, hparams, config, settings.window_days, settings.warm_start)
     base = dict(dataset=spec.name, run_date=str(run_date), data_window=window.data_window,
                 staging_day=str(window.holdout_day))
     if not (force or backfill) and guards.rerun_of_champion(champion, window.fingerprint, code, night_config):
@@ -184,14 +188,17 @@ def _night(client, settings, spec, night: Night, work: Path, architectures: list
     lock.update(parent_run_id=night.parent_run_id)
     ok, failure = False, None
     try:
+        warm = timed("warm_start", warm_source_task, client, night.model_name, data.preprocessor,
+                     settings.warm_start, window.holdout_day)
         candidates = [
-            timed("train", train_task, arch, data, spec, config, (hparams or {}).get(arch), night)
+            timed("train", train_task, arch, data, spec, config, (hparams or {}).get(arch), night, warm)
             for arch in architectures
         ]
         outcome = timed("staging", staging_task, client, night, candidates, data.holdout_raw,
                         data.holdout_labels, settings.gate, settings.dryrun, evaluate_only=backfill_note is not None)
         if backfill_note:
             outcome.notes.insert(0, backfill_note)
+        outcome.notes.append(warm_start_note(candidates))
         promotion = timed("promotion", promotion_task, client, night, outcome, settings.approval_mode)
         decision = approval.APPROVED if promotion is not None else None
         if settings.approval_mode == "manual" and outcome.version_gate is not None and outcome.version_gate.passed:

@@ -76,8 +76,9 @@ class AutoInt(nn.Module):
         n_cont = len(schema.continuous)
         if len(schema.categorical) + n_cont == 0:
             raise ValueError("AutoInt needs at least one categorical or continuous input")
-        self.embedding = FieldEmbedding([f.cardinality for f in id_fields(schema, config.use_crosses)], n_cont,
-                                        config.embedding_dim, config.embedding_init_std)
+        fields = id_fields(schema, config.use_crosses)
+        self.embedding = FieldEmbedding([f.cardinality for f in fields], n_cont, config.embedding_dim,
+                                        config.embedding_init_std, names=[f.name for f in fields])
         layers, width = [], config.embedding_dim
         for _ in range(config.n_layers):
             layers.append(InteractingLayer(width, config.n_heads, config.head_dim))

@@ -107,8 +107,9 @@ class DHEN(nn.Module):
         if len(schema.categorical) + n_cont == 0:
             raise ValueError("DHEN needs at least one categorical or continuous input")
         c = config
-        self.embedding = FieldEmbedding([f.cardinality for f in id_fields(schema, config.use_crosses)], n_cont,
-                                        c.embedding_dim, c.embedding_init_std)
+        fields = id_fields(schema, config.use_crosses)
+        self.embedding = FieldEmbedding([f.cardinality for f in fields], n_cont, c.embedding_dim,
+                                        c.embedding_init_std, names=[f.name for f in fields])
         n = self.embedding.num_fields
         self.layers = nn.Sequential(*(DHENLayer(n, c.embedding_dim, c.modules, c.n_heads)
                                       for _ in range(c.n_layers)))

@@ -73,7 +73,7 @@ class DLRM(nn.Module):
         if top_in == 0:
             raise ValueError("DLRM needs at least one continuous input or two categorical fields")
         self.embedding = FusedEmbedding([f.cardinality for f in fields], d,
-                                        init_std=config.embedding_init_std)
+                                        init_std=config.embedding_init_std, names=[f.name for f in fields])
         self.bottom = (MLP(n_cont, (*config.bottom_hidden, d), config.dropout, config.activation,
                            config.batch_norm) if n_cont else None)
         self.interaction = DotInteraction()

@@ -68,10 +68,11 @@ class NCF(nn.Module):
         users, items = user_item_indices(schema, "NCF")
         self.register_buffer("users", torch.tensor(users), persistent=False)  # (U,)
         self.register_buffer("items", torch.tensor(items), persistent=False)  # (I,)
-        cards = [schema.categorical[i].cardinality for i in (*users, *items)]
-        self.gmf_embedding = FusedEmbedding(cards, config.gmf_dim, init_std=config.embedding_init_std)
+        fields = [schema.categorical[i] for i in (*users, *items)]
+        cards, names = [f.cardinality for f in fields], [f.name for f in fields]
+        self.gmf_embedding = FusedEmbedding(cards, config.gmf_dim, init_std=config.embedding_init_std, names=names)
         self.mlp_embedding = FusedEmbedding(cards, config.mlp_embedding_dim,
-                                            init_std=config.embedding_init_std)
+                                            init_std=config.embedding_init_std, names=names)
         self.mlp = MLP(len(cards) * config.mlp_embedding_dim, config.hidden, config.dropout,
                        config.activation, config.batch_norm)
         self.head = nn.Linear(config.gmf_dim + self.mlp.out_dim, 1)

@@ -24,10 +24,11 @@ import torch
 from torch import nn
 
 from models._config import config_from_dict
-from models.layers import WideLinear
 from models.metrics import log_loss, roc_auc
+from models.optim import build_optimizers
 
 FEATURE_KEYS = ("cat", "cont", "cross")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # TrainConfig.precision -> autocast dtype
 _DTYPES = {"cat": torch.int64, "cont": torch.float32, "cross": torch.int64, "label": torch.float32}
 
 
@@ -36,7 +37,8 @@ class TrainConfig:
     """Optimisation settings (the same for every architecture).
 
     Adam on the deep parameters (AdamW-style decoupled decay on weight matrices and
-    embeddings when weight_decay > 0). The wide (`WideLinear`) weights are a linear model
+    embeddings when weight_decay > 0), applied row-wise to the embedding tables: only the
+    rows a batch touched move (`models.optim.RowAdam`). The wide (`WideLinear`) weights are a linear model
     over sparse ids: each id gets a gradient only in the few batches it occurs in, so they
     learn at `wide_lr` (None: `lr`). Cheng et al. used FTRL for the wide part and AdaGrad for
     the deep part; Adam with a larger wide step plays the same role here. On the
@@ -57,12 +59,19 @@ class TrainConfig:
     # stays the global batch, so lr and the number of steps mean what they mean at 1).
     processes: int = 1
     ddp_timeout_s: float = 900.0  # a collective waiting longer than this fails its rank (a hung peer)
+    # "bf16": the training forward under bfloat16 autocast (matmuls in bfloat16, weights,
+    # optimizer and predictions in float32). 1.4x the samples/s of "fp32" for wide_deep on a
+    # CPU with AVX512-BF16, the same test AUC (benchmarks/results/train_levers.md); slower
+    # on a CPU without native bfloat16, so not the default.
+    precision: str = "fp32"
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 2 or self.threads < 1 or self.patience < 0:
             raise ValueError("need epochs >= 1, batch_size >= 2, threads >= 1, patience >= 0")
         if self.processes < 1 or self.batch_size // self.processes < 2 or self.ddp_timeout_s <= 0:
             raise ValueError("need processes >= 1, batch_size >= 2 * processes and ddp_timeout_s > 0")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         bad_wide_lr = self.wide_lr is not None and self.wide_lr <= 0
         if self.lr <= 0 or bad_wide_lr or self.weight_decay < 0:
             raise ValueError("need lr > 0, wide_lr > 0 (or None) and weight_decay >= 0")
@@ -124,30 +133,6 @@ def check_batch(schema, batch: Mapping[str, torch.Tensor], *, need_label: bool, 
     if need_label and not ((batch["label"] == 0) | (batch["label"] == 1)).all():
         raise ValueError(f"{where}: 'label' must be 0 or 1")
     return n
-
-
-def _param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
-    wide = {id(p) for m in model.modules() if isinstance(m, WideLinear) for p in m.parameters()}
-    groups: dict[str, list[nn.Parameter]] = {"wide": [], "decay": [], "no_decay": []}
-    for p in model.parameters():
-        if not p.requires_grad:
-            continue
-        if id(p) in wide:
-            groups["wide"].append(p)
-        elif p.ndim >= 2:  # weight matrices and embedding tables; not biases or norms
-            groups["decay"].append(p)
-        else:
-            groups["no_decay"].append(p)
-    wide_lr = config.wide_lr if config.wide_lr is not None else config.lr
-    return [
-        g
-        for g in (
-            {"params": groups["decay"], "weight_decay": config.weight_decay},
-            {"params": groups["no_decay"], "weight_decay": 0.0},
-            {"params": groups["wide"], "weight_decay": 0.0, "lr": wide_lr},
-        )
-        if g["params"]
-    ]
 
 
 Batch = dict[str, torch.Tensor]
@@ -295,7 +280,8 @@ def fit(
     on_progress: Callable[[int, int], None] | None = None,
     on_rank_epoch: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
-    """Train `model` in place with AdamW on binary cross-entropy; return the history.
+    """Train `model` in place with Adam (`models.optim.build_optimizers`) on binary cross-entropy;
+    return the history.
 
     Args:
         model: a model from `models.build_model` (it must carry `.schema`).
@@ -376,8 +362,9 @@ def train_loop(
     and hence every early-stopping decision are the same on all ranks. `device`: where
     batches go (None: they stay on the CPU).
     """
-    optimizer = torch.optim.AdamW(_param_groups(model, config), lr=config.lr)
+    optimizer = build_optimizers(model, config.lr, config.wide_lr, config.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
+    autocast_dtype, autocast_device = PRECISIONS[config.precision], device.type if device is not None else "cpu"
     result = TrainResult()
     progress.add(0)
     best_state = None
@@ -387,7 +374,7 @@ def train_loop(
         for epoch in range(1, config.epochs + 1):
             step_module.train()
             start = time.perf_counter()
-            total_loss, seen = 0.0, 0
+            loss_sum, seen = torch.zeros((), dtype=torch.float64), 0  # summed without a host sync per step
             for batch in epoch_batches(epoch):
                 b = batch["label"].shape[0]
                 if b < 2:  # a 1-row tail batch would break BatchNorm; skip it
@@ -395,13 +382,17 @@ def train_loop(
                     continue
                 if device is not None:
                     batch = {k: batch[k].to(device, non_blocking=True) for k in (*FEATURE_KEYS, "label")}
-                loss = loss_fn(step_module({k: batch[k] for k in FEATURE_KEYS}), batch["label"])
+                with torch.autocast(autocast_device, dtype=autocast_dtype or torch.bfloat16,
+                                    enabled=autocast_dtype is not None):
+                    logits = step_module({k: batch[k] for k in FEATURE_KEYS})
+                loss = loss_fn(logits.float(), batch["label"])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total_loss += loss.item() * b
+                loss_sum += loss.detach() * b
                 seen += b
                 progress.add(b)
+            total_loss = float(loss_sum)
             epoch_train_s = time.perf_counter() - start
             if all_sum is not None:
                 total_loss, seen_all = all_sum([total_loss, float(seen)])
@@ -465,6 +456,22 @@ def predict_proba(
 
     p, _ = _predict(model, as_source(source, batch_size), check, with_labels=False)
     return p
+
+
+def evaluate(
+    model: nn.Module,
+    source: BatchSource | Mapping[str, torch.Tensor],
+    batch_size: int = PREDICT_BATCH_SIZE,
+) -> tuple[float, float]:
+    """(logloss, AUC) of `model` over every row of a labelled source, computed as `fit`
+    validates after each epoch (e.g. where a warm-started model starts, before its first step)."""
+    schema = model.schema
+
+    def check(chunk):
+        return check_batch(schema, chunk, need_label=True, where="val")
+
+    p, y = _predict(model, as_source(source, batch_size), check, with_labels=True)
+    return log_loss(y, p), roc_auc(y, p)
 
 
 def _predict(

@@ -19,7 +19,7 @@ from torch import nn
 
 from models.layers import MLP, FusedEmbedding, check_mlp_args
 from models.ncf import user_item_indices
-from models.schema import InputSchema
+from models.schema import Field, InputSchema
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,12 @@ class Tower(nn.Module):
         ids: int64 (B, n_fields) -> (B, output_dim)
     """
 
-    def __init__(self, cardinalities: list[int], config: Config):
+    def __init__(self, fields: list[Field], config: Config):
         super().__init__()
         c = config
-        self.embedding = FusedEmbedding(cardinalities, c.embedding_dim, init_std=c.embedding_init_std)
-        self.mlp = MLP(len(cardinalities) * c.embedding_dim, c.hidden, c.dropout, c.activation,
+        self.embedding = FusedEmbedding([f.cardinality for f in fields], c.embedding_dim,
+                                        init_std=c.embedding_init_std, names=[f.name for f in fields])
+        self.mlp = MLP(len(fields) * c.embedding_dim, c.hidden, c.dropout, c.activation,
                        c.batch_norm)
         self.proj = nn.Linear(self.mlp.out_dim, c.output_dim)  # no ReLU: vectors of any sign
 
@@ -85,8 +86,8 @@ class TwoTower(nn.Module):
         users, items = user_item_indices(schema, "TwoTower")
         self.register_buffer("users", torch.tensor(users), persistent=False)  # (U,)
         self.register_buffer("items", torch.tensor(items), persistent=False)  # (I,)
-        self.user_tower = Tower([schema.categorical[i].cardinality for i in users], config)
-        self.item_tower = Tower([schema.categorical[i].cardinality for i in items], config)
+        self.user_tower = Tower([schema.categorical[i] for i in users], config)
+        self.item_tower = Tower([schema.categorical[i] for i in items], config)
         self.bias = nn.Parameter(torch.zeros(1))
 
     def user_embedding(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

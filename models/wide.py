@@ -46,7 +46,7 @@ class Wide(nn.Module):
         n_cont = len(schema.continuous) if config.use_continuous else 0
         if not fields and n_cont == 0:
             raise ValueError("Wide needs at least one categorical, cross or continuous input")
-        self.linear = WideLinear([f.cardinality for f in fields], n_continuous=n_cont)
+        self.linear = WideLinear([f.cardinality for f in fields], n_continuous=n_cont, names=[f.name for f in fields])
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         ids = id_inputs(batch, self.config.use_crosses)  # (B, n_cat) or (B, n_cat + n_cross)

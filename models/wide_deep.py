@@ -49,7 +49,8 @@ class WideDeep(nn.Module):
     def __init__(self, schema: InputSchema, config: Config = Config()):
         super().__init__()
         self.schema, self.config = schema, config
-        self.wide = WideLinear([f.cardinality for f in id_fields(schema, use_crosses=True)])
+        fields = id_fields(schema, use_crosses=True)
+        self.wide = WideLinear([f.cardinality for f in fields], names=[f.name for f in fields])
         self.deep = Deep(schema, config)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -49,14 +49,18 @@ def check_staging_day(champion: ModelVersion | None, staging_day: date, run_date
     return f"backfill: {message}; evaluated only, nothing registered or promoted"
 
 
-def night_config(architectures: list[str], hparams: dict | None, train_config, window_days: int) -> str:
+def night_config(architectures: list[str], hparams: dict | None, train_config, window_days: int,
+                 warm_start: str = "auto") -> str:
     """Short hash of what decides the trained models besides data and code (not the thread
     count or the DDP timeout: they change speed, not the model; the process count only when
-    it is not 1, so one-process nights keep the hash they had before DDP)."""
+    it is not 1, and the warm-start setting only when it is not `auto`, so nights keep the hash
+    they had before either existed)."""
     train = {k: v for k, v in dataclasses.asdict(train_config).items()
              if k not in ("threads", "ddp_timeout_s") and not (k == "processes" and v == 1)}
     payload = {"architectures": sorted(architectures), "hparams": hparams or {}, "train": train,
                "window_days": window_days}
+    if warm_start != "auto":
+        payload["warm_start"] = warm_start
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

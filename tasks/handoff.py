@@ -22,6 +22,7 @@ from tasks.evaluate import GateResult
 from tasks.registry import registered_model_name
 
 if TYPE_CHECKING:
+    from feature_store.id_maps import IdMaps
     from feature_store.workflow import Preprocessor
     from models.schema import InputSchema
 
@@ -174,6 +175,43 @@ class PreparedData:
     dask_dashboard: str | None = None
 
 
+@dataclass(frozen=True)
+class WarmSource:
+    """What tonight's challengers may start from (`tasks/warm_start.py`): the champion's
+    version, architecture and trained model, and the id maps from its vocabularies to
+    tonight's. Without a usable champion (setting off, none yet, broken, unloadable, trained
+    on tonight's staging day) `model` is None and `unavailable` says why."""
+
+    version: str | None = None
+    arch: str | None = None
+    model: torch.nn.Module | None = None
+    id_maps: IdMaps | None = None
+    unavailable: str = ""
+    mode: str = "auto"  # the `warm_start` setting it was loaded under
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """How one candidate started. Warm: `from_version` is the champion's version, and
+    `copied_share` the share of each field's rows that got a champion row; `not_copied` lists
+    the tensors (or fields of a table) that kept their fresh initialisation, and why; the
+    initial validation numbers are the model's before its first step. Cold: `from_version` is
+    None and `fallback` says why (the setting, no champion, another architecture,
+    hyper-parameters of other shapes)."""
+
+    from_version: str | None = None
+    fallback: str = ""
+    copied_share: dict[str, float] = field(default_factory=dict)
+    not_copied: dict[str, str] = field(default_factory=dict)
+    initial_val_logloss: float | None = None
+    initial_val_auc: float | None = None
+    seconds: float = 0.0  # the remap and the validation before the first step
+
+    @property
+    def warm(self) -> bool:
+        return self.from_version is not None
+
+
 @dataclass
 class Candidate:
     """A trained architecture: its child run, logged bundle, and staging-day predictions."""
@@ -186,6 +224,7 @@ class Candidate:
     n_params: int
     holdout_pred: np.ndarray
     infer_rows_per_s: float
+    warm_start: WarmStart = field(default_factory=WarmStart)
 
 
 @dataclass

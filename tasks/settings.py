@@ -70,6 +70,11 @@ class Settings(BaseSettings):
         default=None, description="Prefect API; unset means Prefect's local ephemeral mode."
     )
     approval_mode: Literal["auto", "manual"] = "auto"
+    warm_start: Literal["auto", "off"] = Field(
+        default="auto",
+        description="auto: a challenger of the champion's architecture starts from the champion's weights, "
+        "remapped through both vocabularies (tasks/warm_start.py); off: every night starts cold.",
+    )
     approval_timeout_s: int = Field(default=6 * 3600, ge=1, description="Manual mode: wait this long for a decision.")
     approval_poll_s: int = Field(default=10, ge=1, description="Manual mode: how often the paused run checks for one.")
     window_days: int = Field(default=7, ge=2, description="Training days before the staging day.")

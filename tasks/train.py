@@ -12,11 +12,12 @@ from prefect.cache_policies import NO_CACHE
 
 from feature_store.errors import ParameterError
 from feature_store.spec import DatasetSpec
-from models import build_model, model_config
-from models.trainer import TrainConfig, as_source, fit, predict_proba
+from models import model_config
+from models.trainer import TrainConfig, as_source, evaluate, fit, predict_proba
 from tasks import faults, plots
+from tasks import warm_start as warm
 from tasks.bundle import log_bundle
-from tasks.handoff import Candidate, Night, PreparedData
+from tasks.handoff import Candidate, Night, PreparedData, WarmSource
 from tasks.progress import StageProgress
 
 
@@ -47,8 +48,12 @@ def train_candidate(
     night: Night,
     log: Callable[[str], None] = print,
     show_progress: bool = False,
+    warm_source: WarmSource = warm.OFF_SOURCE,
 ) -> Candidate:
-    model = build_model(arch, data.schema, hparams, seed=train_config.seed)  # reproducible nights
+    """Build `arch` for tonight's schema (from the seed, then from the champion when
+    `warm_source` has one that fits, see `tasks/warm_start.py`), train it and log it with its
+    bundle in a child run of the night."""
+    model, started = warm.build(arch, data.schema, hparams, train_config.seed, warm_source)  # reproducible nights
     n_params = sum(p.numel() for p in model.parameters())
     with mlflow.start_run(
         experiment_id=night.experiment_id, run_name=arch, parent_run_id=night.parent_run_id,
@@ -62,6 +67,13 @@ def train_candidate(
             **flat_params("hp", model.config),
             **flat_params("train", train_config),
         })
+        if started.warm:  # where it starts: the champion's quality on tonight's validation day
+            t0 = time.perf_counter()
+            logloss, auc = evaluate(model, data.val)
+            started = dataclasses.replace(started, initial_val_logloss=logloss, initial_val_auc=auc,
+                                          seconds=started.seconds + time.perf_counter() - t0)
+        warm.log_warm_start(warm_source.mode, started)
+        log(f"[{arch}] {warm.describe(started)}")
 
         def on_epoch(h: dict) -> None:
             mlflow.log_metrics(
@@ -96,12 +108,13 @@ def train_candidate(
         mlflow.log_figure(fig, "plots/training_curve.png")
         plots.close(fig)
         model_uri = log_bundle(model, data.preprocessor, spec, data.holdout_raw.head(5))
-    return Candidate(arch, run.info.run_id, model_uri, model, result, n_params, holdout_pred, infer_rows_per_s)
+    return Candidate(arch, run.info.run_id, model_uri, model, result, n_params, holdout_pred, infer_rows_per_s,
+                     started)
 
 
 @task(name="train", task_run_name="train-{arch}", cache_policy=NO_CACHE)
 def train_task(arch: str, data: PreparedData, spec: DatasetSpec, train_config: TrainConfig, hparams: dict | None,
-               night: Night) -> Candidate:
-    """Train one architecture in its own MLflow child run."""
+               night: Night, warm_source: WarmSource = warm.OFF_SOURCE) -> Candidate:
+    """Train one architecture in its own MLflow child run (warm-started when it can be)."""
     return train_candidate(arch, data, spec, train_config, hparams, night, log=get_run_logger().info,
-                           show_progress=True)
+                           show_progress=True, warm_source=warm_source)

@@ -25,6 +25,7 @@ def _run(capsys, *argv: str) -> tuple[int, str]:
     (["run", "--date", "2026-01-10", "--epochs", "0"], ["--epochs 0", "at least 1"]),
     (["run", "--date", "2026-01-10", "--epochs", "many"], ["--epochs", "valid integer"]),
     (["run", "--date", "2026-01-10", "--approval", "sometimes"], ["--approval 'sometimes'", "auto or manual"]),
+    (["run", "--date", "2026-01-10", "--warm-start", "on"], ["--warm-start 'on'", "auto or off"]),
     (["run"], ["Missing option '--date'"]),
     (["run", "--date", "2026-01-10", "--bogus"], ["No such option: --bogus"]),
 ])
@@ -66,6 +67,12 @@ def test_a_bad_setting_names_the_variable(capsys, recloop_home, monkeypatch):
     monkeypatch.setenv("RECLOOP_TRAIN_EPOCHS", "0")
     code, err = _run(capsys, "run", "--date", "2026-01-10")
     assert code == 2 and err.startswith("error: RECLOOP_TRAIN_EPOCHS='0': ") and "epochs >= 1" in err, err
+
+
+def test_a_bad_warm_start_setting_names_the_variable_and_the_choices(capsys, recloop_home, monkeypatch):
+    monkeypatch.setenv("RECLOOP_WARM_START", "yes")
+    code, err = _run(capsys, "run", "--date", "2026-01-10")
+    assert code == 2 and err == "error: RECLOOP_WARM_START='yes': Input should be 'auto' or 'off'", err
 
 
 def test_a_setting_of_the_old_flat_name_is_refused_with_its_new_name(capsys, recloop_home, monkeypatch):

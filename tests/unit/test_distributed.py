@@ -132,6 +132,20 @@ def test_two_processes_read_disjoint_rows_end_equal_and_match_one_process(days, 
     assert abs(result.best_val_auc - single.best_val_auc) < 0.005, (result.best_val_auc, single.best_val_auc)
 
 
+def test_tables_with_sparse_row_gradients_train_identically_on_both_ranks(days):
+    """A cross with 2^20 buckets makes both of wide_deep's tables large enough for sparse row
+    gradients (`layers.SPARSE_TABLE_VALUES`): DDP all-reduces them as sparse tensors."""
+    train, val = days
+    big = dataclasses.replace(SCHEMA, crosses=(dataclasses.replace(SCHEMA.crosses[0], cardinality=1 << 20),))
+    hparams = {"embedding_dim": 8, "hidden": [32, 16], "use_crosses": True}
+    model = build_model("wide_deep", big, hparams, seed=0)
+    assert model.wide.weights.embedding.sparse and model.deep.inputs.embedding.embedding.sparse
+    single = fit(build_model("wide_deep", big, hparams, seed=0), source(train), source(val), CONFIG)
+    result = fit(model, source(train), source(val), dataclasses.replace(CONFIG, processes=2))
+    assert len(result.rank_digests) == 2 and len(set(result.rank_digests)) == 1
+    assert abs(result.best_val_auc - single.best_val_auc) < 0.005, (result.best_val_auc, single.best_val_auc)
+
+
 def test_a_rank_that_raises_fails_the_fit_naming_the_rank_and_the_cause(days, tmp_path):
     train, val = days
     # a bad id in the first row group rank 1 reads in epoch 1

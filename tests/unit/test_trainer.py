@@ -195,6 +195,21 @@ def test_planted_signal_is_learned_and_wide_deep_is_best():
     assert auc["wide_deep"] >= max(auc["wide"], auc["deep"]) - 0.005, auc
 
 
+def test_bfloat16_training_learns_the_planted_signal_as_well_and_predicts_in_float32():
+    schema, data = planted(16_000, seed=0)
+    train, val = split(data, 12_000)
+    auc = {}
+    for precision in ("fp32", "bf16"):
+        model = build_model("wide_deep", schema, SMALL["wide_deep"], seed=0)
+        auc[precision] = fit(model, train, val, TrainConfig(epochs=4, batch_size=256, threads=1,
+                                                           precision=precision)).best_val_auc
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        assert predict_proba(model, val).dtype == np.float64
+    assert auc["bf16"] > auc["fp32"] - 0.005, auc
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig(precision="fp16")
+
+
 def test_tensor_batches_every_row_once_seeded_per_epoch():
     schema, data = planted(1000, seed=8)
     data["row_id"] = torch.arange(1000)
