@@ -224,3 +224,12 @@ def test_policy_defaults_and_validation(monkeypatch, tmp_path):
     monkeypatch.setenv("RECLOOP_DRIFT_MODE", "sometimes")
     with pytest.raises(ParameterError, match="RECLOOP_DRIFT_MODE='sometimes'"):
         get_settings()
+
+
+def test_mode_off_checks_nothing():
+    from tasks.drift import check_drift
+
+    t = profile_frame(_cat(["a", "b"]), CAT)
+    # no client, no run: off returns before any comparison or logging
+    assert check_drift(None, None, t, profile_frame(_cat(["c"]), CAT), DriftPolicy(mode="off")) is None
+    assert check_drift(None, None, None, None, DriftPolicy()) is None  # no profiles (in-memory frames)
