@@ -106,8 +106,10 @@ def drift_headline(drift: DriftReport | None) -> str:
     """One line: what was compared and how many flags (the measures: MLflow, `plots/drift.png`)."""
     if drift is None:
         return "Drift: not checked (RECLOOP_DRIFT_MODE=off)"
-    what = (f"training window {drift.train_rows:,} rows vs staging day {drift.staging_rows:,} rows, "
-            f"{len(drift.features)} features, mode {drift.mode}")
+    # Fitted days: the window less its validation day, what the vocabularies and weights saw.
+    n = len(drift.features)
+    what = (f"fitted days {drift.train_rows:,} rows vs staging day {drift.staging_rows:,} rows, "
+            f"{n} feature{'' if n == 1 else 's'}, mode {drift.mode}")
     if not drift.flags:
         return f"Drift ({what}): none flagged"
     effect = ": promotion blocked" if drift.blocks else ""

@@ -85,7 +85,7 @@ def test_shows_the_drift_section_flagged_or_none(request_):
     flags = [DriftFlag("device", "psi", 0.41, 0.2), DriftFlag("device", "linf", 0.3, 0.2)]
     md = comparison_markdown(dataclasses.replace(request_, drift=_drift("warn", flags)), "fr-1").splitlines()
     head = next(line for line in md if line.startswith("**Drift**"))
-    assert head == ("**Drift** (training window 60,000 rows vs staging day 20,000 rows, 2 features, mode warn): "
+    assert head == ("**Drift** (fitted days 60,000 rows vs staging day 20,000 rows, 2 features, mode warn): "
                     "2 flagged")
     assert "- psi of 'device' is 0.41 > 0.2" in md and "- linf of 'device' is 0.3 > 0.2" in md
     calm = comparison_markdown(dataclasses.replace(request_, drift=_drift("warn", [])), "fr-1")
