@@ -28,9 +28,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.input import RunInput
 from pydantic import Field
 
+from feature_store.drift import DriftReport
 from tasks import registry
 from tasks.evaluate import GateResult
 from tasks.handoff import Candidate, Night, StagingOutcome
+from tasks.report import drift_markdown
 
 FLOW_NAME = "nightly-retrain"  # the night: the deployment's flow
 APPROVAL_FLOW_NAME = "nightly-approval"  # its subflow that pauses; `recloop pending` lists these
@@ -85,6 +87,7 @@ class ApprovalRequest:
     tracking_uri: str
     staging_day: str
     timeout_s: int
+    drift: DriftReport | None = None  # training window vs staging day (None: drift off)
 
 
 def build_request(
@@ -100,7 +103,7 @@ def build_request(
         arch=cand.arch, run_id=cand.run_id, experiment_id=client.get_run(cand.run_id).info.experiment_id,
         gate=outcome.version_gate, champion_version=outcome.champion.version if outcome.champion else None,
         champion_run_id=champ_run, champion_experiment_id=champ_exp, tracking_uri=tracking_uri,
-        staging_day=staging_day, timeout_s=timeout_s,
+        staging_day=staging_day, timeout_s=timeout_s, drift=outcome.drift,
     )
 
 
@@ -149,6 +152,8 @@ def comparison_markdown(req: ApprovalRequest, flow_run_id: str) -> str:
         "**Gate checks**",
         "",
         *[f"- {'ok' if c.passed else 'FAILED'} {c.name}: {c.detail}" for c in g.checks],
+        "",
+        drift_markdown(req.drift),
         "",
         f"**MLflow runs:** challenger {_run_link(req.tracking_uri, req.experiment_id, req.run_id)}, "
         f"champion {_run_link(req.tracking_uri, req.champion_experiment_id, req.champion_run_id)} "
