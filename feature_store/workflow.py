@@ -33,7 +33,7 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -173,8 +173,18 @@ class OnePassStat(Protocol):
     def merge_stats(self, parts: list[Any]) -> Any: ...
 
 
+class SideStat(OnePassStat, Protocol):
+    """A one-pass statistic outside the workflow, fitted with it (see `fit_workflow`)."""
+
+    @property
+    def input_columns(self) -> list[str]: ...
+
+    def fit_finalize(self, merged: Any) -> None: ...
+
+
 def fit_workflow(workflow: nvt.Workflow, ds: Dataset, read: Reader | None = None,
-                 weights: list[int] | None = None, on_progress: Progress | None = None) -> None:
+                 weights: list[int] | None = None, on_progress: Progress | None = None,
+                 side: Sequence[SideStat] = ()) -> None:
     """Fit every statistic of `workflow` in one pass over `ds`: one task per partition reads it
     once and computes the statistics of every stat op, merged in a tree per op, reading only the
     columns some statistic needs. `read(columns)`: the same rows as lazy frames of those columns
@@ -189,6 +199,11 @@ def fit_workflow(workflow: nvt.Workflow, ds: Dataset, read: Reader | None = None
     our `FastCategorify` and `ContinuousChain`, i.e. every workflow `build_workflow` makes with
     the default Categorify); otherwise it is `Workflow.fit`. The ops' own `fit_finalize` turns the
     merged statistics into their state, as NVTabular's executor would.
+
+    `side`: more one-pass statistics that are not part of the workflow (the drift profile of the
+    training window, `feature_store.drift.ProfileStat`), computed by the same tasks on the same
+    chunk reads and handed their merged result through their own `fit_finalize`. Under
+    `Workflow.fit` they take a pass of their own.
     """
     graph = workflow.graph
     nodes = [n for n in iter_nodes([graph.output_node]) if isinstance(n.op, StatOperator)]
@@ -199,8 +214,10 @@ def fit_workflow(workflow: nvt.Workflow, ds: Dataset, read: Reader | None = None
         if read is not None:  # `ds` is then only a sample: Workflow.fit on it would be wrong
             raise ValueError("fit_workflow(parts=...) needs stat ops that merge partial statistics (OnePassStat)")
         workflow.fit(ds)
+        _fit_side(side, ds)
         return
-    stats = [(n.op, list(n.input_columns.names)) for n in nodes]
+    workflow_stats = [(n.op, list(n.input_columns.names)) for n in nodes]
+    stats = workflow_stats + [(s, list(s.input_columns)) for s in side]
     needed = list(dict.fromkeys(c for _, columns in stats for c in columns))
     parts = read(needed) if read is not None else ds.to_ddf()[needed].to_delayed()
     partials = [dask.delayed(_partition_stats)(part, stats) for part in parts]
@@ -211,9 +228,12 @@ def fit_workflow(workflow: nvt.Workflow, ds: Dataset, read: Reader | None = None
             layer = [dask.delayed(op.merge_stats)(layer[j : j + 8]) for j in range(0, len(layer), 8)]
         merged.append(layer[0])
     weights = weights if weights is not None else [1] * len(partials)
-    for (op, _), result in zip(stats, compute_tracked(partials, weights, merged, on_progress)):
+    results = compute_tracked(partials, weights, merged, on_progress)
+    for (op, _), result in zip(workflow_stats, results):
         op.fit_finalize(result)
         op.fitted = True
+    for stat, result in zip(side, results[len(workflow_stats):]):
+        stat.fit_finalize(result)
     # What Workflow.fit ends with: output dtypes captured on a sample, then the final schema.
     sample = workflow.executor.transform(ds.to_ddf(), graph.output_node, graph.output_dtypes, capture_dtypes=True)
     Dataset(sample, cpu=ds.cpu, base_dataset=ds.base_dataset, schema=graph.output_schema).sample_dtypes()
@@ -222,6 +242,16 @@ def fit_workflow(workflow: nvt.Workflow, ds: Dataset, read: Reader | None = None
 
 def _partition_stats(df: pd.DataFrame, stats: list[tuple[OnePassStat, list[str]]]) -> list[Any]:
     return [op.partition_stats(df, columns) for op, columns in stats]
+
+
+def _fit_side(side: Sequence[SideStat], ds: Dataset) -> None:
+    """The side statistics in a pass of their own over `ds`'s partitions (after `Workflow.fit`)."""
+    for stat in side:
+        parts = ds.to_ddf()[list(stat.input_columns)].to_delayed()
+        layer = [dask.delayed(stat.partition_stats)(p, list(stat.input_columns)) for p in parts]
+        while len(layer) > 1:
+            layer = [dask.delayed(stat.merge_stats)(layer[j : j + 8]) for j in range(0, len(layer), 8)]
+        stat.fit_finalize(dask.compute(layer[0])[0])
 
 
 @dataclass(frozen=True)
@@ -292,13 +322,14 @@ class Preprocessor:
 
     @classmethod
     def fit_files(cls, spec: DatasetSpec, raw: RawFiles, work_dir: Path,
-                  on_progress: Progress | None = None) -> Preprocessor:
+                  on_progress: Progress | None = None, side: Sequence[SideStat] = ()) -> Preprocessor:
         """Fit on the training days' part files (`cluster.raw_files`), the night's way: the
         statistics in one pass over dictionary-encoded chunks, the input schema and dtypes from
         a sample of the first part file cast to the dtypes of the whole (`RawFiles.sample`).
         Never builds a `merlin.io.Dataset` over the files: its schema inference, dtype sampling
         and partition planning read whole partitions of object strings (6 of the 9.4 s of a
-        1.5M-row Criteo fit). `on_progress(rows done, rows)` as chunks finish."""
+        1.5M-row Criteo fit). `on_progress(rows done, rows)` as chunks finish. `side`: statistics
+        computed on the same chunk reads (see `fit_workflow`), e.g. the window's drift profile."""
         inputs = spec.feature_columns
         missing = [c for c in inputs if c not in raw.columns]
         if missing:
@@ -310,7 +341,7 @@ class Preprocessor:
         probe = _probe_row((raw.read(c) for c in raw.chunks), inputs)  # the first chunks, read here
         return cls._fit(spec, Dataset(sample, cpu=True), sample.dtypes, probe, work_dir, "fast",
                         lambda columns: dataclasses.replace(raw, columns=columns).parts(),
-                        [c.rows for c in raw.chunks], on_progress)
+                        [c.rows for c in raw.chunks], on_progress, side)
 
     @classmethod
     def fit_dataset(
@@ -337,10 +368,10 @@ class Preprocessor:
     @classmethod
     def _fit(cls, spec: DatasetSpec, ds: Dataset, dtypes: pd.Series, probe: dict[str, Any], work_dir: Path,
              categorify: str, read: Reader | None = None, weights: list[int] | None = None,
-             on_progress: Progress | None = None) -> Preprocessor:
+             on_progress: Progress | None = None, side: Sequence[SideStat] = ()) -> Preprocessor:
         device = select_device()
         workflow = build_workflow(spec, out_path=work_dir, categorify=categorify)
-        fit_workflow(workflow, ds, read, weights, on_progress)
+        fit_workflow(workflow, ds, read, weights, on_progress, side)
         return cls(
             spec=spec,
             workflow=workflow,

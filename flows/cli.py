@@ -254,7 +254,7 @@ def _run_night(run_date: date, dataset: str, arch, epochs, approval, backfill: b
     """Run the flow, print its table and verdict; returns its `NightSummary`."""
     from flows.nightly import nightly_retrain
     from tasks.approval import ApprovalExpired
-    from tasks.report import rich_table
+    from tasks.report import drift_lines, rich_table
 
     expired = None
     try:
@@ -268,6 +268,8 @@ def _run_night(run_date: date, dataset: str, arch, epochs, approval, backfill: b
             console.print(note, highlight=False)
         return summary
     console.print(rich_table(summary.rows, f"{summary.dataset}: night of {run_date} (staging day {summary.staging_day})"))
+    for line in drift_lines(summary.drift):
+        console.print(line, highlight=False)
     before, after = summary.champion_before, summary.champion_after
     verdict = (f"promoted v{after} (was {'v' + before if before else 'none'})" if summary.promoted
                else f"champion unchanged ({'v' + after if after else 'none'})")

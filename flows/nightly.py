@@ -1,7 +1,8 @@
 """The nightly retraining flow: orchestration only, the work is in `tasks/`.
 
-ingest -> validate (GX) -> preprocess (NVTabular) -> train each architecture (PyTorch)
--> staging evaluation vs the champion -> register -> approval -> promotion (registry alias)
+ingest -> validate (GX) -> preprocess (NVTabular; drift profiles) -> drift check -> train each
+architecture (PyTorch) -> staging evaluation vs the champion -> register -> approval
+-> promotion (registry alias)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from prefect.runtime import flow_run
 from feature_store.spec import DEFAULT_DATASET, load_spec
 from flows.console import quiet_expected_stops
 from tasks import approval, doctor, guards, preflight, registry, report, tracking
+from tasks.drift import drift_task
 from tasks.handoff import Night, NightSummary
 from tasks.ingest import ingest_task
 from tasks.lock import NightLock
@@ -165,7 +167,8 @@ def _night(client, settings, spec, night: Night, work: Path, architectures: list
         return NightSummary(**base, champion_before=str(champion.version), champion_after=str(champion.version),
                             notes=[note], noop=True)
     timed("validate", validate_task, window, spec)
-    data = timed("preprocess", preprocess_task, window, spec, work, settings.stream, settings.dask, config)
+    data = timed("preprocess", preprocess_task, window, spec, work, settings.stream, settings.dask, config,
+                 settings.drift)
     log.info(f"window {window.data_window}, staging day {window.holdout_day}: {data.train.rows:,} train / "
              f"{data.val.rows:,} val / {data.holdout.rows:,} staging rows; preprocessing fit "
              f"{data.fit_rows_per_s:,.0f} rows/s, transform {data.transform_rows_per_s:,.0f} rows/s")
@@ -188,6 +191,7 @@ def _night(client, settings, spec, night: Night, work: Path, architectures: list
     lock.update(parent_run_id=night.parent_run_id)
     ok, failure = False, None
     try:
+        drift = timed("drift", drift_task, client, night, data, settings.drift)
         warm = timed("warm_start", warm_source_task, client, night.model_name, data.preprocessor,
                      settings.warm_start, window.holdout_day)
         candidates = [
@@ -195,7 +199,8 @@ def _night(client, settings, spec, night: Night, work: Path, architectures: list
             for arch in architectures
         ]
         outcome = timed("staging", staging_task, client, night, candidates, data.holdout_raw,
-                        data.holdout_labels, settings.gate, settings.dryrun, evaluate_only=backfill_note is not None)
+                        data.holdout_labels, settings.gate, settings.dryrun, evaluate_only=backfill_note is not None,
+                        drift=drift)
         if backfill_note:
             outcome.notes.insert(0, backfill_note)
         outcome.notes.append(warm_start_note(candidates))
@@ -229,6 +234,7 @@ def _night(client, settings, spec, night: Night, work: Path, architectures: list
                         "train": data.train.rows, "staging": data.holdout.rows},
             preprocess_fit_rows_per_s=data.fit_rows_per_s,
             dask_dashboard=data.dask_dashboard,
+            drift=drift,
         )
         create_markdown_artifact(
             key=f"{spec.name.replace('_', '-')}-comparison",
@@ -306,4 +312,4 @@ def _artifact_markdown(summary: NightSummary) -> str:
     outcome = (f"\n\n**Champion:** v{summary.champion_before or '-'} -> v{summary.champion_after or '-'}"
                f" ({'promoted' if summary.promoted else 'unchanged'})\n")
     notes = "".join(f"\n- {n}" for n in summary.notes)
-    return head + report.markdown_table(summary.rows) + outcome + notes
+    return head + report.markdown_table(summary.rows) + outcome + notes + "\n\n" + report.drift_markdown(summary.drift)

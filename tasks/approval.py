@@ -28,9 +28,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.input import RunInput
 from pydantic import Field
 
+from feature_store.drift import DriftReport
 from tasks import registry
 from tasks.evaluate import GateResult
 from tasks.handoff import Candidate, Night, StagingOutcome
+from tasks.report import drift_markdown
 
 FLOW_NAME = "nightly-retrain"  # the night: the deployment's flow
 APPROVAL_FLOW_NAME = "nightly-approval"  # its subflow that pauses; `recloop pending` lists these
@@ -85,6 +87,7 @@ class ApprovalRequest:
     tracking_uri: str
     staging_day: str
     timeout_s: int
+    drift: DriftReport | None = None  # training window vs staging day (None: drift off)
     # The champion's own served dry run (p50, p99 ms; its version tags), when it had one.
     champion_served_ms: tuple[float, float] | None = None
 
@@ -113,7 +116,7 @@ def build_request(
         arch=cand.arch, run_id=cand.run_id, experiment_id=client.get_run(cand.run_id).info.experiment_id,
         gate=outcome.version_gate, champion_version=outcome.champion.version if outcome.champion else None,
         champion_run_id=champ_run, champion_experiment_id=champ_exp, tracking_uri=tracking_uri,
-        staging_day=staging_day, timeout_s=timeout_s,
+        staging_day=staging_day, timeout_s=timeout_s, drift=outcome.drift,
         champion_served_ms=champion_served_ms(client, night.model_name,
                                               outcome.champion.version if outcome.champion else None),
     )
@@ -174,6 +177,8 @@ def comparison_markdown(req: ApprovalRequest, flow_run_id: str) -> str:
         "**Gate checks**",
         "",
         *[f"- {'ok' if c.passed else 'FAILED'} {c.name}: {c.detail}" for c in g.checks],
+        "",
+        drift_markdown(req.drift),
         "",
         f"**MLflow runs:** challenger {_run_link(req.tracking_uri, req.experiment_id, req.run_id)}, "
         f"champion {_run_link(req.tracking_uri, req.champion_experiment_id, req.champion_run_id)} "

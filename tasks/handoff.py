@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from feature_store import partitions
+from feature_store.drift import DriftReport, Profile
 from models.trainer import BatchSource, TrainResult
 from tasks.evaluate import GateResult
 from tasks.registry import registered_model_name
@@ -160,7 +161,8 @@ class RawWindow:
 class PreparedData:
     """The fitted preprocessing and the transformed splits as batch sources (streamed from
     the night's parquet, or tensors for small in-memory data), plus the raw staging day the
-    champion's bundle scores and its labels (N values, not features)."""
+    champion's bundle scores and its labels (N values, not features), and the drift profiles
+    of the training window and the staging day (`feature_store.drift`; None when drift is off)."""
 
     preprocessor: Preprocessor
     schema: InputSchema
@@ -173,6 +175,8 @@ class PreparedData:
     transform_rows_per_s: float
     fit_rows_per_s: float
     dask_dashboard: str | None = None
+    train_profile: Profile | None = None
+    staging_profile: Profile | None = None
 
 
 @dataclass(frozen=True)
@@ -246,6 +250,7 @@ class StagingOutcome:
     version: str | None = None
     version_gate: GateResult | None = None
     notes: list[str] = field(default_factory=list)
+    drift: DriftReport | None = None
 
 
 @dataclass(frozen=True)
@@ -295,6 +300,7 @@ class NightSummary:
     preprocess_fit_rows_per_s: float | None = None
     oracle_val: dict[str, float] | None = None
     dask_dashboard: str | None = None
+    drift: DriftReport | None = None  # training window vs staging day; None when drift is off
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,4 +1,4 @@
-"""Figures logged to MLflow: ROC, calibration (reliability) and training curves."""
+"""Figures logged to MLflow: ROC, calibration (reliability), training curves and drift."""
 
 from __future__ import annotations
 
@@ -52,6 +52,30 @@ def training_curve_figure(history: list[dict], title: str):
     ax2.plot(epochs, [h["val_auc"] for h in history], "o-", color="tab:green")
     ax2.set(xlabel="epoch", title="validation AUC")
     fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def drift_figure(report, title: str = "training window vs staging day"):
+    """One panel per drift measure: a horizontal bar per feature it applies to, the flagged ones
+    red, the threshold a dashed line (null-rate change as its absolute value, as it is judged)."""
+    measures = [m for m in report.thresholds if any(m in f.measures for f in report.features)] or ["psi"]
+    rows = max(sum(m in f.measures for f in report.features) for m in measures)
+    fig, axes = plt.subplots(1, len(measures), figsize=(3.2 * len(measures), 1.5 + 0.22 * max(rows, 1)),
+                             squeeze=False)
+    flagged = {(f.feature, f.measure) for f in report.flags}
+    for ax, measure in zip(axes[0], measures):
+        feats = [f for f in report.features if measure in f.measures]
+        values = [abs(f.measures[measure]) if measure == "null_rate_change" else f.measures[measure] for f in feats]
+        colors = ["tab:red" if (f.feature, measure) in flagged else "tab:blue" for f in feats]
+        ax.barh(range(len(feats)), values, color=colors)
+        ax.set_yticks(range(len(feats)), [f.feature for f in feats], fontsize=7)
+        ax.invert_yaxis()
+        ax.axvline(report.thresholds[measure], color="k", ls="--", lw=0.8)
+        ax.set_xlim(0, 1.1 * max([report.thresholds[measure], *values]) or 1.0)
+        ax.set_title("|null_rate_change|" if measure == "null_rate_change" else measure, fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+    fig.suptitle(f"drift, {title} (mode {report.mode}; red: over the dashed threshold)", fontsize=9)
     fig.tight_layout()
     return fig
 

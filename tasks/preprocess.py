@@ -16,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 
 from feature_store import partitions
 from feature_store.cluster import DaskConfig, dask_client, raw_files
+from feature_store.drift import DriftPolicy, FeatureColumns, ProfileStat, profile_parts
 from feature_store.spec import DatasetSpec
 from feature_store.workflow import Preprocessor
 from models.schema import InputSchema
@@ -46,9 +47,14 @@ def parquet_parts(window: RawWindow, days: list, out_dir: Path) -> list[Path]:
 
 def prepare(window: RawWindow, spec: DatasetSpec, work_dir: Path, stream: StreamConfig = StreamConfig(),
             dask: DaskConfig = DaskConfig(), train: TrainConfig = TrainConfig(),
-            log: Callable[[str], None] = print) -> PreparedData:
+            log: Callable[[str], None] = print, drift: DriftPolicy | None = None) -> PreparedData:
     """The loop's split: fit on the window's training days, validate on D-1, stage on D.
-    Batches are cut with `train.batch_size` and shuffled with `train.seed`."""
+    Batches are cut with `train.batch_size` and shuffled with `train.seed`.
+
+    With `drift` (not mode `off`): the drift profile of the fitted days, computed by the fit's
+    own tasks on the chunks it reads anyway, and the staging day's on the fitted days' bins
+    (one more read of that day)."""
+    profile = ProfileStat(FeatureColumns.from_spec(spec)) if drift is not None and drift.mode != "off" else None
     columns = [*spec.feature_columns, spec.label]
     days = {"fit": window.fit_days, "val": [window.val_day], "staging": [window.holdout_day]}
     files = {name: parquet_parts(window, d, work_dir / "raw") for name, d in days.items()}
@@ -59,9 +65,17 @@ def prepare(window: RawWindow, spec: DatasetSpec, work_dir: Path, stream: Stream
         t0 = time.perf_counter()
         progress = StageProgress("preprocess: fit", "rows", log=log)
         pre = Preprocessor.fit_files(spec, raw_files(files["fit"], columns, stream.part_size), work_dir / "vocab",
-                                     on_progress=progress.update)
+                                     on_progress=progress.update, side=[profile] if profile else ())
         progress.close()
         fit_seconds = time.perf_counter() - t0
+        staging_profile = None
+        if profile is not None:
+            t2 = time.perf_counter()
+            staging_raw = raw_files(files["staging"], profile.input_columns, stream.part_size)
+            bins = profile.profile.bins(drift.bins)
+            staging_profile = profile_parts(staging_raw.parts(), profile.columns, bins).compute()
+            log(f"drift profiles: staging day summarized in {time.perf_counter() - t2:.2f} s "
+                "(the training window's came with the fit)")
         t1 = time.perf_counter()
         raw = {name: raw_files(f, columns, stream.part_size) for name, f in files.items()}
         total = sum(r.rows for r in raw.values())
@@ -95,6 +109,8 @@ def prepare(window: RawWindow, spec: DatasetSpec, work_dir: Path, stream: Stream
         transform_rows_per_s=sum(s.rows for s in splits.values()) / max(transform_seconds, 1e-9),
         fit_rows_per_s=splits["fit"].rows / max(fit_seconds, 1e-9),
         dask_dashboard=dashboard,
+        train_profile=profile.profile if profile else None,
+        staging_profile=staging_profile,
     )
 
 
@@ -127,8 +143,8 @@ def prepare_frames(
 
 @task(name="preprocess", cache_policy=NO_CACHE)
 def preprocess_task(window: RawWindow, spec: DatasetSpec, work_dir: Path, stream: StreamConfig, dask: DaskConfig,
-                    train: TrainConfig) -> PreparedData:
+                    train: TrainConfig, drift: DriftPolicy | None = None) -> PreparedData:
     """Fit the NVTabular workflow on the training days and write every split to parquet."""
     from prefect import get_run_logger
 
-    return prepare(window, spec, work_dir, stream, dask, train, log=get_run_logger().info)
+    return prepare(window, spec, work_dir, stream, dask, train, log=get_run_logger().info, drift=drift)

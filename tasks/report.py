@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from feature_store.drift import DriftReport
 from tasks.evaluate import score
 from tasks.handoff import Candidate, ComparisonRow, FrameDay, RawDay, StagingOutcome
 
@@ -103,3 +104,30 @@ def rich_table(rows: list[ComparisonRow], title: str):
     for r in rows:
         table.add_row(*_cells(r))
     return table
+
+
+def drift_headline(drift: DriftReport | None) -> str:
+    """One line: what was compared and how many flags (the measures: MLflow, `plots/drift.png`)."""
+    if drift is None:
+        return "Drift: not checked (RECLOOP_DRIFT_MODE=off)"
+    # Fitted days: the window less its validation day, what the vocabularies and weights saw.
+    n = len(drift.features)
+    what = (f"fitted days {drift.train_rows:,} rows vs staging day {drift.staging_rows:,} rows, "
+            f"{n} feature{'' if n == 1 else 's'}, mode {drift.mode}")
+    if not drift.flags:
+        return f"Drift ({what}): none flagged"
+    effect = ": promotion blocked" if drift.blocks else ""
+    return f"Drift ({what}): {len(drift.flags)} flagged{effect}"
+
+
+def drift_lines(drift: DriftReport | None) -> list[str]:
+    """The drift section as plain lines (the terminal): the headline, then one flag a line."""
+    return [drift_headline(drift), *(f"  - {f.reason}" for f in (drift.flags if drift else []))]
+
+
+def drift_markdown(drift: DriftReport | None) -> str:
+    """The drift section of the comparison and approval artifacts: flagged features as a list
+    (narrow: it also shows in the approval run's resume form)."""
+    head = "**Drift**" + drift_headline(drift)[len("Drift"):]
+    flags = [f"- {f.reason}" for f in (drift.flags if drift else [])]
+    return "\n".join([head, "", *flags] if flags else [head])

@@ -13,6 +13,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from feature_store.cluster import DaskConfig
+from feature_store.drift import DriftPolicy
 from feature_store.errors import ParameterError
 from models.trainer import TrainConfig
 from tasks.dryrun import DryRunConfig
@@ -87,6 +88,8 @@ class Settings(BaseSettings):
     gate: GatePolicy = Field(default_factory=GatePolicy, description="The staging gate (tasks/evaluate.py GatePolicy).")
     dryrun: DryRunConfig = Field(default_factory=DryRunConfig,
                                  description="The gate's served dry run (tasks/dryrun.py DryRunConfig).")
+    drift: DriftPolicy = Field(default_factory=DriftPolicy,
+                               description="Training-serving skew and drift (feature_store/drift.py DriftPolicy).")
     dask: DaskConfig = Field(default_factory=DaskConfig, description="Where preprocessing runs (feature_store/cluster.py).")
     stream: StreamConfig = Field(default_factory=StreamConfig, description="Partition, row-group and buffer sizes.")
     # Served stack (`make up` / `recloop stack`, flows/stack.py).
@@ -104,7 +107,7 @@ class Settings(BaseSettings):
             return [entry for entry in value.split(os.pathsep) if entry.strip()]
         return value
 
-    @field_validator("train", "gate", "dryrun", "dask", "stream", mode="before")
+    @field_validator("train", "gate", "dryrun", "drift", "dask", "stream", mode="before")
     @classmethod
     def _section_lists(cls, value):
         # A list inside a section arrives from the environment as its JSON text.

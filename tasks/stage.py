@@ -11,7 +11,7 @@ step says so.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import mlflow
 import numpy as np
@@ -19,7 +19,9 @@ from mlflow import MlflowClient
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from feature_store.drift import DriftReport
 from tasks import faults, plots, registry
+from tasks.drift import drift_check, drift_note
 from tasks.dryrun import DISABLED, PENDING, DryRunConfig, pending_check, run_dry_run
 from tasks.evaluate import Check, GatePolicy, GateResult, evaluate_gate, reload_check
 from tasks.handoff import Candidate, ChampionScore, FrameDay, Night, RawDay, StagingOutcome
@@ -69,12 +71,16 @@ def gate_candidates(
     y: np.ndarray,
     champion: ChampionScore | None,
     policy: GatePolicy,
+    extra_checks: Sequence[Check] = (),
 ) -> dict[str, GateResult]:
-    """Gate every candidate and log the staging numbers (the champion's too) on its run."""
+    """Gate every candidate and log the staging numbers (the champion's too) on its run.
+    `extra_checks` join every candidate's gate (a blocking drift report's `drift` check)."""
     gates = {}
     baseline = champion.pred if champion is not None else None
     for cand in candidates:
         gate = evaluate_gate(y, cand.holdout_pred, baseline, policy)
+        for check in extra_checks:
+            gate.add_check(check)
         gates[cand.arch] = gate
         for key, value in gate.metrics().items():
             client.log_metric(cand.run_id, key, float(value))
@@ -167,10 +173,13 @@ def run_staging(
     policy: GatePolicy,
     log: Callable[[str], None] = print,
     evaluate_only: bool = False,
+    drift: DriftReport | None = None,
     dry_run: DryRunConfig | None = None,
 ) -> StagingOutcome:
-    """Gate every candidate against the champion, register the best that passed, serve it in a
-    dry run (`dry_run`; None: none, for tests of other stages), alias it `challenger`."""
+    """Gate the candidates against the champion on the staging day, register the choice, serve it
+    in a dry run (`dry_run`; None: none, for tests of other stages), alias it `challenger`.
+    `drift`: the night's drift report; in mode `block` its flags fail every candidate's gate
+    (check `drift`, the reason in its detail), so nothing is registered."""
     champion = score_champion(client, night.model_name, holdout_raw)
     if champion is None:
         log("champion: none yet (absolute floor applies)")
@@ -179,16 +188,20 @@ def run_staging(
             "the absolute floor applies, a passing challenger replaces it")
     else:
         log(f"champion: v{champion.version}")
-    gates = gate_candidates(client, candidates, y, champion, policy)
-    outcome = StagingOutcome(gates=gates, champion=champion)
+    blocked = drift_check(drift)
+    gates = gate_candidates(client, candidates, y, champion, policy, [blocked] if blocked else ())
+    outcome = StagingOutcome(gates=gates, champion=champion, drift=drift)
     if champion is not None and champion.broken:
         outcome.notes.append(f"champion v{champion.version} marked health=broken: {champion.broken}")
+    if drift_note(drift):
+        outcome.notes.append(drift_note(drift))
     if evaluate_only:
         outcome.notes.append("backfill: evaluated only, nothing registered or promoted")
         return outcome
     chosen = select_candidate(candidates, gates)
     if chosen is None:
-        outcome.notes.append("no candidate passed the gate; champion unchanged")
+        why = f" ({blocked.detail})" if blocked else ""
+        outcome.notes.append(f"no candidate passed the gate{why}; champion unchanged")
         return outcome
     version, gate = register_challenger(client, night, chosen, gates[chosen.arch], holdout_raw, dry_run, log)
     outcome.selected, outcome.version, outcome.version_gate = chosen.arch, version, gate
@@ -213,10 +226,11 @@ def approve_and_promote(
 
 @task(name="staging-evaluation", cache_policy=NO_CACHE)
 def staging_task(client: MlflowClient, night: Night, candidates: list[Candidate], holdout_raw: RawDay | FrameDay,
-                 y: np.ndarray, policy: GatePolicy, dry_run: DryRunConfig, evaluate_only: bool = False) -> StagingOutcome:
+                 y: np.ndarray, policy: GatePolicy, dry_run: DryRunConfig, evaluate_only: bool = False,
+                 drift: DriftReport | None = None) -> StagingOutcome:
     """Score candidates and the champion on the staging day; register the gate's choice and serve it."""
-    return run_staging(client, night, candidates, holdout_raw, y, policy,
-                       log=get_run_logger().info, evaluate_only=evaluate_only, dry_run=dry_run)
+    return run_staging(client, night, candidates, holdout_raw, y, policy, log=get_run_logger().info,
+                       evaluate_only=evaluate_only, drift=drift, dry_run=dry_run)
 
 
 @task(name="promotion", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)

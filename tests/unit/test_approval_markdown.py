@@ -1,12 +1,15 @@
-"""The comparison a reviewer approves from: numbers, interval, checks, links (no MLflow needed)."""
+"""The comparison a reviewer approves from: numbers, interval, checks, drift, links (no MLflow needed)."""
 
 import dataclasses
 
 import numpy as np
 import pytest
 
+from feature_store.drift import DriftFlag, DriftPolicy, DriftReport, FeatureDrift
 from tasks.approval import ApprovalRequest, comparison_markdown
-from tasks.evaluate import DryRunResult, GatePolicy, evaluate_gate
+from tasks.drift import drift_check, drift_note
+from tasks.evaluate import Check, DryRunResult, GatePolicy, evaluate_gate
+from tasks.report import drift_lines
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +86,36 @@ def test_shows_the_served_latency_next_to_the_champions_own(request_):
     assert max(len(line) for line in md.splitlines() if line.startswith("|")) <= 50
     without = comparison_markdown(dataclasses.replace(request_, gate=gate), "fr-1")
     assert {r[0]: r[1:] for r in _table(without)}["served p99 ms"] == ["15.5", "-"]  # a champion never served
+
+
+def _drift(mode: str, flags: list[DriftFlag]) -> DriftReport:
+    features = [FeatureDrift("device", "categorical", {"psi": 0.41, "linf": 0.3, "unseen_share": 0.0,
+                                                        "null_rate_change": 0.0}),
+                FeatureDrift("price", "continuous", {"js": 0.01, "unseen_share": 0.0, "null_rate_change": 0.0})]
+    return DriftReport(mode, DriftPolicy().thresholds, 60_000, 20_000, features, flags)
+
+
+def test_shows_the_drift_section_flagged_or_none(request_):
+    flags = [DriftFlag("device", "psi", 0.41, 0.2), DriftFlag("device", "linf", 0.3, 0.2)]
+    md = comparison_markdown(dataclasses.replace(request_, drift=_drift("warn", flags)), "fr-1").splitlines()
+    head = next(line for line in md if line.startswith("**Drift**"))
+    assert head == ("**Drift** (fitted days 60,000 rows vs staging day 20,000 rows, 2 features, mode warn): "
+                    "2 flagged")
+    assert "- psi of 'device' is 0.41 > 0.2" in md and "- linf of 'device' is 0.3 > 0.2" in md
+    calm = comparison_markdown(dataclasses.replace(request_, drift=_drift("warn", [])), "fr-1")
+    assert "mode warn): none flagged" in calm
+    assert "**Drift**: not checked (RECLOOP_DRIFT_MODE=off)" in comparison_markdown(request_, "fr-1")
+    assert drift_lines(_drift("block", flags))[0].endswith("2 flagged: promotion blocked")
+    assert drift_lines(_drift("block", flags))[1:] == ["  - psi of 'device' is 0.41 > 0.2",
+                                                       "  - linf of 'device' is 0.3 > 0.2"]
+
+
+def test_a_blocking_report_is_a_failing_gate_check_and_a_warning_only_a_note():
+    flags = [DriftFlag("device", "psi", 0.41, 0.2)]
+    check = drift_check(_drift("block", flags))
+    assert check == Check("drift", False, "drift: psi of 'device' is 0.41 > 0.2")
+    assert drift_note(_drift("block", flags)) is None  # the gate's note names it
+    assert drift_check(_drift("warn", flags)) is None and drift_check(_drift("block", [])) is None
+    assert drift_check(None) is None
+    assert "not gated in mode warn" in drift_note(_drift("warn", flags))
+    assert drift_note(_drift("warn", [])) is None
