@@ -119,19 +119,21 @@ def holdout_metrics(labels: np.ndarray, p: np.ndarray) -> dict[str, float]:
     return {"test_auc": roc_auc(labels, p), "test_logloss": log_loss(labels, p)}
 
 
-def run_recloop(arch: str, data: Any, epochs: int, threads: int) -> dict[str, Any]:
-    """recloop's model from `build_model`, trained by `models.trainer.fit`."""
+def run_recloop(arch: str, data: Any, epochs: int, threads: int, precision: str = "fp32") -> dict[str, Any]:
+    """recloop's model from `build_model`, trained by `models.trainer.fit` (the nightly
+    defaults: float32; `precision="bf16"` is the opt-in bfloat16 autocast)."""
     from models import build_model
     from models.trainer import TrainConfig, fit, predict_proba
 
     model = build_model(arch, data.schema, recloop_hparams(arch), seed=SETUP["seed"])
     config = TrainConfig(epochs=epochs, batch_size=SETUP["batch_size"], lr=SETUP["lr"],
                          wide_lr=SETUP["wide_lr"], patience=SETUP["patience"], seed=SETUP["seed"],
-                         threads=threads)
+                         threads=threads, precision=precision)
     result = fit(model, data.train, data.val, config)
     p = predict_proba(model, data.holdout)
     return {
-        "implementation": "recloop",
+        "implementation": "recloop" if precision == "fp32" else f"recloop ({precision}, opt-in)",
+        "precision": precision,
         "optimizer": f"Adam lr {config.lr} (fused AdamW on dense parameters, RowAdam on tables with "
                      f"sparse gradients), WideLinear lr {config.wide_lr}",
         "params": param_count(model),
@@ -245,17 +247,17 @@ def markdown(result: Mapping[str, Any]) -> str:
                      f"{result['epochs']} ({r['best_epoch']}) | {s['batch_size']} | {s['embedding_dim']} | {mlp} |")
     lines += ["", "## Speed-up and roofline", "",
               "Roofline: a plain forward + backward of each model's matmuls (every `nn.Linear`, 6 in out "
-              "FLOPs per sample) at the same batch size, float32, measured in this run "
-              "(`benchmarks.train_speed.roofline`).", "",
-              "| model | recloop samples/s | DeepCTR-Torch samples/s | speed-up | roofline samples/s "
-              "| matmul GFLOP/s at the roofline | recloop share of the roofline |", "|---|---|---|---|---|---|---|"]
-    for arch, roof in result.get("rooflines", {}).items():
-        mine = next(r for r in result["runs"] if r["model"] == arch and r["implementation"] == "recloop")
-        peer = next((r for r in result["runs"] if r["model"] == arch and r["implementation"] != "recloop"), None)
+              "FLOPs per sample) at the same batch size, in the precision of the run (float32, or "
+              "bfloat16 for the opt-in autocast row), measured in this run (`benchmarks.train_speed.roofline`).", "",
+              "| model | recloop | recloop samples/s | DeepCTR-Torch samples/s | speed-up | roofline samples/s "
+              "| matmul GFLOP/s at the roofline | recloop share of the roofline |", "|---|---|---|---|---|---|---|---|"]
+    for mine in (r for r in result["runs"] if "precision" in r):
+        peer = next((r for r in result["runs"] if r["model"] == mine["model"] and "precision" not in r), None)
         peer_sps = peer["train_samples_per_s"] if peer else float("nan")
-        lines.append(f"| {arch} | {mine['train_samples_per_s']:,.0f} | {peer_sps:,.0f} "
+        roof = next(r for r in result["rooflines"] if r["model"] == mine["model"] and r["precision"] == mine["precision"])
+        lines.append(f"| {mine['model']} | {mine['precision']} | {mine['train_samples_per_s']:,.0f} | {peer_sps:,.0f} "
                      f"| x{mine['train_samples_per_s'] / peer_sps:.2f} | {roof['samples_per_s']:,.0f} "
-                     f"| {roof['gflops']:.0f} | {mine['train_samples_per_s'] / roof['samples_per_s']:.0%} |")
+                     f"| {roof['gflops']:.0f} | {mine['roofline_share']:.0%} |")
     if result.get("busy"):
         lines += ["", "## A busy machine", "",
                   "recloop's training quiet and beside one CPU-bound process per core (a Python loop per "
@@ -306,7 +308,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     site = get_settings().home / "bench-site"
     runs = []
     for arch in args.archs:
-        for run in (run_recloop, partial(run_deepctr, site=site)):
+        for run in (run_recloop, partial(run_deepctr, site=site), partial(run_recloop, precision="bf16")):
             t0 = time.perf_counter()
             row = {"model": arch, **run(arch, data, args.epochs, args.threads)}
             row["wall_seconds"] = time.perf_counter() - t0
@@ -314,10 +316,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"logloss {row['test_logloss']:.4f} {row['train_samples_per_s']:,.0f} samples/s", flush=True)
             runs.append(row)
 
-    rooflines = {arch: roofline(build_model(arch, data.schema, recloop_hparams(arch), seed=SETUP["seed"]),
-                                SETUP["batch_size"]) for arch in args.archs}
+    rooflines = {(arch, precision): roofline(build_model(arch, data.schema, recloop_hparams(arch), seed=SETUP["seed"]),
+                                             SETUP["batch_size"], dtype)
+                 for arch in args.archs for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     for row in runs:
-        row["roofline_samples_per_s"] = rooflines[row["model"]]["samples_per_s"]
+        roof = rooflines[row["model"], row.get("precision", "fp32")]
+        row["roofline_samples_per_s"] = roof["samples_per_s"]
         row["roofline_share"] = row["train_samples_per_s"] / row["roofline_samples_per_s"]
     busy = [] if args.skip_busy else busy_rows(data, args.archs, args.epochs, args.threads)
     result = {
@@ -332,7 +336,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "setup": {**SETUP, "hidden": list(SETUP["hidden"])},
         "schema": data.schema.to_layout(),
         "runs": runs,
-        "rooflines": rooflines,
+        "rooflines": [{"model": a, "precision": prec, **r} for (a, prec), r in rooflines.items()],
         "busy": busy,
     }
     common = {"epochs": args.epochs, "threads": args.threads, "limit_rows": args.limit_rows,

@@ -55,17 +55,19 @@ def linear_shapes(model: nn.Module) -> list[tuple[int, int]]:
     return [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)]
 
 
-def roofline(model: nn.Module, batch_size: int, repeats: int = 30) -> dict[str, float]:
+def roofline(model: nn.Module, batch_size: int, dtype: torch.dtype = torch.float32,
+             repeats: int = 30) -> dict[str, float]:
     """A plain forward + backward of the model's matmuls at `batch_size`, nothing else:
 
         y = x W^T;  dx = dy W;  dW = dy^T x     for every Linear (in, out) of the model
 
-    6 in out FLOPs per sample and layer. Returns the FLOPs per sample, the GFLOP/s reached
-    and the samples/s it implies (the roofline a training step of the model can approach:
+    6 in out FLOPs per sample and layer, in `dtype`. Returns the FLOPs per sample, the GFLOP/s
+    reached and the samples/s it implies (the roofline a training step of the model can approach:
     embeddings, activations, dropout, interactions and the optimizer come on top)."""
     shapes = linear_shapes(model)
-    tensors = [(torch.randn(batch_size, i, requires_grad=True), torch.randn(o, i, requires_grad=True),
-                torch.randn(batch_size, o)) for i, o in shapes]
+    tensors = [(torch.randn(batch_size, i, dtype=dtype, requires_grad=True),
+                torch.randn(o, i, dtype=dtype, requires_grad=True), torch.randn(batch_size, o, dtype=dtype))
+               for i, o in shapes]
 
     def once() -> None:
         for x, w, g in tensors:

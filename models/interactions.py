@@ -255,7 +255,7 @@ class _Outer(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        x, e = ctx.saved_tensors
+        x, e = (t.to(grad.dtype) for t in ctx.saved_tensors)  # under autocast x may be bfloat16, e float32
         grad_x = torch.bmm(grad, e.unsqueeze(2)).squeeze(2) if ctx.needs_input_grad[0] else None  # (N, H)
         grad_e = torch.bmm(x.unsqueeze(1), grad).squeeze(1) if ctx.needs_input_grad[1] else None  # (N, F)
         return grad_x, grad_e

@@ -64,6 +64,9 @@ class TrainConfig:
     # CPU with AVX512-BF16, the same test AUC (benchmarks/results/train_levers.md); slower
     # on a CPU without native bfloat16, so not the default.
     precision: str = "fp32"
+    # Between `threads` and 1, use whichever trains faster right now (`ThreadTuner`): on cores
+    # other processes keep busy, one thread outran two by 1.5-4x (benchmarks/results/train_levers.md).
+    adapt_threads: bool = True
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 2 or self.threads < 1 or self.patience < 0:
@@ -92,6 +95,7 @@ class TrainResult:
     # one fingerprint of the final weights per training process, computed by each process
     # itself (models/distributed.py): all equal, or the run fails
     rank_digests: tuple[str, ...] = ()
+    thread_steps: dict[int, int] = field(default_factory=dict)  # training steps taken with each thread count
 
 
 def check_batch(schema, batch: Mapping[str, torch.Tensor], *, need_label: bool, where: str) -> int:
@@ -304,9 +308,10 @@ def fit(
     1-row batch is skipped (BatchNorm cannot train on it). Validation AUC and logloss are
     exact over all validation rows. Early stopping: after `patience` epochs without a lower
     validation logloss, training stops; the weights of the best epoch are restored before
-    returning. Runs are deterministic for a given seed, source order and thread count
-    (the global RNG is left untouched). Sets torch's intra-op thread count to
-    `config.threads` (process-wide, left set).
+    returning. Runs are deterministic for a given seed and source order (the global RNG is
+    left untouched); with `config.adapt_threads` the thread count follows the machine's load
+    (`ThreadTuner`), which changes the weights' last bits only for `autoint` and `dhen`.
+    Sets torch's intra-op thread count to `config.threads` (process-wide, left set).
     """
     if config.processes > 1:
         from models.distributed import fit_distributed
@@ -340,6 +345,68 @@ def check_sizes(train_rows: int, val_rows: int) -> None:
         raise ValueError(f"need at least 2 training rows and 1 validation row, got {train_rows} and {val_rows}")
 
 
+class ThreadTuner:
+    """Picks the torch thread count that trains fastest right now, between `threads` and 1.
+
+    Two threads of one process meet at the end of every parallel kernel; when another
+    process holds the core the partner thread runs on, the first one waits out the
+    partner's descheduled time slice, every kernel. On 2 cores with one CPU-bound process per
+    core, `wide_deep` trained at 28% of its quiet samples/s with 2 threads and 44% with 1;
+    on a quiet machine 2 threads are 1.7x faster. So the trainer measures: after
+    `warmup_steps` steps and then every `reprobe_s` seconds it times `probe_steps` real
+    training steps with each count, taking turns (the steps train as usual), and keeps the
+    one with the lower median time per row until the next probe.
+
+    The thread count changes the floating-point summation order only in a few kernels: 12 of
+    the 14 architectures train to bitwise the same weights with 1 and 2 threads (tested);
+    `autoint` and `dhen` (attention and their norms) may differ in the last bits between runs
+    on differently loaded machines. `TrainConfig.adapt_threads=False` keeps `threads` fixed.
+
+    Use: `threads()` before a step (sets torch's count when it changes), `done(rows)` after it.
+    `adapt=False`: always `threads`. `clock` is injectable for tests.
+    """
+
+    def __init__(self, threads: int, adapt: bool = True, probe_steps: int = 3, reprobe_s: float = 20.0,
+                 warmup_steps: int = 3, clock: Callable[[], float] = time.perf_counter):
+        self.options = (threads, 1) if adapt and threads > 1 else (threads,)
+        self.probe_steps, self.reprobe_s, self.clock = probe_steps, reprobe_s, clock
+        self.current = self.options[0]
+        self.steps: dict[int, int] = dict.fromkeys(self.options, 0)  # steps taken with each count
+        self._probe: list[tuple[int, float]] | None = None  # (threads, seconds per row) per probed step
+        self._warmup = warmup_steps  # the first steps build kernels and caches: not timed
+        self._next_probe = -math.inf
+        self._t0 = 0.0
+
+    @property
+    def probing(self) -> bool:
+        """True between the first and the last step of a probe."""
+        return self._probe is not None
+
+    def threads(self) -> int:
+        if len(self.options) > 1 and self._probe is None and self._warmup <= 0 and self.clock() >= self._next_probe:
+            self._probe = []
+        if self._probe is not None:  # the counts take turns, so a passing burst of load hits both
+            self._set(self.options[len(self._probe) % len(self.options)])
+        self._t0 = self.clock()
+        return self.current
+
+    def done(self, rows: int) -> None:
+        self.steps[self.current] += 1
+        self._warmup -= 1
+        if self._probe is None:
+            return
+        self._probe.append((self.current, (self.clock() - self._t0) / max(rows, 1)))
+        if len(self._probe) == self.probe_steps * len(self.options):
+            median = {t: float(np.median([s for u, s in self._probe if u == t])) for t in self.options}
+            self._set(min(self.options, key=lambda t: (median[t], -t)))
+            self._probe, self._next_probe = None, self.clock() + self.reprobe_s
+
+    def _set(self, threads: int) -> None:
+        if threads != self.current or torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        self.current = threads
+
+
 def train_loop(
     model: nn.Module,
     step_module: nn.Module,
@@ -366,6 +433,8 @@ def train_loop(
     loss_fn = nn.BCEWithLogitsLoss()
     autocast_dtype, autocast_device = PRECISIONS[config.precision], device.type if device is not None else "cpu"
     result = TrainResult()
+    threads = torch.get_num_threads()
+    tuner = ThreadTuner(threads, adapt=config.adapt_threads)
     progress.add(0)
     best_state = None
     bad_epochs, train_seconds, samples = 0, 0.0, 0
@@ -382,6 +451,7 @@ def train_loop(
                     continue
                 if device is not None:
                     batch = {k: batch[k].to(device, non_blocking=True) for k in (*FEATURE_KEYS, "label")}
+                tuner.threads()
                 with torch.autocast(autocast_device, dtype=autocast_dtype or torch.bfloat16,
                                     enabled=autocast_dtype is not None):
                     logits = step_module({k: batch[k] for k in FEATURE_KEYS})
@@ -389,6 +459,7 @@ def train_loop(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                tuner.done(b)
                 loss_sum += loss.detach() * b
                 seen += b
                 progress.add(b)
@@ -427,6 +498,8 @@ def train_loop(
                 if bad_epochs >= config.patience:
                     break
     progress.finish()
+    torch.set_num_threads(threads)
+    result.thread_steps = {t: n for t, n in tuner.steps.items() if n}
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
