@@ -37,8 +37,8 @@ class TrainConfig:
     """Optimisation settings (the same for every architecture).
 
     Adam on the deep parameters (AdamW-style decoupled decay on weight matrices and
-    embeddings when weight_decay > 0), applied row-wise to the embedding tables: only the
-    rows a batch touched move (`models.optim.RowAdam`). The wide (`WideLinear`) weights are a linear model
+    embeddings when weight_decay > 0), applied row-wise to embedding tables of more than 2^20
+    values: only the rows a batch touched move (`models.optim.RowAdam`). The wide (`WideLinear`) weights are a linear model
     over sparse ids: each id gets a gradient only in the few batches it occurs in, so they
     learn at `wide_lr` (None: `lr`). Cheng et al. used FTRL for the wide part and AdaGrad for
     the deep part; Adam with a larger wide step plays the same role here. On the
