@@ -67,12 +67,14 @@ def train_candidate(
             **flat_params("hp", model.config),
             **flat_params("train", train_config),
         })
-        if started.warm:  # where it starts: the champion's quality on tonight's validation day
-            t0 = time.perf_counter()
-            logloss, auc = evaluate(model, data.val)
-            started = dataclasses.replace(started, initial_val_logloss=logloss, initial_val_auc=auc,
-                                          seconds=started.seconds + time.perf_counter() - t0)
-        warm.log_warm_start(warm_source.mode, started)
+        # Where it starts, warm (the champion's quality on tonight's validation day) or cold:
+        # every child run gets epoch 0 of its curves and the same warm_start.* keys.
+        t0 = time.perf_counter()
+        logloss, auc = evaluate(model, data.val)
+        started = dataclasses.replace(started, initial_val_logloss=logloss, initial_val_auc=auc,
+                                      seconds=started.seconds + time.perf_counter() - t0)
+        warm.log_warm_start(warm_source.mode, started, [f.name for f in (*data.schema.categorical,
+                                                                         *data.schema.crosses)])
         log(f"[{arch}] {warm.describe(started)}")
 
         def on_epoch(h: dict) -> None:

@@ -11,9 +11,10 @@ or leaves it cold and says why; `log_warm_start` records either on the candidate
     tag    warm_start.fallback                why the run started cold, or none
     tag    warm_start.not_copied              tensors that kept their fresh initialisation (warm runs)
     metric warm_start.copied_share.<field>    share of the field's rows that got a champion row
+                                              (every id field of the schema, on every run: 0 when cold)
     metric warm_start.initial_val_logloss/auc the model before its first step (also epoch 0 of
                                               epoch_val_logloss / epoch_val_auc)
-    metric warm_start.seconds                 the remap and that validation
+    metric warm_start.seconds                 the remap and that validation (cold: the validation)
 
 Nothing here fails a night: a champion that cannot be loaded, or one of another architecture,
 means a cold start with the reason logged. The optimizer state is never carried over (the
@@ -114,14 +115,16 @@ def start_from(model: torch.nn.Module, arch: str, hparams: dict | None, source: 
     return WarmStart(from_version=source.version, copied_share=report.copied_share, not_copied=report.not_copied)
 
 
-def log_warm_start(mode: str, ws: WarmStart) -> None:
-    """Record how the active (child) run started (see the module docstring)."""
+def log_warm_start(mode: str, ws: WarmStart, fields: list[str]) -> None:
+    """Record how the active (child) run started (see the module docstring). Every run of a
+    night gets the same keys, so MLflow's compare view lines them up: a copied share per id
+    field of the schema (`fields`; 0 for a cold run, and for a field the model has no rows
+    of) and, when evaluated, the validation numbers before the first step."""
     mlflow.log_params({"warm_start": mode, "warm_start.from_version": ws.from_version or NONE})
     mlflow.set_tag("warm_start.fallback", ws.fallback[:_TAG_CHARS] or NONE)
-    if not ws.warm:
-        return
     mlflow.set_tag("warm_start.not_copied", _listed(ws.not_copied)[:_TAG_CHARS] if ws.not_copied else NONE)
-    metrics = {f"warm_start.copied_share.{metric_name(f)}": share for f, share in ws.copied_share.items()}
+    shares = {f: 0.0 for f in fields} | (ws.copied_share if ws.warm else {})
+    metrics = {f"warm_start.copied_share.{metric_name(f)}": share for f, share in shares.items()}
     if ws.initial_val_logloss is not None:
         metrics.update({"warm_start.initial_val_logloss": ws.initial_val_logloss,
                         "warm_start.initial_val_auc": ws.initial_val_auc, "warm_start.seconds": ws.seconds})
