@@ -178,7 +178,7 @@ def busy_rows(data: Any, archs: list[str], epochs: int, threads: int) -> list[di
     wide_deep also with libgomp's default, the setting before this change."""
     import tempfile
 
-    from benchmarks.train_speed import LIBGOMP_DEFAULT_SPIN, competing_load, run_one, save_payload
+    from benchmarks.train_speed import LIBGOMP_DEFAULT_SPIN, quiet_and_busy, save_payload
 
     cases = [(arch, os.environ.get("GOMP_SPINCOUNT", "")) for arch in archs]
     if "wide_deep" in archs:
@@ -189,18 +189,7 @@ def busy_rows(data: Any, archs: list[str], epochs: int, threads: int) -> list[di
     with tempfile.TemporaryDirectory(prefix="recloop-busy-") as tmp:
         for arch, spin in cases:
             payload = save_payload(Path(tmp) / f"{arch}.pt", arch, data, recloop_hparams(arch), config)
-            env = {"GOMP_SPINCOUNT": spin}
-            quiet_load = os.getloadavg()[0]
-            quiet = run_one(payload, env=env)
-            with competing_load(threads):
-                busy_load = os.getloadavg()[0]
-                busy = run_one(payload, env=env)
-            rows.append({"model": arch, "gomp_spincount": spin, "competing_processes": threads,
-                         "quiet_samples_per_s": quiet["train_samples_per_s"],
-                         "busy_samples_per_s": busy["train_samples_per_s"],
-                         "busy_share": busy["train_samples_per_s"] / quiet["train_samples_per_s"],
-                         "quiet_test_auc": quiet["test_auc"], "busy_test_auc": busy["test_auc"],
-                         "load_at_quiet_start": quiet_load, "load_at_busy_start": busy_load})
+            rows.append({"model": arch, **quiet_and_busy(payload, spin, threads)})
             print(f"{arch:10s} GOMP_SPINCOUNT={spin:>7s} quiet {rows[-1]['quiet_samples_per_s']:,.0f}  busy "
                   f"{rows[-1]['busy_samples_per_s']:,.0f} samples/s ({rows[-1]['busy_share']:.0%})", flush=True)
     return rows

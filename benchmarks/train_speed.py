@@ -139,19 +139,30 @@ def save_payload(path: Path, arch: str, data: Any, hparams: dict | None, config:
     return path
 
 
+def quiet_and_busy(payload: Path, spin: str, competitors: int) -> dict[str, Any]:
+    """One training run (`run_one`) quiet, then one beside `competitors` CPU-bound processes
+    (`competing_load`), both with GOMP_SPINCOUNT=`spin`; samples/s, test AUC and load of each."""
+    env = {"GOMP_SPINCOUNT": spin}
+    quiet_load = os.getloadavg()[0]
+    quiet = run_one(payload, env=env)
+    with competing_load(competitors):
+        busy_load = os.getloadavg()[0]
+        busy = run_one(payload, env=env)
+    return {"gomp_spincount": spin, "competing_processes": competitors,
+            "quiet_samples_per_s": quiet["train_samples_per_s"], "busy_samples_per_s": busy["train_samples_per_s"],
+            "busy_share": busy["train_samples_per_s"] / quiet["train_samples_per_s"],
+            "quiet_test_auc": quiet["test_auc"], "busy_test_auc": busy["test_auc"],
+            "load_at_quiet_start": quiet_load, "load_at_busy_start": busy_load}
+
+
 def spin_rows(payload: Path, values: list[str], threads: int) -> list[dict[str, Any]]:
     """wide_deep quiet and beside one CPU-bound process per core, per GOMP_SPINCOUNT value."""
     rows = []
     for value in values:
-        env = {"GOMP_SPINCOUNT": value}
-        load = os.getloadavg()[0]
-        quiet = run_one(payload, env=env)["train_samples_per_s"]
-        with competing_load(threads):
-            busy_load = os.getloadavg()[0]
-            busy = run_one(payload, env=env)["train_samples_per_s"]
-        rows.append({"gomp_spincount": value, "quiet_samples_per_s": quiet, "busy_samples_per_s": busy,
-                     "busy_share": busy / quiet, "load_at_start": load, "load_at_busy_start": busy_load})
-        print(f"GOMP_SPINCOUNT={value:>7s}: quiet {quiet:,.0f}  busy {busy:,.0f} ({busy / quiet:.0%})", flush=True)
+        rows.append(quiet_and_busy(payload, value, threads))
+        r = rows[-1]
+        print(f"GOMP_SPINCOUNT={value:>7s}: quiet {r['quiet_samples_per_s']:,.0f}  busy {r['busy_samples_per_s']:,.0f} "
+              f"({r['busy_share']:.0%})", flush=True)
     return rows
 
 
