@@ -95,7 +95,6 @@ class TrainResult:
     # one fingerprint of the final weights per training process, computed by each process
     # itself (models/distributed.py): all equal, or the run fails
     rank_digests: tuple[str, ...] = ()
-    thread_steps: dict[int, int] = field(default_factory=dict)  # training steps taken with each thread count
 
 
 def check_batch(schema, batch: Mapping[str, torch.Tensor], *, need_label: bool, where: str) -> int:
@@ -371,7 +370,6 @@ class ThreadTuner:
         self.options = (threads, 1) if adapt and threads > 1 else (threads,)
         self.probe_steps, self.reprobe_s, self.clock = probe_steps, reprobe_s, clock
         self.current = self.options[0]
-        self.steps: dict[int, int] = dict.fromkeys(self.options, 0)  # steps taken with each count
         self._probe: list[tuple[int, float]] | None = None  # (threads, seconds per row) per probed step
         self._warmup = warmup_steps  # the first steps build kernels and caches: not timed
         self._next_probe = -math.inf
@@ -391,7 +389,6 @@ class ThreadTuner:
         return self.current
 
     def done(self, rows: int) -> None:
-        self.steps[self.current] += 1
         self._warmup -= 1
         if self._probe is None:
             return
@@ -499,7 +496,6 @@ def train_loop(
                     break
     progress.finish()
     torch.set_num_threads(threads)
-    result.thread_steps = {t: n for t, n in tuner.steps.items() if n}
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
