@@ -23,7 +23,6 @@ import argparse
 import http.client
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import write_results
+from tasks.processes import stop_session
 
 RESULTS = Path(__file__).parent / "results"
 DATASET = "synthetic_clicks"
@@ -163,12 +163,7 @@ def _serve(cmd: list[str], env: dict[str, str], cwd: Path, server: str, requests
         _wait_healthy(proc, port)
         return measure(server, port, requests, warmup)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # our own child's session: the server and what it started
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_session(proc, timeout=60)  # our own child's session: the server and what it started
 
 
 def markdown(rows: list[Measurement], meta: dict) -> str:

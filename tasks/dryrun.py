@@ -22,7 +22,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ import pandas as pd
 from tasks import faults
 from tasks.evaluate import DRY_RUN_CHECK, Check, DryRunResult
 from tasks.handoff import FrameDay, RawDay
+from tasks.processes import stop_session
 
 ATOL = 1e-6  # served vs in-memory probabilities (measured: below 1e-15; JSON carries float32 exactly)
 STOP_TIMEOUT_S = 30.0  # SIGTERM, then SIGKILL: uvicorn answers the requests in flight first
@@ -148,22 +148,6 @@ def _tail(path: Path, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in text[-lines:])[:500] or "no output"
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's process group, SIGKILL it if it is not gone in STOP_TIMEOUT_S."""
-    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, STOP_TIMEOUT_S)):
-        if proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig)  # its own session: the server and anything it started
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 @contextmanager
 def scoring_server(model_uri: str, startup_timeout_s: float, threads: int = 1) -> Iterator[ServerProcess]:
     """`python -m tasks.serve` serving `model_uri` on a free loopback port, healthy when this
@@ -198,7 +182,7 @@ def scoring_server(model_uri: str, startup_timeout_s: float, threads: int = 1) -
                 time.sleep(0.2)
             yield ServerProcess(proc.pid, port)
         finally:
-            _stop(proc)
+            stop_session(proc, STOP_TIMEOUT_S)
 
 
 def _send(port: int, bodies: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
