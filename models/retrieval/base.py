@@ -87,6 +87,22 @@ class Interactions:
                                        values, (self.n_users, self.n_items))
 
 
+@dataclass(frozen=True)
+class SideInfo:
+    """What content- and feature-based retrievers read besides the interactions.
+
+    `item_terms`: an item x term weight matrix (e.g. TF-IDF of titles and tags; rows are items,
+    so `n_users` there counts items). `user_features` / `item_features`: the fitted
+    vocabulary's categorical ids per user and per item (int64 (n_users, F_u), (n_items, F_i)),
+    with the vocabulary sizes in `*_cardinalities`, for the two-tower retriever."""
+
+    item_terms: Interactions | None = None
+    user_features: np.ndarray | None = None
+    item_features: np.ndarray | None = None
+    user_cardinalities: tuple[int, ...] = ()
+    item_cardinalities: tuple[int, ...] = ()
+
+
 class Retriever(nn.Module):
     """Base of every retriever: holds the training history and recommends from `forward`.
 
