@@ -153,3 +153,54 @@ def bootstrap_auc_delta(
         return float(delta), float("nan"), float("nan")
     low, high = np.quantile(d, [alpha / 2.0, 1.0 - alpha / 2.0])
     return float(delta), float(low), float(high)
+
+
+TOPK_KS = (10, 50, 100)
+TOPK_MEASURES = ("recall", "ndcg", "hit", "mrr", "coverage")
+
+
+def topk_metric_keys(ks=TOPK_KS) -> list[str]:
+    """The keys `topk_metrics` returns, e.g. `recall@10`: the same on every run."""
+    return [f"{m}@{k}" for k in ks for m in TOPK_MEASURES]
+
+
+def topk_metrics(recommended, relevant, n_items: int, ks=TOPK_KS) -> dict[str, float]:
+    """Top-K quality of ranked lists against each user's relevant items.
+
+    Args:
+        recommended: int (U, Kmax) item indices, best first, -1 padding a short list.
+        relevant: U arrays of the items each user actually clicked (the held-out day).
+        n_items: the catalogue size, for coverage.
+    Per user u with relevant set R_u (users with an empty R_u are skipped) and top-K list L:
+        recall@K   |L ∩ R_u| / |R_u|
+        hit@K      1 if L ∩ R_u else 0
+        ndcg@K     sum_{r: L_r in R_u} 1/log2(r+1)  /  sum_{r <= min(|R_u|, K)} 1/log2(r+1)
+        mrr@K      1 / rank of the first relevant item in L (0 if none)
+    averaged over users; coverage@K = distinct items in all top-K lists / n_items.
+    K beyond Kmax reads the Kmax list. Raises ValueError on mismatched lengths."""
+    rec = np.asarray(recommended, dtype=np.int64)
+    if rec.ndim != 2 or rec.shape[0] != len(relevant):
+        raise ValueError(f"recommended is {rec.shape}, relevant has {len(relevant)} users")
+    if n_items < 1:
+        raise ValueError(f"n_items must be >= 1, got {n_items}")
+    keep = np.array([len(r) > 0 for r in relevant], dtype=bool)
+    out: dict[str, float] = {}
+    if not keep.any():
+        return {key: float("nan") for key in topk_metric_keys(ks)}
+    rec_k = rec[keep]
+    rel = [np.unique(np.asarray(r, dtype=np.int64)) for r, k in zip(relevant, keep) if k]
+    hits = np.stack([np.isin(row, r) & (row >= 0) for row, r in zip(rec_k, rel)])  # (U, Kmax)
+    n_rel = np.array([r.size for r in rel], dtype=np.float64)
+    discount = 1.0 / np.log2(np.arange(2, rec.shape[1] + 2))
+    for k in ks:
+        h = hits[:, :k]
+        found = h.sum(1)
+        ideal = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))[np.minimum(n_rel, k).astype(int) - 1]
+        first = np.where(h.any(1), h.argmax(1) + 1, 0)
+        listed = rec[:, :k]
+        out[f"recall@{k}"] = float(np.mean(found / n_rel))
+        out[f"ndcg@{k}"] = float(np.mean((h * discount[:h.shape[1]]).sum(1) / ideal))
+        out[f"hit@{k}"] = float(np.mean(found > 0))
+        out[f"mrr@{k}"] = float(np.mean(np.where(first > 0, 1.0 / np.maximum(first, 1), 0.0)))
+        out[f"coverage@{k}"] = float(np.unique(listed[listed >= 0]).size / n_items)
+    return {key: out[key] for key in topk_metric_keys(ks)}

@@ -1,0 +1,42 @@
+"""Retrievers: candidate generation over the whole catalogue, a name -> class registry.
+
+    model = build_retriever("item_knn", n_users, n_items, {"neighbours": 100})
+    model.fit(train)                      # closed-form models; trained ones: models.retrieval.trainer
+    items, scores = model.recommend(users, k=100, exclude_seen=True)
+
+Every retriever is an `nn.Module` (`forward(users) -> scores (U, n_items)`) with a frozen
+`Config` next to it (its `config_class`), one file each, the paper and formula in its docstring. The catalogue
+search is `search.search` (exact; the one function to swap for FAISS at millions of items).
+
+    popularity   item counts in the training window            Cremonesi 2010
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from models._config import config_from_dict
+from models.retrieval import popularity
+from models.retrieval.base import Interactions, Retriever
+from models.retrieval.search import search
+
+RETRIEVERS: dict[str, type[Retriever]] = {
+    "popularity": popularity.Popularity,
+}
+
+__all__ = ["RETRIEVERS", "Interactions", "Retriever", "build_retriever", "retriever_class", "search"]
+
+
+def retriever_class(name: str) -> type[Retriever]:
+    try:
+        return RETRIEVERS[name]
+    except KeyError:
+        raise ValueError(f"unknown retriever {name!r}; valid: {sorted(RETRIEVERS)}") from None
+
+
+def build_retriever(name: str, n_users: int, n_items: int, hparams: Mapping[str, Any] | None = None) -> Retriever:
+    """A retriever by name, its `Config` from `hparams` (unknown keys are an error)."""
+    cls = retriever_class(name)
+    config = config_from_dict(cls.config_class, hparams, what=f"retriever {name!r}")
+    return cls(n_users, n_items, config)
