@@ -20,6 +20,9 @@ RecBole 1.2.1 on this venv (torch 2.13 CPU, numpy 1.24) needs, all done in this 
   * `torch.load` defaulting to weights_only=False: torch >= 2.6 loads weights only by default,
     and RecBole's checkpoint (written a moment earlier by this process, in its temp dir)
     pickles the whole Config, so `Trainer.evaluate(load_best_model=True)` fails without it.
+  * `scipy.sparse.dok_matrix._update` restored (LightGCN builds its adjacency matrix with it;
+    scipy >= 1.12's dok_matrix is no longer a dict subclass and has no `_update`): the stand-in
+    does what the old one did, a dict update of the entries.
   * numpy's removed aliases (np.float, np.int, np.bool ...): RecBole's own
     `Config.compatibility_settings` restores them; nothing to do here.
   * `recbole.quick_start` is never imported: it imports `ray` (and, through `get_flops`,
@@ -53,7 +56,7 @@ def _sorted(pairs: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------- RecBole
 
 
-def _patch_torch_for_recbole() -> None:
+def _patch_for_recbole() -> None:
     import functools
 
     import torch
@@ -70,6 +73,14 @@ def _patch_torch_for_recbole() -> None:
     sys.modules["torch.utils.tensorboard"] = stub
     torch.load = functools.partial(torch.load, weights_only=False)  # our own checkpoint, same process
 
+    import scipy.sparse as sp
+
+    if not hasattr(sp.dok_matrix, "_update"):
+        def _update(self, entries):
+            self._dict.update({(int(r), int(c)): v for (r, c), v in entries.items()})
+
+        sp.dok_matrix._update = _update
+
 
 def write_atomic_files(directory: Path, train: np.ndarray, valid: np.ndarray, test: np.ndarray) -> None:
     """RecBole atomic files: ml100k.{train,valid,test}.inter, dense ids as tokens."""
@@ -82,7 +93,7 @@ def write_atomic_files(directory: Path, train: np.ndarray, valid: np.ndarray, te
 def run_recbole(job: dict, data: dict, out: Path) -> dict:
     import torch
 
-    _patch_torch_for_recbole()
+    _patch_for_recbole()
     torch.set_num_threads(job["threads"])
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
@@ -190,16 +201,17 @@ def run_implicit(job: dict, data: dict, out: Path) -> dict:
 
     users = np.unique(test[:, 0])
     kmax = job["kmax"]
-    valid_sorted = _sorted(valid)
-    valid_items = _group(valid_sorted, users)
-    extra = max((len(v) for v in valid_items), default=0)
+    excluded = _group(_sorted(np.concatenate([train, valid])), users)
+    extra = max((len(v) for v in excluded), default=0)
     start = time.perf_counter()
-    # Scored from train only (valid is not an input, as for RecBole); train items filtered by
-    # implicit, valid items removed here (we asked for `extra` more to make room).
+    # Scored from train only (valid is not an input, as for RecBole). implicit's item-kNN scores
+    # only the neighbours of the user's items and fills the rest of N with zero-score items,
+    # already-liked ones included (user 16 here: 90 scored items, then its 10 train items at
+    # score 0). So we ask for `extra` more and drop every train and valid item ourselves.
     ids, _ = model.recommend(users, user_items[users], N=min(kmax + extra, n_items),
                              filter_already_liked_items=True)
     topk = np.full((len(users), kmax), -1, dtype=np.int64)
-    for row, (ranked, drop) in enumerate(zip(ids, valid_items, strict=True)):
+    for row, (ranked, drop) in enumerate(zip(ids, excluded, strict=True)):
         keep = ranked[(ranked >= 0) & ~np.isin(ranked, drop)][:kmax]
         topk[row, : len(keep)] = keep
     retrieval_seconds = time.perf_counter() - start

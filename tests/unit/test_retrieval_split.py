@@ -70,3 +70,20 @@ def test_test_users_and_exclusion_sets():
     # a user with a single positive is trained on and never tested
     one = random_split(pd.DataFrame({"user_id": [1, 3, 2, 2], "item_id": [5, 6, 5, 6]}), seed=0)
     assert one.test_users().tolist() == [1] and one.train[:, 0].tolist() == [0, 1, 2]
+
+
+def test_benchmark_rejects_lists_that_break_the_protocol():
+    from benchmarks.retrieval import KMAX, RankedLists, check_lists, drop_valid
+
+    split = random_split(_positives(), seed=3)
+    users = split.test_users()
+    rng = np.random.default_rng(0)
+    ranked = np.stack([rng.permutation(split.n_items) for _ in users])  # every item, train ones included
+    clean = drop_valid(ranked, split.excluded(users), KMAX)  # the peers' post-filter, here with train + valid
+    check_lists(split, RankedLists(users, clean, 0.0, 0.0), "clean")
+    leaky = clean.copy()
+    leaky[0, 0] = split.excluded(users[:1])[0][0]
+    with pytest.raises(ValueError, match="train/valid item"):
+        check_lists(split, RankedLists(users, leaky, 0.0, 0.0), "leaky")
+    with pytest.raises(ValueError, match="test users"):
+        check_lists(split, RankedLists(users[1:], clean[1:], 0.0, 0.0), "missing a user")
