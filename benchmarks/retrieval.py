@@ -57,6 +57,21 @@ THREADS = 2
 RECLOOP_RETRIEVERS: tuple[str, ...] = ()
 RECLOOP_HPARAMS: dict[str, dict[str, Any]] = {}
 
+# What a reader of the table must know about the peers (checked in their 1.2.1 / 0.7.3 source).
+NOTES = (
+    "RecBole's Pop does not count interactions: it is a POINTWISE model, so its training batches "
+    "hold the positives plus one uniform negative each, and `item_cnt[item] = item_cnt[item] + 1` "
+    "with repeated indices adds 1 per batch, not per occurrence. Its score is 'batches in which the "
+    "item appeared, positive or sampled negative', which is why it trails exact counts.",
+    "implicit's item-kNN scores only the K=20 neighbours of a user's items and fills the rest of "
+    "the list with zero-score items, already-liked ones included; the worker asks for more and "
+    "drops train and valid items itself.",
+    "RecBole stops after 10 epochs without a better validation MRR@10 and tests the best epoch; "
+    "implicit has no validation: BPR runs its 100 iterations, kNN is closed form.",
+    "Valid/test positives whose item has no train positive are dropped before anyone sees the "
+    "split (counts in the title): no collaborative model can rank them.",
+)
+
 
 @dataclass(frozen=True)
 class RankedLists:
@@ -189,6 +204,7 @@ def markdown(result: dict[str, Any]) -> str:
             p = r["peer_reported"]
             lines.append(f"| {r['model']} | {r['implementation']} | {p['recall@10']:.4f} / {r['recall@10']:.4f} | "
                          f"{p['ndcg@10']:.4f} / {r['ndcg@10']:.4f} |")
+    lines += ["", "Notes:", ""] + [f"- {n}" for n in result["notes"]]
     if result["comparisons"]:
         lines += ["", "| model | vs peer | recall@10 delta | ndcg@10 delta | peer train s / recloop |",
                   "|---|---|---|---|---|"]
@@ -236,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seed": args.seed, "threads": args.threads, "ks": list(KS), "max_epochs": args.max_epochs,
         "n_users": split.n_users, "n_items": split.n_items, "test_users": len(split.test_users()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "rows": rows, "comparisons": comparisons(rows),
+        "rows": rows, "comparisons": comparisons(rows), "notes": list(NOTES),
     }
     write_results(args.out, "retrieval", result, markdown(result))
     return result

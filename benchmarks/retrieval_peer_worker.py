@@ -112,6 +112,7 @@ def run_recbole(job: dict, data: dict, out: Path) -> dict:
         "show_progress": False,
         "metrics": ["Recall", "NDCG", "Hit", "MRR"],
         "topk": [10, 50, 100],
+        "metric_decimal_place": 6,  # display rounding only (default 4): for the cross-check
         **job.get("config", {}),
     }
     config = Config(model=job["model"], dataset=DATASET_TOKEN, config_dict=config_dict)
@@ -221,7 +222,7 @@ def run_implicit(job: dict, data: dict, out: Path) -> dict:
     if getattr(model, "item_factors", None) is not None:
         hyper["item_factors_shape"] = list(np.asarray(model.item_factors).shape)  # factors + 1 bias column
     return {"train_seconds": train_seconds, "retrieval_seconds": retrieval_seconds,
-            "own_test_metrics": None, "hyperparameters": hyper}
+            "own_test_metrics": None, "epochs_run": hyper.get("iterations"), "hyperparameters": hyper}
 
 
 RUNNERS = {"recbole": run_recbole, "implicit": run_implicit}
