@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         config = RetrievalTrainConfig(seed=args.seed, threads=args.threads, epochs=args.epochs)
         fit = fit_retriever(name, train, side, args.hparams.get(name), config)
         model = fit.model
-        recs, _ = search(lambda b, r: model(b), torch.from_numpy(test_users), 10, exclude=seen)
+        with torch.no_grad():  # seen = train + validation: neither is recommended for the test
+            recs, _ = search(lambda b, r, model=model: model(b), torch.from_numpy(test_users), 10, exclude=seen)
         m = topk_metrics(recs, test.lists(test_users), n_i, ks=(10,))
         row = {"retriever": name, "recall@10": m["recall@10"], "ndcg@10": m["ndcg@10"],
                "train_s": fit.seconds, "epochs": fit.epochs, "load": os.getloadavg()[0]}
