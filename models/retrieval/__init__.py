@@ -24,7 +24,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from models._config import config_from_dict
-from models.retrieval import autorec, item_knn, lightgcn, mf, popularity, tfidf_content, two_tower, user_knn
+from models.retrieval import (
+    autorec,
+    item_knn,
+    lightgcn,
+    mf,
+    popularity,
+    tfidf_content,
+    two_tower,
+    user_knn,
+)
 from models.retrieval.base import Interactions, Retriever, SideInfo
 from models.retrieval.search import search
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -200,3 +203,25 @@ def test_user_knn_scores_sum_the_neighbours_rows(data):
     x[train.rows(), train.indices] = 1.0
     s = brute_force_cosine(x.T, USERS, 1.0)  # s[u] = u's neighbours
     assert np.allclose(model(torch.tensor([3, 0, 5])).numpy(), s[[3, 0, 5]] @ x, atol=1e-4)
+
+
+PAPERS = {"popularity": "Cremonesi", "item_knn": "Sarwar", "user_knn": "Herlocker", "mf": "Rendle",
+          "lightgcn": "2002.02126", "tfidf_content": "TF-IDF", "two_tower": "Yi", "autorec": "Sedhain"}
+
+
+def test_every_retriever_has_a_frozen_config_its_paper_and_a_forward_doc():
+    assert set(PAPERS) == set(RETRIEVERS)
+    for name, cls in RETRIEVERS.items():
+        assert cls.name == name and "Forward" in cls.__doc__
+        assert PAPERS[name] in sys.modules[cls.__module__].__doc__, name
+        assert dataclasses.is_dataclass(cls.config_class) and cls.config_class.__dataclass_params__.frozen
+        assert (cls.objective is None) == (cls.loop_defaults is None), name
+
+
+def test_fit_retriever_leaves_the_global_rng_alone(data):
+    train, *_ = data
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    fit_retriever("mf", train, None, None, RetrievalTrainConfig(epochs=1))
+    assert torch.equal(torch.rand(3), expected)
