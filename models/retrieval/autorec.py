@@ -28,7 +28,7 @@ from models.retrieval.base import Interactions, LoopDefaults, Retriever, SideInf
 @dataclass(frozen=True)
 class Config:
     hidden: int = 500
-    l2: float = 1.0
+    l2: float = 100.0  # MovieLens-100k validation recall@10: 0.146 at 1, 0.182 at 10, 0.230 at 30, 0.234 at 100
 
     def __post_init__(self):
         if self.hidden < 1 or self.l2 < 0:
