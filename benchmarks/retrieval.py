@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.report import write_results
-from benchmarks.retrieval_data import RetrievalSplit, movielens_random_split
+from benchmarks.retrieval_data import RetrievalSplit, movielens_random_split, movielens_side_info
 from benchmarks.retrieval_peers import (
     PEERS,
     PeerSpec,
@@ -51,10 +51,10 @@ KS = (10, 50, 100)
 KMAX = max(KS)
 THREADS = 2
 
-# recloop's retrievers run by default; empty until models/retrieval/ has the issue-12 set (the
-# lead fills this and RECLOOP_HPARAMS when merging: popularity, item_knn, user_knn, mf, autorec,
-# lightgcn, two_tower, tfidf_content).
-RECLOOP_RETRIEVERS: tuple[str, ...] = ()
+# recloop's retrievers, all of them at their defaults (models/retrieval/<name>.py Config and
+# the loop defaults of models/retrieval/trainer.py); RECLOOP_HPARAMS overrides per name.
+RECLOOP_RETRIEVERS: tuple[str, ...] = ("popularity", "item_knn", "user_knn", "mf", "lightgcn", "autorec",
+                                       "two_tower", "tfidf_content")
 RECLOOP_HPARAMS: dict[str, dict[str, Any]] = {}
 
 # What a reader of the table must know about the peers (checked in their 1.2.1 / 0.7.3 source).
@@ -96,8 +96,9 @@ def drop_valid(ranked: np.ndarray, valid_items: Sequence[np.ndarray], kmax: int)
 
 
 def recloop_retrievers(split: RetrievalSplit, names: Sequence[str], *, kmax: int = KMAX,
-                       threads: int = THREADS, seed: int = 0) -> dict[str, RankedLists]:
-    """THE HOOK: recloop's retrievers on `split`, by recloop name -> ranked top-`kmax` lists.
+                       threads: int = THREADS, seed: int = 0, side=None) -> dict[str, RankedLists]:
+    """recloop's retrievers on `split`, by recloop name -> ranked top-`kmax` lists (`side`: the
+    `SideInfo` that tfidf_content and two_tower read).
 
     Each is fitted on the train pairs only (`models.retrieval.trainer.fit_retriever`, with
     `RECLOOP_HPARAMS[name]`) and ranks with its own `recommend` (train items excluded); the
@@ -119,14 +120,17 @@ def recloop_retrievers(split: RetrievalSplit, names: Sequence[str], *, kmax: int
     extra = max((len(v) for v in valid_items), default=0)
     runs: dict[str, RankedLists] = {}
     for name in names:
+        load_before = os.getloadavg()
         config = RetrievalTrainConfig(seed=seed, threads=threads)
-        fit = fit_retriever(name, train, SideInfo(), RECLOOP_HPARAMS.get(name), config)
+        fit = fit_retriever(name, train, side or SideInfo(), RECLOOP_HPARAMS.get(name), config)
         start = time.perf_counter()
         ranked, _ = fit.model.recommend(users, k=min(kmax + extra, split.n_items), exclude_seen=True)
         topk = drop_valid(ranked, valid_items, kmax)
         runs[name] = RankedLists(users=users, topk=topk, train_seconds=fit.seconds,
                                  retrieval_seconds=time.perf_counter() - start,
-                                 details={"epochs_run": fit.epochs, "hyperparameters": RECLOOP_HPARAMS.get(name, {})})
+                                 details={"epochs_run": fit.epochs, "hyperparameters": RECLOOP_HPARAMS.get(name, {}),
+                                          "load": (load_before, os.getloadavg())})
+        print(f"recloop {name}: train {fit.seconds:.1f}s", flush=True)
     return runs
 
 
@@ -231,8 +235,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     split = movielens_random_split(seed=args.seed)
     print(split.describe())
     rows: list[dict[str, Any]] = []
-    for name, ranked in recloop_retrievers(split, args.recloop, threads=args.threads, seed=args.seed).items():
-        rows.append(make_row(split, name, "recloop", ranked, None))
+    side = movielens_side_info(split) if args.recloop else None
+    for name, ranked in recloop_retrievers(split, args.recloop, threads=args.threads, seed=args.seed,
+                                           side=side).items():
+        rows.append(make_row(split, name, "recloop", ranked, ranked.details.pop("load")))
     specs: list[PeerSpec] = [p for p in PEERS if p.key in args.peers]
     if specs:
         site = ensure_peers(site_dir())

@@ -171,5 +171,31 @@ def load_movielens_positives(root: Path, min_rating: int = POSITIVE_MIN_RATING) 
     return ratings[ratings["rating"] >= min_rating].drop(columns="rating").reset_index(drop=True)
 
 
+def movielens_side_info(split: RetrievalSplit, root: Path | None = None):
+    """What the content and feature retrievers read for `split`'s dense users and items: TF-IDF
+    of title words and genres (`tfidf_content`), and the user's age bucket, gender and
+    occupation and the item's genre flags (`two_tower`)."""
+    from feature_store.partitions import available_days, partition_files, read_part
+    from feature_store.text import item_term_matrix
+    from models.retrieval import Interactions, SideInfo
+
+    root = root or movielens_root()
+    frames = [read_part(p) for day in available_days(root, DATASET) for p in partition_files(root, DATASET, day)]
+    df = pd.concat(frames, ignore_index=True)
+    per_item = df.drop_duplicates("item_id").set_index("item_id").loc[split.item_ids]
+    genres = [g.split("|") if isinstance(g, str) else [] for g in per_item["genres"]]
+    terms = item_term_matrix([str(t) for t in per_item["title"]], genres)
+    item_terms = Interactions(terms.indptr, terms.indices, terms.data, split.n_items, len(terms.vocabulary))
+    per_user = df.drop_duplicates("user_id").set_index("user_id").loc[split.user_ids]
+    user_cols = [pd.cut(per_user["age"], [0, 18, 25, 35, 45, 50, 56, 200]).cat.codes, per_user["gender"],
+                 per_user["occupation"]]
+    user_features = np.stack([pd.factorize(c)[0] for c in user_cols], 1).astype(np.int64)
+    genre_cols = [c for c in df.columns if c.startswith("genre_")]
+    item_features = np.stack([per_item[c].to_numpy() * (j + 1) for j, c in enumerate(genre_cols)], 1).astype(np.int64)
+    return SideInfo(item_terms=item_terms, user_features=user_features, item_features=item_features,
+                    user_cardinalities=tuple(int(c) for c in user_features.max(0) + 1),
+                    item_cardinalities=tuple(len(genre_cols) + 1 for _ in genre_cols))
+
+
 def movielens_random_split(root: Path | None = None, seed: int = SEED) -> RetrievalSplit:
     return random_split(load_movielens_positives(root or movielens_root()), seed=seed)
