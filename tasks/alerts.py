@@ -54,6 +54,9 @@ class AlertConfig:
     timeout_s: float = 10.0
 
     def __post_init__(self):
+        for name in ("webhook_url", "block"):  # an empty variable (docker-compose passes one) is unset
+            if not getattr(self, name):
+                object.__setattr__(self, name, None)
         unknown = sorted(set(self.events) - set(EVENTS))
         if unknown:
             raise ValueError(f"unknown alert events {unknown}; valid: {', '.join(EVENTS)}")

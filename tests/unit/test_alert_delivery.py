@@ -52,6 +52,9 @@ def test_decision_events_are_spelled_like_the_registry_verdicts():
 def test_settings_read_the_alerts_section_from_recloop_alerts_variables(monkeypatch, tmp_path):
     monkeypatch.setenv("RECLOOP_SETTINGS_FILE", str(tmp_path / "absent.env"))
     assert not get_settings().alerts.enabled  # unset: no alerts
+    monkeypatch.setenv("RECLOOP_ALERTS_WEBHOOK_URL", "")  # docker-compose passes an unset one as empty
+    monkeypatch.setenv("RECLOOP_ALERTS_BLOCK", "")
+    assert not get_settings().alerts.enabled
     monkeypatch.setenv("RECLOOP_ALERTS_WEBHOOK_URL", "https://hooks.example.com/T0/B0/x")
     monkeypatch.setenv("RECLOOP_ALERTS_EVENTS", "failed, promoted")
     monkeypatch.setenv("RECLOOP_ALERTS_TIMEOUT_S", "3")
