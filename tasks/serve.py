@@ -4,9 +4,11 @@
     python -m tasks.serve --model-uri models:/NAME/VERSION --fd FD [--parent-pid PID]   # the gate's dry run
 
 The protocol is MLflow's (`POST /invocations` with a `dataframe_split`, `dataframe_records`,
-CSV or parquet body; `GET /ping`, `/health`, `/version`), because the app is MLflow's:
-`mlflow.pyfunc.scoring_server.init(model)`. What differs from `mlflow models serve -m ...
---env-manager local` is only how it runs, chosen for latency on a small, busy machine:
+CSV or parquet body; `GET /ping`, `/health`, `/version`): the app is `tasks.scoring.app(model)`,
+which answers plain JSON requests itself, with MLflow's bytes, and hands everything else to
+MLflow's own app (`mlflow.pyfunc.scoring_server.init(model)`). What differs from `mlflow models
+serve -m ... --env-manager local` is that fast path and how it runs, chosen for latency on a
+small, busy machine:
 
 - one process and one uvicorn worker, the bundle loaded once, no `bash -c exec uvicorn` child
   (`mlflow models serve` starts one worker per core, each loading the model, each with torch's
@@ -14,7 +16,7 @@ CSV or parquet body; `GET /ping`, `/health`, `/version`), because the app is MLf
 - torch set to `threads` intra-op threads (default 1) before the bundle loads: a request of
   1,000 rows is a few ms of matrix work, and a second thread costs more in contention than
   it gains on a shared box;
-- no access log line per request;
+- no access log line per request; HTTP parsed by httptools (C), not h11 (pure Python);
 - the alias is resolved to a version once, at start (a promotion while serving does not swap
   the model under a running server; restart to serve the new champion), and the socket is
   bound before the bundle loads, so a busy port or a missing alias fails in a second with
@@ -111,10 +113,11 @@ def load_uri(uri: str, what: str, threads: int = DEFAULT_THREADS) -> Any:
 
 
 def run(model: Any, sock: socket.socket, log_level: str = "warning") -> None:
-    """Serve MLflow's scoring app for `model` on `sock`; returns after SIGINT/SIGTERM once the
+    """Serve the scoring app for `model` on `sock`; returns after SIGINT/SIGTERM once the
     requests in flight are answered."""
     import uvicorn
-    from mlflow.pyfunc import scoring_server
+
+    from tasks import scoring
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
@@ -123,7 +126,7 @@ def run(model: Any, sock: socket.socket, log_level: str = "warning") -> None:
             # dies of it: status -15, or a KeyboardInterrupt traceback); a stop is a normal end.
             self._captured_signals.clear()
 
-    config = uvicorn.Config(scoring_server.init(model), log_level=log_level, access_log=False,
+    config = uvicorn.Config(scoring.app(model), http="httptools", log_level=log_level, access_log=False,
                             lifespan="off")
     Server(config).run(sockets=[sock])
 
