@@ -112,10 +112,17 @@ def load_uri(uri: str, what: str, threads: int = DEFAULT_THREADS) -> Any:
         raise ServeError(f"{what} does not load: {type(exc).__name__}: {first}") from exc
 
 
-def run(model: Any, sock: socket.socket, log_level: str = "warning") -> None:
+APPS = ("recloop", "mlflow")  # tasks.scoring.app (the fast path) or MLflow's own app, unchanged
+HTTP_PARSERS = ("httptools", "h11")
+
+
+def run(model: Any, sock: socket.socket, log_level: str = "warning", app: str = "recloop",
+        http: str = "httptools") -> None:
     """Serve the scoring app for `model` on `sock`; returns after SIGINT/SIGTERM once the
-    requests in flight are answered."""
+    requests in flight are answered. `app="mlflow"` and `http="h11"` are what `recloop serve`
+    ran before its latency work: the serving benchmark's levers (benchmarks/serve_latency.py)."""
     import uvicorn
+    from mlflow.pyfunc import scoring_server
 
     from tasks import scoring
 
@@ -126,8 +133,8 @@ def run(model: Any, sock: socket.socket, log_level: str = "warning") -> None:
             # dies of it: status -15, or a KeyboardInterrupt traceback); a stop is a normal end.
             self._captured_signals.clear()
 
-    config = uvicorn.Config(scoring.app(model), http="httptools", log_level=log_level, access_log=False,
-                            lifespan="off")
+    asgi = scoring.app(model) if app == "recloop" else scoring_server.init(model)
+    config = uvicorn.Config(asgi, http=http, log_level=log_level, access_log=False, lifespan="off")
     Server(config).run(sockets=[sock])
 
 
@@ -142,6 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fd", type=int, required=True, help="a listening TCP socket inherited from the parent")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch intra-op threads")
     parser.add_argument("--parent-pid", type=int, help="die with this process (PR_SET_PDEATHSIG)")
+    parser.add_argument("--app", choices=APPS, default=APPS[0], help="mlflow: MLflow's app only (benchmark lever)")
+    parser.add_argument("--http", choices=HTTP_PARSERS, default=HTTP_PARSERS[0], help="uvicorn's HTTP parser")
     args = parser.parse_args(argv)
     if args.parent_pid is not None:
         from tasks.processes import die_with
@@ -150,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     sock = socket.socket(fileno=args.fd)
     status = 0
     try:
-        run(load_uri(args.model_uri, args.model_uri, args.threads), sock)
+        run(load_uri(args.model_uri, args.model_uri, args.threads), sock, app=args.app, http=args.http)
     except ServeError as exc:
         print(f"serve: {exc}", file=sys.stderr)
         status = 1
