@@ -269,6 +269,19 @@ class FeatureArrays:
 def _kind(dtype: Any) -> str:
     """'i' integer, 'f' float, 'b' bool, 'O' string/object/anything else."""
     try:
+        return _cached_kind(dtype)
+    except TypeError:  # an unhashable dtype
+        return _dtype_kind(dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_kind(dtype: Any) -> str:
+    # `_prepare` asks twice per column per batch; pandas_dtype costs ~10 us a call.
+    return _dtype_kind(dtype)
+
+
+def _dtype_kind(dtype: Any) -> str:
+    try:
         dtype = pd.api.types.pandas_dtype(dtype)
     except TypeError:
         return "O"
