@@ -507,7 +507,7 @@ class Preprocessor:
                     null_rows[column] = np.flatnonzero(missing)
             columns[column] = ser
         frame = pd.DataFrame(columns)
-        if any(_all_null(frame[c]) for c in categorify if c in frame):
+        if any(_all_null(columns[c]) for c in categorify if c in columns):  # not frame[c]: a new Series each
             probe = pd.DataFrame({c: [v] for c, v in self.probe_row.items()})
             probe = probe.astype({c: frame[c].dtype for c in probe if _kind(frame[c].dtype) != "O"})
             frame = pd.concat([frame, probe], ignore_index=True)

@@ -1,5 +1,6 @@
-"""`Lookup`, the small-batch dict path of the serving transform's categorify, gives exactly
-`encode`'s ids (the vectorised pandas lookup the compiled transform is proven against)."""
+"""The serving transform's small-batch paths give exactly what the vectorised pandas paths give
+(the ones the compiled transform is proven against): `Lookup` (a dict) vs `encode`
+(`Index.get_indexer`), and the cross hash of a few strings without pandas' factorize."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pandas as pd
 import pytest
 
 from feature_store.categorify import Lookup, encode
+from feature_store.stable_ops import SMALL_BATCH, hash_columns
 
 VOCABS = {
     "strings": pd.Index(["a", "b", "c", "7", ""], dtype=object),
@@ -44,3 +46,20 @@ def test_large_batches_take_the_vectorised_path():
     for n in (Lookup.SMALL, Lookup.SMALL + 1, 1000):
         values = pd.Series(rng.choice([f"v{i}" for i in range(80)] + [None], n), dtype=object)
         np.testing.assert_array_equal(Lookup(vocab)(values), encode(vocab, values))
+
+
+@pytest.mark.parametrize("n", [1, 2, SMALL_BATCH, SMALL_BATCH + 1])
+def test_small_batch_cross_hash_equals_pandas(n):
+    from pandas.core.util.hashing import combine_hash_arrays
+
+    rng = np.random.default_rng(n)
+    pool = ["seg1", "seg2", "", "é", "cat 7", "3", "None"]
+    strings = pd.Series(rng.choice(pool, n), dtype=object)
+    with_null = strings.copy()
+    with_null.iloc[0] = None
+    numbers = rng.integers(-5, 30, n)
+    for columns in ([strings, numbers], [strings, strings[::-1].reset_index(drop=True)], [with_null, numbers],
+                    [pd.Series(rng.choice([1, "a"], n), dtype=object), numbers]):
+        reference = combine_hash_arrays(
+            (pd.util.hash_array(c._values if isinstance(c, pd.Series) else c) for c in columns), len(columns))
+        np.testing.assert_array_equal(hash_columns(columns), reference)
