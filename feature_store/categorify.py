@@ -220,14 +220,15 @@ def _warm(vocab: pd.Index) -> pd.Index:
 class Lookup:
     """`encode` for one vocabulary, faster on small batches (serving requests).
 
-    `Index.get_indexer` spends ~40-70 us of Python per call before its hash lookup (it builds an
+    `Index.get_indexer` spends ~50-100 us of Python per call before its hash lookup (it builds an
     Index of the values and infers its dtype): most of a one-row request's categorify cost. A
-    batch of at most `SMALL` values is looked up in a dict instead, with the same result: both
+    batch of at most `SMALL` values is looked up in a dict instead (faster up to ~2,000 values,
+    measured with a 5,000-value vocabulary), with the same result: both
     compare by Python hash and ==, and the dict is built only for a vocabulary without nulls (the
     one case where pandas matches values the dict would not: NaN to NaN). Anything else (larger
     batches, categoricals, mixed int/float kinds, unhashable values) goes to `encode`."""
 
-    SMALL = 64
+    SMALL = 1024  # a serving request of 1,000 rows still takes the dict
 
     def __init__(self, vocab: pd.Index):
         self.vocab = vocab
@@ -244,8 +245,8 @@ class Lookup:
         except TypeError:  # an unhashable value: let pandas say what it makes of it
             return encode(self.vocab, values)
         absent = np.flatnonzero(ids < 0)
-        if len(absent):
-            ids[absent] = np.where(values.iloc[absent].isna().to_numpy(), NULL_ID, OOV_ID)
+        if len(absent):  # pd.isna on the array: Series.isna's test without building a Series
+            ids[absent] = np.where(pd.isna(values.to_numpy()[absent]), NULL_ID, OOV_ID)
         return ids
 
 

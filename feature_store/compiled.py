@@ -6,7 +6,7 @@ transform's time) and a one-row request pays ~80 ms of graph overhead (NVTabular
 `CompiledTransform.compile(workflow)` walks the fitted graph once and turns it into a list of
 steps over numbered slots, each step one vectorised kernel over whole columns:
 
-    FastCategorify      vocabulary lookup (`Index.get_indexer`; a dict for small batches),
+    FastCategorify      vocabulary lookup (`Index.get_indexer`; a dict up to 1,024 rows),
                         1 null, 2 out-of-vocabulary
     StableHashBucket    value hash modulo the bucket count
     StableHashedCross   row hash of the crossed columns modulo the bucket count

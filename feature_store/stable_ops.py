@@ -37,7 +37,7 @@ def hash_columns(columns: list[Any]) -> np.ndarray:
     return combine_hash_arrays(hashes, len(columns))
 
 
-SMALL_BATCH = 64
+SMALL_BATCH = 256  # hashing each string directly is faster up to ~500 of them (12 distinct values)
 
 
 def _hash_values(values: np.ndarray) -> np.ndarray:

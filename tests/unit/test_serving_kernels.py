@@ -43,7 +43,7 @@ def test_lookup_equals_encode(vocab, batch):
 def test_large_batches_take_the_vectorised_path():
     rng = np.random.default_rng(0)
     vocab = pd.Index([f"v{i}" for i in range(50)], dtype=object)
-    for n in (Lookup.SMALL, Lookup.SMALL + 1, 1000):
+    for n in (Lookup.SMALL, Lookup.SMALL + 1, 3000):
         values = pd.Series(rng.choice([f"v{i}" for i in range(80)] + [None], n), dtype=object)
         np.testing.assert_array_equal(Lookup(vocab)(values), encode(vocab, values))
 
