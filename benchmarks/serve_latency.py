@@ -9,9 +9,10 @@ rows/s is rows over the summed latencies. With `--mlflow-serve` the same request
 `mlflow models serve --env-manager local` with its default workers (one per core), the peer.
 
 With `--levers`, the same requests first go to `python -m tasks.serve` (the dry run's server) in
-each combination of the two serving levers, best of `--runs` runs each: the app (MLflow's own
-FastAPI app, or `tasks.scoring.app`'s fast path) and uvicorn's HTTP parser (h11 or httptools);
-MLflow's app on h11 is what `recloop serve` ran before. Last, the fast path's stages are timed
+each combination of the two serving levers: the app (MLflow's own FastAPI app, or
+`tasks.scoring.app`'s fast path) and uvicorn's HTTP parser (h11 or httptools); MLflow's app on
+h11 is what `recloop serve` ran before. The four servers run at once and get each request in
+turn (so load changes on the shared machine hit all alike); best p99 of `--runs` runs. Last, the fast path's stages are timed
 in-process (no HTTP): JSON -> frame, the bundle's transform, the torch forward, the answer.
 
 Targets (issue 11): 100 rows p99 <= 10 ms, >= 50k rows/s at 1,000 rows. The machine has 2
@@ -133,31 +134,41 @@ def _wait_healthy(proc: subprocess.Popen, port: int, deadline_s: float = 300) ->
 
 def measure(server: str, port: int, requests: int, warmup: int) -> list[Measurement]:
     """Timed requests of every size, one at a time over one keep-alive connection."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    return measure_interleaved({server: port}, requests, warmup)
+
+
+def measure_interleaved(servers: dict[str, int], requests: int, warmup: int) -> list[Measurement]:
+    """`measure` for several servers at once: request i goes to each server in turn before
+    request i + 1, so a change of the machine's load hits every server alike (the levers' runs)."""
+    conns = {name: http.client.HTTPConnection("127.0.0.1", port, timeout=60) for name, port in servers.items()}
     headers = {"Content-Type": "application/json"}
     out = []
     for size in SIZES:
         bodies = request_bodies(size, min(requests, 50))
         load_before = os.getloadavg()
-        latencies = []
+        latencies: dict[str, list[float]] = {name: [] for name in servers}
         for i in range(warmup + requests):
             body = bodies[i % len(bodies)]
-            t0 = time.perf_counter()
-            conn.request("POST", "/invocations", body=body, headers=headers)
-            resp = conn.getresponse()
-            payload = resp.read()
-            predictions = json.loads(payload)["predictions"] if resp.status == 200 else None
-            elapsed = time.perf_counter() - t0
-            if predictions is None or len(predictions) != size:
-                raise RuntimeError(f"{server}: status {resp.status} for {size} rows: {payload[:500]!r}")
-            if i >= warmup:
-                latencies.append(elapsed)
-        lat = np.asarray(latencies)
-        out.append(Measurement(server, size, requests, round(float(np.percentile(lat, 50)) * 1e3, 2),
-                               round(float(np.percentile(lat, 99)) * 1e3, 2), round(float(lat.max()) * 1e3, 2),
-                               round(size * len(lat) / float(lat.sum())), load_before, os.getloadavg()))
-        print(out[-1], flush=True)
-    conn.close()
+            for name, conn in conns.items():
+                t0 = time.perf_counter()
+                conn.request("POST", "/invocations", body=body, headers=headers)
+                resp = conn.getresponse()
+                payload = resp.read()
+                predictions = json.loads(payload)["predictions"] if resp.status == 200 else None
+                elapsed = time.perf_counter() - t0
+                if predictions is None or len(predictions) != size:
+                    raise RuntimeError(f"{name}: status {resp.status} for {size} rows: {payload[:500]!r}")
+                if i >= warmup:
+                    latencies[name].append(elapsed)
+        load_after = os.getloadavg()
+        for name, times in latencies.items():
+            lat = np.asarray(times)
+            out.append(Measurement(name, size, requests, round(float(np.percentile(lat, 50)) * 1e3, 2),
+                                   round(float(np.percentile(lat, 99)) * 1e3, 2), round(float(lat.max()) * 1e3, 2),
+                                   round(size * len(lat) / float(lat.sum())), load_before, load_after))
+            print(out[-1], flush=True)
+    for conn in conns.values():
+        conn.close()
     return out
 
 
@@ -182,22 +193,37 @@ LEVERS = (
 
 
 def measure_levers(model_uri: str, env: dict[str, str], requests: int, warmup: int, runs: int) -> list[Measurement]:
-    """Every lever combination served by `python -m tasks.serve`; per size, the run with the lowest p99."""
+    """Every lever combination served by its own `python -m tasks.serve`, all up at once and sent
+    the same requests interleaved (`measure_interleaved`); per lever and size, the run with the
+    lowest p99."""
     from tasks.serve import bind
 
-    best: list[Measurement] = []
-    for label, app, http_parser in LEVERS:
-        per_run = []
-        for _ in range(runs):
-            sock = bind("127.0.0.1", 0)
-            try:
+    per_run = []
+    for _ in range(runs):
+        procs, ports, socks = [], {}, []
+        try:
+            for label, app, http_parser in LEVERS:
+                sock = bind("127.0.0.1", 0)
+                socks.append(sock)
                 cmd = [sys.executable, "-m", "tasks.serve", "--model-uri", model_uri, "--fd", str(sock.fileno()),
                        "--app", app, "--http", http_parser]
-                per_run.append(_serve(cmd, env, REPO, label, requests, warmup, sock.getsockname()[1],
-                                      pass_fds=(sock.fileno(),)))
-            finally:
+                procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL, start_new_session=True,
+                                              pass_fds=(sock.fileno(),)))
+                ports[label] = sock.getsockname()[1]
+            for proc, port in zip(procs, ports.values()):
+                _wait_healthy(proc, port)
+            per_run.append(measure_interleaved(ports, requests, warmup))
+        finally:
+            for proc in procs:
+                stop_session(proc, timeout=60)  # our own children's sessions
+            for sock in socks:
                 sock.close()
-        best += [min(sizes, key=lambda m: m.p99_ms) for sizes in zip(*per_run)]
+    best = []
+    for label, _, _ in LEVERS:
+        for size in SIZES:
+            runs_of = [m for run in per_run for m in run if m.server == label and m.rows == size]
+            best.append(min(runs_of, key=lambda m: m.p99_ms))
     return best
 
 
@@ -254,7 +280,8 @@ def measure_stages(model_uri: str, repeats: int = 200) -> list[Stages]:
 
 def _lever_table(levers: list[Measurement], runs: int) -> list[str]:
     lines = [
-        f"## Levers (`python -m tasks.serve --app A --http H`, best p99 of {runs} runs per size)",
+        f"## Levers (`python -m tasks.serve --app A --http H`, all four up at once, requests interleaved; "
+        f"best p99 of {runs} runs per size)",
         "",
         "| lever | 1 row p50 / p99 ms | 100 rows p50 / p99 ms | 1,000 rows p50 / p99 ms | rows/s at 1,000 "
         "| load before / after |",
