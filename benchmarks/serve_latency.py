@@ -295,7 +295,8 @@ def _lever_table(levers: list[Measurement], runs: int) -> list[str]:
         first, last = sizes[SIZES[0]], sizes[SIZES[-1]]
         lines.append(f"| {label} | {' | '.join(cells)} | {last.rows_per_s:,.0f} | "
                      f"{first.load_before[0]:.2f} / {last.load_after[0]:.2f} |")
-    return lines + [""]
+    return lines + ["", "Four servers taking turns run each request on a colder cache than one server alone: "
+                        "compare the rows of this table with each other, not with the table above.", ""]
 
 
 def _stage_table(stages: list[Stages]) -> list[str]:
