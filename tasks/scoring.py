@@ -1,11 +1,11 @@
 """MLflow's scoring protocol with a fast path for the common request: the app `recloop serve` runs.
 
-MLflow's own app (`mlflow.pyfunc.scoring_server.init(model)`, FastAPI) spent ~6 ms of a 1-row
-request outside the model, measured on this project's ranker (benchmarks/results/
-serve_latency.md): a `BaseHTTPMiddleware` and a thread hop per request, `pd.DataFrame(data)`
-from the JSON rows, the signature's casts twice (once while parsing, again in
-`PyFuncModel.predict`), `inspect.signature` per call, and the answer written by json's
-pure-Python encoder. `app(model)` answers a `POST /invocations` whose body is the plain case:
+MLflow's own app (`mlflow.pyfunc.scoring_server.init(model)`) answered a 1-row request for this
+project's ranker in ~10 ms p50, most of it MLflow's per-request data handling, not the model or
+the web framework (benchmarks/results/serve_latency.md): `pd.DataFrame(data)` from the JSON rows,
+the signature's casts twice (while parsing, again in `PyFuncModel.predict`), and the answer
+written by json's pure-Python encoder. `app(model)` answers a `POST /invocations` whose body is
+the plain case:
 
 - `Content-Type: application/json` (optionally `; charset=utf-8`);
 - a JSON object with one key, `dataframe_split` (`columns` + `data`, no `index`) or
