@@ -103,8 +103,10 @@ bench-scale: install
 	$(BIN)/python -m benchmarks.scale $(SCALE_ARGS)
 
 # A synthetic champion served by `recloop serve` (and with --mlflow-serve, `mlflow models serve`) on
-# 127.0.0.1: 300 timed requests per size over one keep-alive connection; about 2 minutes.
-SERVE_ARGS ?= --mlflow-serve
+# 127.0.0.1: 300 timed requests per size over one keep-alive connection; with --levers, the four
+# serving levers (MLflow's app or the fast path x h11 or httptools) served at once with the requests
+# interleaved, best of 2 runs, and the fast path's stages timed in-process; about 4 minutes.
+SERVE_ARGS ?= --mlflow-serve --levers
 bench-serve: install
 	$(BIN)/python -m benchmarks.serve_latency $(SERVE_ARGS)
 

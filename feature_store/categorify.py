@@ -217,6 +217,39 @@ def _warm(vocab: pd.Index) -> pd.Index:
     return vocab
 
 
+class Lookup:
+    """`encode` for one vocabulary, faster on small batches (serving requests).
+
+    `Index.get_indexer` spends ~50-100 us of Python per call before its hash lookup (it builds an
+    Index of the values and infers its dtype): most of a one-row request's categorify cost. A
+    batch of at most `SMALL` values is looked up in a dict instead (faster up to ~2,000 values,
+    measured with a 5,000-value vocabulary), with the same result: both
+    compare by Python hash and ==, and the dict is built only for a vocabulary without nulls (the
+    one case where pandas matches values the dict would not: NaN to NaN). Anything else (larger
+    batches, categoricals, mixed int/float kinds, unhashable values) goes to `encode`."""
+
+    SMALL = 1024  # a serving request of 1,000 rows still takes the dict
+
+    def __init__(self, vocab: pd.Index):
+        self.vocab = vocab
+        plain = vocab.dtype.kind in "iuO" and not vocab.hasnans
+        self.ids = {v: i for i, v in enumerate(vocab.tolist(), FIRST_ID)} if plain else None
+
+    def __call__(self, values: pd.Series) -> np.ndarray:
+        if (self.ids is None or len(values) > self.SMALL or isinstance(values.dtype, pd.CategoricalDtype)
+                or (values.dtype.kind == "O") != (self.vocab.dtype.kind == "O")):
+            return encode(self.vocab, values)
+        get = self.ids.get
+        try:
+            ids = np.array([get(v, -1) for v in values.tolist()], dtype=np.int64)
+        except TypeError:  # an unhashable value: let pandas say what it makes of it
+            return encode(self.vocab, values)
+        absent = np.flatnonzero(ids < 0)
+        if len(absent):  # pd.isna on the array: Series.isna's test without building a Series
+            ids[absent] = np.where(pd.isna(values.to_numpy()[absent]), NULL_ID, OOV_ID)
+        return ids
+
+
 def encode(vocab: pd.Index, values: pd.Series) -> np.ndarray:
     """Ids for `values`: 3 + position in `vocab`, 2 when absent, 1 for null (by position)."""
     if isinstance(values.dtype, pd.CategoricalDtype):  # look up each category once, then take

@@ -6,7 +6,8 @@ transform's time) and a one-row request pays ~80 ms of graph overhead (NVTabular
 `CompiledTransform.compile(workflow)` walks the fitted graph once and turns it into a list of
 steps over numbered slots, each step one vectorised kernel over whole columns:
 
-    FastCategorify      vocabulary lookup (`Index.get_indexer`), 1 null, 2 out-of-vocabulary
+    FastCategorify      vocabulary lookup (`Index.get_indexer`; a dict up to 1,024 rows),
+                        1 null, 2 out-of-vocabulary
     StableHashBucket    value hash modulo the bucket count
     StableHashedCross   row hash of the crossed columns modulo the bucket count
     ContinuousChain     fill, clip, log1p, standardize
@@ -33,7 +34,7 @@ from merlin.dag.ops.concat_columns import ConcatColumns
 from merlin.dag.ops.selection import SelectionOp
 from nvtabular import ops
 
-from feature_store.categorify import FastCategorify, encode
+from feature_store.categorify import FastCategorify, Lookup
 from feature_store.continuous import ContinuousChain
 from feature_store.stable_ops import (
     DomainBucketize,
@@ -68,8 +69,8 @@ def _series(column: Column) -> pd.Series:
 
 
 def _categorify(op: FastCategorify, names: list[str]) -> Kernel:
-    vocabs = [op.vocabs[n] for n in names]
-    return lambda cols: [encode(v, _series(c)) for v, c in zip(vocabs, cols)]
+    lookups = [Lookup(op.vocabs[n]) for n in names]
+    return lambda cols: [lookup(_series(c)) for lookup, c in zip(lookups, cols)]
 
 
 def _hash_bucket(op: StableHashBucket, names: list[str]) -> Kernel:

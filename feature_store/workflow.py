@@ -269,6 +269,19 @@ class FeatureArrays:
 def _kind(dtype: Any) -> str:
     """'i' integer, 'f' float, 'b' bool, 'O' string/object/anything else."""
     try:
+        return _cached_kind(dtype)
+    except TypeError:  # an unhashable dtype
+        return _dtype_kind(dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_kind(dtype: Any) -> str:
+    # `_prepare` asks twice per column per batch; pandas_dtype costs ~10 us a call.
+    return _dtype_kind(dtype)
+
+
+def _dtype_kind(dtype: Any) -> str:
+    try:
         dtype = pd.api.types.pandas_dtype(dtype)
     except TypeError:
         return "O"
@@ -494,7 +507,7 @@ class Preprocessor:
                     null_rows[column] = np.flatnonzero(missing)
             columns[column] = ser
         frame = pd.DataFrame(columns)
-        if any(_all_null(frame[c]) for c in categorify if c in frame):
+        if any(_all_null(columns[c]) for c in categorify if c in columns):  # not frame[c]: a new Series each
             probe = pd.DataFrame({c: [v] for c, v in self.probe_row.items()})
             probe = probe.astype({c: frame[c].dtype for c in probe if _kind(frame[c].dtype) != "O"})
             frame = pd.concat([frame, probe], ignore_index=True)

@@ -4,9 +4,11 @@
     python -m tasks.serve --model-uri models:/NAME/VERSION --fd FD [--parent-pid PID]   # the gate's dry run
 
 The protocol is MLflow's (`POST /invocations` with a `dataframe_split`, `dataframe_records`,
-CSV or parquet body; `GET /ping`, `/health`, `/version`), because the app is MLflow's:
-`mlflow.pyfunc.scoring_server.init(model)`. What differs from `mlflow models serve -m ...
---env-manager local` is only how it runs, chosen for latency on a small, busy machine:
+CSV or parquet body; `GET /ping`, `/health`, `/version`): the app is `tasks.scoring.app(model)`,
+which answers plain JSON requests itself, with MLflow's bytes, and hands everything else to
+MLflow's own app (`mlflow.pyfunc.scoring_server.init(model)`). What differs from `mlflow models
+serve -m ... --env-manager local` is that fast path and how it runs, chosen for latency on a
+small, busy machine:
 
 - one process and one uvicorn worker, the bundle loaded once, no `bash -c exec uvicorn` child
   (`mlflow models serve` starts one worker per core, each loading the model, each with torch's
@@ -14,7 +16,7 @@ CSV or parquet body; `GET /ping`, `/health`, `/version`), because the app is MLf
 - torch set to `threads` intra-op threads (default 1) before the bundle loads: a request of
   1,000 rows is a few ms of matrix work, and a second thread costs more in contention than
   it gains on a shared box;
-- no access log line per request;
+- no access log line per request; HTTP parsed by httptools (C), not h11 (pure Python);
 - the alias is resolved to a version once, at start (a promotion while serving does not swap
   the model under a running server; restart to serve the new champion), and the socket is
   bound before the bundle loads, so a busy port or a missing alias fails in a second with
@@ -110,11 +112,19 @@ def load_uri(uri: str, what: str, threads: int = DEFAULT_THREADS) -> Any:
         raise ServeError(f"{what} does not load: {type(exc).__name__}: {first}") from exc
 
 
-def run(model: Any, sock: socket.socket, log_level: str = "warning") -> None:
-    """Serve MLflow's scoring app for `model` on `sock`; returns after SIGINT/SIGTERM once the
-    requests in flight are answered."""
+APPS = ("recloop", "mlflow")  # tasks.scoring.app (the fast path) or MLflow's own app, unchanged
+HTTP_PARSERS = ("httptools", "h11")
+
+
+def run(model: Any, sock: socket.socket, log_level: str = "warning", app: str = "recloop",
+        http: str = "httptools") -> None:
+    """Serve the scoring app for `model` on `sock`; returns after SIGINT/SIGTERM once the
+    requests in flight are answered. `app="mlflow"` and `http="h11"` are what `recloop serve`
+    ran before its latency work: the serving benchmark's levers (benchmarks/serve_latency.py)."""
     import uvicorn
     from mlflow.pyfunc import scoring_server
+
+    from tasks import scoring
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
@@ -123,8 +133,8 @@ def run(model: Any, sock: socket.socket, log_level: str = "warning") -> None:
             # dies of it: status -15, or a KeyboardInterrupt traceback); a stop is a normal end.
             self._captured_signals.clear()
 
-    config = uvicorn.Config(scoring_server.init(model), log_level=log_level, access_log=False,
-                            lifespan="off")
+    asgi = scoring.app(model) if app == "recloop" else scoring_server.init(model)
+    config = uvicorn.Config(asgi, http=http, log_level=log_level, access_log=False, lifespan="off")
     Server(config).run(sockets=[sock])
 
 
@@ -139,6 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fd", type=int, required=True, help="a listening TCP socket inherited from the parent")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch intra-op threads")
     parser.add_argument("--parent-pid", type=int, help="die with this process (PR_SET_PDEATHSIG)")
+    parser.add_argument("--app", choices=APPS, default=APPS[0], help="mlflow: MLflow's app only (benchmark lever)")
+    parser.add_argument("--http", choices=HTTP_PARSERS, default=HTTP_PARSERS[0], help="uvicorn's HTTP parser")
     args = parser.parse_args(argv)
     if args.parent_pid is not None:
         from tasks.processes import die_with
@@ -147,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     sock = socket.socket(fileno=args.fd)
     status = 0
     try:
-        run(load_uri(args.model_uri, args.model_uri, args.threads), sock)
+        run(load_uri(args.model_uri, args.model_uri, args.threads), sock, app=args.app, http=args.http)
     except ServeError as exc:
         print(f"serve: {exc}", file=sys.stderr)
         status = 1

@@ -5,6 +5,7 @@ MLflow's scoring protocol with the in-process bundle's probabilities, and the cl
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -13,7 +14,9 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -255,3 +258,84 @@ def test_served_connections_get_tcp_nodelay():
 
     asyncio.run(main_())
     assert seen and seen[0] != 0
+
+
+@contextlib.contextmanager
+def _served_in_thread(app) -> Iterator[int]:
+    """`app` under uvicorn (httptools, as `recloop serve` runs it) on a free loopback port."""
+    import uvicorn
+
+    from tasks.serve import bind
+
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, http="httptools", log_level="warning", access_log=False,
+                                           lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def _exchange(port: int, method: str, path: str, body: bytes | None, content_type: str | None) -> tuple:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": content_type} if content_type else {})
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("content-type"), resp.read()
+    finally:
+        conn.close()
+
+
+def test_the_fast_path_answers_byte_for_byte_as_mlflows_app(champion):
+    """`tasks.scoring.app` (what `recloop serve` runs) and MLflow's own scoring app, side by side on
+    the real bundle: the same status, content type and body for plain requests (the fast path) and
+    for everything it hands to MLflow's app (other formats, routes and every kind of bad input)."""
+    from mlflow.pyfunc import scoring_server
+
+    from tasks.scoring import FastFrame, app
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", champion.env["MLFLOW_TRACKING_URI"])
+        model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    raw = champion.raw
+    records = json.dumps({"dataframe_records": json.loads(raw.to_json(orient="records"))}).encode()
+    reordered = _dataframe_split(raw[raw.columns[::-1]])
+    as_string = json.loads(_dataframe_split(raw.head(3)))
+    as_string["dataframe_split"]["data"][0][list(raw.columns).index("hour")] = "7"
+    cases = [
+        ("POST", "/invocations", _dataframe_split(raw), "application/json"),
+        ("POST", "/invocations", _dataframe_split(raw.head(1)), "application/json; charset=utf-8"),
+        ("POST", "/invocations", records, "application/json"),
+        ("POST", "/invocations", reordered, "application/json"),
+        ("POST", "/invocations", json.dumps(as_string).encode(), "application/json"),  # MLflow casts "7"
+        ("POST", "/invocations", raw.to_csv(index=False).encode(), "text/csv"),
+        ("POST", "/invocations", b'{"dataframe_split": {"columns": ["hour"], "data": [[3]]}}', "application/json"),
+        ("POST", "/invocations", b'{"dataframe_split": ', "application/json"),
+        ("POST", "/invocations", b'{"rows": []}', "application/json"),
+        ("POST", "/invocations", _dataframe_split(raw), "application/xml"),
+        ("POST", "/invocations", _dataframe_split(raw), None),
+        ("GET", "/invocations", None, None),
+        ("GET", "/ping", None, None),
+        ("GET", "/health", None, None),
+        ("GET", "/version", None, None),
+        ("GET", "/nowhere", None, None),
+    ]
+    fast_frame = FastFrame.for_model(model)  # the first four take the fast path, the fifth does not
+    assert fast_frame is not None and [fast_frame.parse(c[2]) is not None for c in cases[:5]] == [True] * 4 + [False]
+    answers = []
+    with _served_in_thread(app(model)) as fast_port, _served_in_thread(scoring_server.init(model)) as mlflow_port:
+        for method, path, body, content_type in cases:
+            answers.append(_exchange(fast_port, method, path, body, content_type))
+            reference = _exchange(mlflow_port, method, path, body, content_type)
+            assert answers[-1] == reference, (method, path, content_type, (body or b"")[:80])
+    assert [a[0] for a in answers[:5]] == [200] * 5 and {a[0] for a in answers[6:11]} >= {400, 415}
+    predictions = np.asarray(json.loads(answers[0][2])["predictions"], np.float64)
+    np.testing.assert_allclose(predictions, champion.expected, rtol=0, atol=1e-9)
