@@ -18,6 +18,7 @@ from feature_store.errors import ParameterError
 from models.trainer import TrainConfig
 from tasks.dryrun import DryRunConfig
 from tasks.evaluate import GatePolicy
+from tasks.retrieval_gate import RetrievalPolicy
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ class Settings(BaseSettings):
                                description="Training-serving skew and drift (feature_store/drift.py DriftPolicy).")
     dask: DaskConfig = Field(default_factory=DaskConfig, description="Where preprocessing runs (feature_store/cluster.py).")
     stream: StreamConfig = Field(default_factory=StreamConfig, description="Partition, row-group and buffer sizes.")
+    retrieval: RetrievalPolicy = Field(default_factory=RetrievalPolicy,
+                                       description="The retrieval stage (tasks/retrieval_gate.py RetrievalPolicy).")
     # Served stack (`make up` / `recloop stack`, flows/stack.py).
     db_url: str | None = Field(
         default=None, description="PostgreSQL for the served stack (postgresql://user@host:port/db); unset: SQLite files."
@@ -107,7 +110,7 @@ class Settings(BaseSettings):
             return [entry for entry in value.split(os.pathsep) if entry.strip()]
         return value
 
-    @field_validator("train", "gate", "dryrun", "drift", "dask", "stream", mode="before")
+    @field_validator("train", "gate", "dryrun", "drift", "dask", "stream", "retrieval", mode="before")
     @classmethod
     def _section_lists(cls, value):
         # A list inside a section arrives from the environment as its JSON text.
