@@ -8,7 +8,9 @@ Every retriever is an `nn.Module` (`forward(users) -> scores (U, n_items)`) with
 `Config` next to it (its `config_class`), one file each, the paper and formula in its docstring. The catalogue
 search is `search.search` (exact; the one function to swap for FAISS at millions of items).
 
-    popularity   item counts in the training window            Cremonesi 2010
+    popularity     item counts in the training window                  Cremonesi 2010
+    item_knn       cosine item-item neighbours of the user's items      Sarwar 2001
+    user_knn       cosine user-user neighbours' items                   Herlocker 1999
 """
 
 from __future__ import annotations
@@ -17,15 +19,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from models._config import config_from_dict
-from models.retrieval import popularity
-from models.retrieval.base import Interactions, Retriever
+from models.retrieval import item_knn, popularity, user_knn
+from models.retrieval.base import Interactions, Retriever, SideInfo
 from models.retrieval.search import search
 
 RETRIEVERS: dict[str, type[Retriever]] = {
     "popularity": popularity.Popularity,
+    "item_knn": item_knn.ItemKNN,
+    "user_knn": user_knn.UserKNN,
 }
 
-__all__ = ["RETRIEVERS", "Interactions", "Retriever", "build_retriever", "retriever_class", "search"]
+__all__ = ["RETRIEVERS", "Interactions", "Retriever", "SideInfo", "build_retriever", "retriever_class", "search"]
 
 
 def retriever_class(name: str) -> type[Retriever]:
@@ -35,8 +39,10 @@ def retriever_class(name: str) -> type[Retriever]:
         raise ValueError(f"unknown retriever {name!r}; valid: {sorted(RETRIEVERS)}") from None
 
 
-def build_retriever(name: str, n_users: int, n_items: int, hparams: Mapping[str, Any] | None = None) -> Retriever:
-    """A retriever by name, its `Config` from `hparams` (unknown keys are an error)."""
+def build_retriever(name: str, n_users: int, n_items: int, hparams: Mapping[str, Any] | None = None,
+                    side: SideInfo | None = None) -> Retriever:
+    """A retriever by name, its `Config` from `hparams` (unknown keys are an error); `side`
+    sizes the models that read features (two_tower), the others ignore it."""
     cls = retriever_class(name)
     config = config_from_dict(cls.config_class, hparams, what=f"retriever {name!r}")
-    return cls(n_users, n_items, config)
+    return cls(n_users, n_items, config, side)

@@ -103,16 +103,35 @@ class SideInfo:
     item_cardinalities: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True)
+class LoopDefaults:
+    """A trained retriever's own epochs, batch size and learning rate, used where
+    `RetrievalTrainConfig` leaves them None (BPR, AutoRec and two-tower need different ones)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+
+
 class Retriever(nn.Module):
     """Base of every retriever: holds the training history and recommends from `forward`.
 
     Subclasses implement `forward(users) -> scores (U, n_items)` (higher is better) and set
-    `name` and `config_class`. `uses_history`: scores come from the user's own items (kNN, AutoRec, TF-IDF), so
-    a user without history has nothing to go on and gets the popularity order instead."""
+    `name` and `config_class`; their constructor is `(n_users, n_items, config, side=None)`.
+    `uses_history`: scores come from the user's own items (kNN, AutoRec, TF-IDF), so
+    a user without history has nothing to go on and gets the popularity order instead.
+
+    Fitting has two parts. `fit(train, side)` computes everything that has a closed form (the
+    history, similarities, the normalized graph, the catalogue's features); for popularity,
+    kNN and TF-IDF that is the whole fit. A model with an `objective` ("bpr",
+    "reconstruction", "sampled_softmax") is then trained by `models.retrieval.trainer`'s
+    loop of that name, which calls the hooks the objective documents there."""
 
     name: ClassVar[str]
     config_class: ClassVar[type]  # the frozen Config dataclass next to the subclass
     uses_history: ClassVar[bool] = False
+    objective: ClassVar[str | None] = None  # a loop in models.retrieval.trainer.OBJECTIVES
+    loop_defaults: ClassVar[LoopDefaults | None] = None  # set with `objective`
 
     def __init__(self, n_users: int, n_items: int):
         super().__init__()
@@ -122,6 +141,10 @@ class Retriever(nn.Module):
         self.register_buffer("history_indptr", torch.zeros(n_users + 1, dtype=torch.int64))
         self.register_buffer("history_indices", torch.zeros(0, dtype=torch.int64))
         self.register_buffer("popularity", torch.zeros(n_items))
+
+    def fit(self, train: Interactions, side: SideInfo | None = None) -> None:
+        """The closed-form part of the fit; the base keeps the history only."""
+        self.set_history(train)
 
     def set_history(self, train: Interactions) -> None:
         """Keep the training interactions (for exclusion, history-based scores, cold start)."""

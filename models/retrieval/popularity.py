@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from models.retrieval.base import Interactions, Retriever
+from models.retrieval.base import Retriever, SideInfo
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,9 @@ class Popularity(Retriever):
     name = "popularity"
     config_class = Config
 
-    def __init__(self, n_users: int, n_items: int, config: Config = Config()):
+    def __init__(self, n_users: int, n_items: int, config: Config = Config(), side: SideInfo | None = None):
         super().__init__(n_users, n_items)
-        self.config = config
-
-    def fit(self, train: Interactions) -> None:
-        """Closed form: the counts are the history's (`set_history`)."""
-        self.set_history(train)
+        self.config = config  # closed form: `fit` (the base's) keeps the history, whose counts are the scores
 
     def forward(self, users: torch.Tensor) -> torch.Tensor:
         return self.popularity.expand(users.numel(), -1)
