@@ -276,6 +276,15 @@ def _run_night(run_date: date, dataset: str, arch, epochs, approval, backfill: b
     console.print(f"[bold]{verdict}[/bold]")
     for note in summary.notes:
         console.print(f"  - {note}", highlight=False)
+    if summary.retrieval is not None:
+        from tasks.report import pipeline_line, retrieval_rich_table
+
+        r = summary.retrieval
+        console.print(retrieval_rich_table(r, f"{summary.dataset}: retrievers, top-{r.k} ({r.users:,} staging users)"))
+        console.print(f"retriever champion v{r.champion_before or '-'} -> v{r.champion_after or '-'}; "
+                      + pipeline_line(r), highlight=False)
+        for note in r.notes:
+            console.print(f"  - {note}", highlight=False)
     if expired is not None:  # the Prefect run ended Failed: nobody decided in time
         console.print(f"[bold red]{expired}[/]", highlight=False)
     return summary
@@ -661,12 +670,15 @@ def rollback(
     spec: SpecOption = None,
     to_version: Annotated[Optional[int], typer.Option(help="Restore this version instead of the previous "
                                                            "champion (it must have passed its gate).")] = None,
+    retriever: Annotated[bool, typer.Option("--retriever", help="Roll back `<dataset>-retriever` instead of "
+                                                                "the ranker.")] = False,
 ) -> None:
     """Move `champion` back to the version it replaced (its `previous_champion` tag), or to --to-version."""
     _quiet_libraries()
     from tasks import registry
 
-    name = registry.registered_model_name(dataset_spec(dataset, spec).name)
+    ds = dataset_spec(dataset, spec).name
+    name = registry.retriever_model_name(ds) if retriever else registry.registered_model_name(ds)
     with _servers():
         client = _mlflow_client()
     try:

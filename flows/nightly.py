@@ -27,6 +27,8 @@ from tasks.handoff import Night, NightSummary
 from tasks.ingest import ingest_task
 from tasks.lock import NightLock
 from tasks.preprocess import preprocess_task
+from tasks.retrieve import check_retrievers, pipeline_ranker, retrieval_task
+from tasks.retrieve import enabled as retrieval_enabled
 from tasks.settings import get_settings
 from tasks.stage import promotion_task, staging_task
 from tasks.train import check_architectures, train_task
@@ -91,6 +93,7 @@ def nightly_retrain(
     architectures = architectures or DEFAULT_ARCHITECTURES
     spec = load_spec(dataset, settings.spec_dirs)
     check_architectures(architectures, hparams)
+    check_retrievers(spec)
     preflight.check_home(settings.home)
     preflight.check_stores(settings.resolved_tracking_uri, settings.resolved_registry_uri)
     client = tracking.configure(settings)
@@ -209,6 +212,11 @@ def _night(client, settings, spec, night: Night, work: Path, architectures: list
         if settings.approval_mode == "manual" and outcome.version_gate is not None and outcome.version_gate.passed:
             decision, promotion = timed("approval", _manual_approval, client, settings, night, outcome,
                                         candidates, str(window.holdout_day))
+        retrieval = None
+        if retrieval_enabled(spec, settings.retrieval):  # candidate generation, then retriever -> ranker
+            retrieval = timed("retrieval", retrieval_task, client, night, spec, window, data, work, settings.retrieval,
+                              settings.approval_mode, *pipeline_ranker(client, night, candidates, outcome.selected),
+                              chunk_rows=settings.stream.chunk_rows, evaluate_only=backfill_note is not None)
         oracle = report.oracle_column(data.holdout_raw, spec)
         champion_after = registry.alias_version(client, night.model_name, registry.CHAMPION)
         summary = NightSummary(
@@ -235,6 +243,7 @@ def _night(client, settings, spec, night: Night, work: Path, architectures: list
             preprocess_fit_rows_per_s=data.fit_rows_per_s,
             dask_dashboard=data.dask_dashboard,
             drift=drift,
+            retrieval=retrieval,
         )
         create_markdown_artifact(
             key=f"{spec.name.replace('_', '-')}-comparison",
@@ -312,4 +321,5 @@ def _artifact_markdown(summary: NightSummary) -> str:
     outcome = (f"\n\n**Champion:** v{summary.champion_before or '-'} -> v{summary.champion_after or '-'}"
                f" ({'promoted' if summary.promoted else 'unchanged'})\n")
     notes = "".join(f"\n- {n}" for n in summary.notes)
-    return head + report.markdown_table(summary.rows) + outcome + notes + "\n\n" + report.drift_markdown(summary.drift)
+    return (head + report.markdown_table(summary.rows) + outcome + notes + "\n\n" + report.drift_markdown(summary.drift)
+            + report.retrieval_markdown(summary.retrieval))

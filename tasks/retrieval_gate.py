@@ -24,23 +24,23 @@ class RetrievalPolicy:
     (a spec's `retrieval.k` overrides it); `top_n`: the two-stage pipeline's final list, re-scored
     by the ranker; `exclude_seen`: never recommend an item the user interacted with (any event,
     positive or not) in the training window. `epochs`, `batch_size`, `lr`: trained retrievers
-    (`models.retrieval.trainer.RetrievalTrainConfig`). Gate: `recall_tolerance` below the
+    (`models.retrieval.trainer.RetrievalTrainConfig`; None: each retriever's own). Gate: `recall_tolerance` below the
     champion's Recall@K, `min_recall` with no champion, `bootstrap_samples` resamples of users."""
 
     enabled: bool = True
     k: int = 100
     top_n: int = 10
     exclude_seen: bool = True
-    epochs: int = 20
-    batch_size: int = 4096
-    lr: float = 0.01
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
     recall_tolerance: float = 0.005
     min_recall: float = 0.0
     bootstrap_samples: int = 500
     seed: int = 0
 
     def __post_init__(self):
-        if min(self.k, self.top_n, self.epochs, self.batch_size) < 1:
+        if min(self.k, self.top_n, self.epochs or 1, self.batch_size or 1) < 1:
             raise ValueError("need k, top_n, epochs and batch_size >= 1")
         if self.top_n > self.k:
             raise ValueError(f"top_n ({self.top_n}) cannot exceed k ({self.k}): the ranker re-scores the k candidates")

@@ -11,7 +11,12 @@ import yaml
 
 from feature_store.errors import ParameterError, SpecError
 from feature_store.spec import load_spec, spec_to_yaml
-from tasks.retrieval_gate import RetrievalPolicy, bootstrap_mean_delta, evaluate_retrieval_gate, per_user_recall
+from tasks.retrieval_gate import (
+    RetrievalPolicy,
+    bootstrap_mean_delta,
+    evaluate_retrieval_gate,
+    per_user_recall,
+)
 from tasks.settings import get_settings
 
 BASE = {
