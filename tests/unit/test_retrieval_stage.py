@@ -109,3 +109,86 @@ def test_per_user_recall_and_gate():
 def test_bootstrap_of_identical_samples_is_zero():
     x = np.random.default_rng(0).random(50)
     assert bootstrap_mean_delta(x, x) == (0.0, 0.0, 0.0)
+
+
+# ---------------------------------------------------------------- aggregation and re-ranking
+
+def _spec(tmp_path, positive="label"):
+    spec = {**BASE, "retrieval": {"retrievers": ["popularity"], "positive": positive}}
+    return load_spec(_write(tmp_path, spec))
+
+
+def _ids():
+    import pandas as pd
+
+    from feature_store.interactions import IdSpace
+
+    return IdSpace("user_id", "item_id", pd.Index(["u1", "u2"]), pd.Index(["a", "b", "c"]))
+
+
+def test_id_space_maps_raw_ids_through_the_vocabulary():
+    ids = _ids()
+    assert (ids.n_users, ids.n_items) == (5, 3)
+    assert ids.user_index(np.array(["u2", "new", None], dtype=object)).tolist() == [4, 2, 1]
+    assert ids.item_index(np.array(["c", "zzz"], dtype=object)).tolist() == [2, -1]
+    assert ids.item_values(np.array([1, -1])).tolist() == ["b", None]
+
+
+def test_aggregation_streams_positives_seen_pairs_and_an_evaluated_day(tmp_path):
+    import pandas as pd
+
+    from feature_store.interactions import aggregate_day, aggregate_window
+
+    ids = _ids()
+    window = pd.DataFrame({"user_id": ["u1", "u1", "u2", "u2", "u1", "x"], "item_id": ["a", "b", "a", "a", "zz", "c"],
+                           "click": [1, 0, 1, 1, 1, 1], "rating": [5, 2, 4, 3, 5, 5], "price": [1.0, 2, 1, 1, 9, 3],
+                           "device": ["m"] * 6})
+    path = tmp_path / "window.parquet"
+    window.to_parquet(path)
+    got = aggregate_window([path], _spec(tmp_path), ids, chunk_rows=2)  # chunks of 2: the streamed path
+    # positives: (u1, a), (u2, a) twice; unknown user x and item zz skipped; (u1, b) seen, not positive
+    assert list(zip(got.positives.users, got.positives.items, got.positives.counts)) == [(3, 0, 1), (4, 0, 2)]
+    assert list(zip(got.seen.users, got.seen.items)) == [(3, 0), (3, 1), (4, 0)]
+    assert got.catalogue["price"].tolist() == [1.0, 2.0, 3.0]  # first seen, whoever the user
+    rated = aggregate_window([path], _spec(tmp_path, {"column": "rating", "min": 4}), ids, chunk_rows=4)
+    assert list(zip(rated.positives.users, rated.positives.items, rated.positives.counts)) == [(3, 0, 1), (4, 0, 1)]
+
+    day = pd.DataFrame({"user_id": ["u2", "new", "u2", "u1"], "item_id": ["c", "b", "unseen", "a"],
+                        "click": [1, 1, 1, 0], "rating": [5, 5, 5, 1], "price": [3.0, 2, 5, 1], "device": ["t"] * 4})
+    day.to_parquet(tmp_path / "day.parquet")
+    ev = aggregate_day([tmp_path / "day.parquet"], _spec(tmp_path), ids, chunk_rows=3, row_columns=["device"])
+    assert ev.raw_users.tolist() == ["u2", "new", "u1"] and ev.users.tolist() == [4, 2, 3]
+    # u2 clicked c and an item outside the catalogue (index n_items + 0: a miss for everyone)
+    assert [r.tolist() for r in ev.relevant] == [[2, 3], [1], []] and ev.outside.tolist() == ["unseen"]
+    assert ev.n_evaluated == 2 and ev.user_rows["device"].tolist() == ["t"] * 3
+
+
+def test_rerank_orders_the_retrieved_items_as_the_ranker_scores_them():
+    """The pipeline's second stage: a planted ranker that scores an item by its price puts each
+    user's retrieved items in price order, whatever order the retriever gave."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from tasks.retrieve import candidate_rows, rerank
+
+    catalogue = pd.DataFrame({"item_id": list("abcdef"), "price": [5.0, 1.0, 4.0, 2.0, 6.0, 3.0]})
+    data = SimpleNamespace(catalogue=catalogue, ids=SimpleNamespace(n_items=6))
+    users = pd.DataFrame({"user_id": ["u1", "u2"], "item_id": ["z", "z"], "price": [0.0, 0.0], "device": ["m", "t"]})
+    retrieved = np.array([[1, 3, 0, 2], [5, 4, -1, -1]])  # retriever order; -1 pads a short list
+    rows, u_pos, r_pos = candidate_rows(users, retrieved, data, ["item_id", "price"])
+    assert rows["item_id"].tolist() == ["b", "d", "a", "c", "f", "e"] and rows["device"].tolist()[-1] == "t"
+    assert u_pos.tolist() == [0, 0, 0, 0, 1, 1] and r_pos.tolist() == [0, 1, 2, 3, 0, 1]
+    seen_rows = []
+
+    def planted(frame):
+        seen_rows.append(frame)
+        return frame["price"].to_numpy()
+
+    top = rerank(retrieved, users, data, ["item_id", "price"], planted, top_n=3)
+    assert top.tolist() == [[0, 2, 3], [4, 5, -1]]  # prices 5, 4, 2 / 6, 3
+    assert sum(len(f) for f in seen_rows) == 6  # every valid candidate scored once, pads never
+    reverse = rerank(retrieved, users, data, ["item_id", "price"], lambda f: -f["price"].to_numpy(), top_n=3)
+    assert reverse.tolist() == [[1, 3, 2], [5, 4, -1]]
+    # Ties keep the retriever's order.
+    assert rerank(retrieved, users, data, ["item_id", "price"], lambda f: np.zeros(len(f)), 2).tolist() == [[1, 3], [5, 4]]
