@@ -192,3 +192,20 @@ def test_rerank_orders_the_retrieved_items_as_the_ranker_scores_them():
     assert reverse.tolist() == [[1, 3, 2], [5, 4, -1]]
     # Ties keep the retriever's order.
     assert rerank(retrieved, users, data, ["item_id", "price"], lambda f: np.zeros(len(f)), 2).tolist() == [[1, 3], [5, 4]]
+
+
+def test_stage_runs_only_for_specs_with_a_section_and_the_setting_on(tmp_path):
+    from tasks.retrieve import check_retrievers, enabled, evaluation_ks, top_k_of
+
+    spec = load_spec(_write(tmp_path, {**BASE, "retrieval": {"retrievers": ["popularity"], "k": 20}}))
+    assert enabled(spec, RetrievalPolicy()) and not enabled(spec, RetrievalPolicy(enabled=False))
+    assert not enabled(load_spec("adult"), RetrievalPolicy())
+    assert top_k_of(spec, RetrievalPolicy()) == 20 and evaluation_ks(20) == (10, 20) and evaluation_ks(100) == (10, 50, 100)
+    check_retrievers(spec)
+    bad = load_spec(_write(tmp_path, {**BASE, "retrieval": {"retrievers": ["popularity", "nope"]}}))
+    with pytest.raises(ParameterError, match=r"retrieval.retrievers.1: unknown retriever 'nope'; valid: .*item_knn"):
+        check_retrievers(bad)
+    wrong = load_spec(_write(tmp_path, {**BASE, "retrieval": {"retrievers": [{"name": "item_knn",
+                                                                              "hparams": {"neighbors": 5}}]}}))
+    with pytest.raises(ParameterError, match="neighbors"):
+        check_retrievers(wrong)
