@@ -346,12 +346,12 @@ def status(dataset: Annotated[Optional[list[str]], typer.Option(help="Dataset (r
         for note in _reconcile_if_prefect(client, names):
             console.print(f"[bold yellow]{note}[/]", highlight=False)
     table = Table(title=f"registry ({_settings().resolved_registry_uri})")
-    for col in ("registered model", "role", "version", "arch", "trained on", "staging AUC", "gate", "health",
+    for col in ("registered model", "role", "version", "arch", "trained on", "staging AUC / recall", "gate", "health",
                 "approval"):
         table.add_column(col, overflow="fold")
     notes = []
     for ds in names:
-        for st in registry.status(client, ds):
+        for st in [*registry.status(client, ds), *registry.status(client, ds, registry.retriever_model_name(ds))]:
             t = st.tags
             health = t.get(registry.HEALTH, "unchecked")
             if health == registry.BROKEN:
@@ -360,8 +360,10 @@ def status(dataset: Annotated[Optional[list[str]], typer.Option(help="Dataset (r
             approval = f"{decision} by {t['approval.by']}" if decision and t.get("approval.by") else decision
             if decision in ("crashed", "timeout", "stale") and t.get("approval.reason"):
                 notes.append(f"{st.name} v{st.version} approval {decision}: {t['approval.reason']}")
-            table.add_row(st.name, st.role, f"v{st.version}", t.get("arch", ""), t.get("data_window", ""),
-                          t.get("gate.staging_auc", ""), t.get("gate.verdict", ""), health, approval)
+            staging = t.get("gate.staging_auc") or (f"Recall@{t['gate.k']} {t['gate.staging_recall']}"
+                                                    if "gate.staging_recall" in t else "")
+            table.add_row(st.name, st.role, f"v{st.version}", t.get("arch", t.get("retriever", "")),
+                          t.get("data_window", ""), staging, t.get("gate.verdict", ""), health, approval)
     if table.row_count == 0:
         console.print(f"no registered models in {_settings().resolved_registry_uri}")
         return

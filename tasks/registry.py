@@ -216,10 +216,11 @@ class VersionStatus:
     tags: dict[str, str]
 
 
-def status(client: MlflowClient, dataset: str) -> list[VersionStatus]:
+def status(client: MlflowClient, dataset: str, name: str | None = None) -> list[VersionStatus]:
     """Champion, challenger, and the newest version when it is neither (e.g. a night that was
-    rejected, timed out or died while waiting); empty when nothing is registered."""
-    name = registered_model_name(dataset)
+    rejected, timed out or died while waiting); empty when nothing is registered. `name`: another
+    registered model of the dataset (its retriever); default the ranker."""
+    name = name or registered_model_name(dataset)
     out = []
     for alias in (CHAMPION, CHALLENGER):
         mv = alias_version(client, name, alias)
