@@ -214,9 +214,16 @@ def _night(client, settings, spec, night: Night, work: Path, architectures: list
                                         candidates, str(window.holdout_day))
         retrieval = None
         if retrieval_enabled(spec, settings.retrieval):  # candidate generation, then retriever -> ranker
-            retrieval = timed("retrieval", retrieval_task, client, night, spec, window, data, work, settings.retrieval,
-                              settings.approval_mode, *pipeline_ranker(client, night, candidates, outcome.selected),
-                              chunk_rows=settings.stream.chunk_rows, evaluate_only=backfill_note is not None)
+            try:
+                retrieval = timed("retrieval", retrieval_task, client, night, spec, window, data, work,
+                                  settings.retrieval, settings.approval_mode,
+                                  *pipeline_ranker(client, night, candidates, outcome.selected),
+                                  chunk_rows=settings.stream.chunk_rows, evaluate_only=backfill_note is not None)
+            except Exception as exc:  # the ranking night stands; the failure is on the run and in the notes
+                why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:500] if str(exc) else ''}"
+                log.error(f"retrieval stage failed, the ranking results stand: {why}")
+                outcome.notes.append(f"retrieval stage failed: {why}")
+                client.set_tag(night.parent_run_id, "retrieval.failure", why)
         oracle = report.oracle_column(data.holdout_raw, spec)
         champion_after = registry.alias_version(client, night.model_name, registry.CHAMPION)
         summary = NightSummary(
