@@ -22,7 +22,7 @@ from prefect.runtime import flow_run
 from feature_store.spec import DEFAULT_DATASET, load_spec
 from flows.console import quiet_expected_stops
 from tasks import approval, doctor, guards, preflight, registry, report, tracking
-from tasks.drift import drift_task
+from tasks.drift import drift_check, drift_task
 from tasks.handoff import Night, NightSummary
 from tasks.ingest import ingest_task
 from tasks.lock import NightLock
@@ -218,7 +218,8 @@ def _night(client, settings, spec, night: Night, work: Path, architectures: list
                 retrieval = timed("retrieval", retrieval_task, client, night, spec, window, data, work,
                                   settings.retrieval, settings.approval_mode,
                                   *pipeline_ranker(client, night, candidates, outcome.selected),
-                                  chunk_rows=settings.stream.chunk_rows, evaluate_only=backfill_note is not None)
+                                  chunk_rows=settings.stream.chunk_rows, evaluate_only=backfill_note is not None,
+                                  extra_checks=[c for c in [drift_check(drift)] if c is not None])
             except Exception as exc:  # the ranking night stands; the failure is on the run and in the notes
                 why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:500] if str(exc) else ''}"
                 log.error(f"retrieval stage failed, the ranking results stand: {why}")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import mlflow
 import numpy as np
@@ -266,13 +266,16 @@ def champion_lists(client: MlflowClient, name: str, data: RetrievalData, k: int,
 
 
 def gate_retrievers(client: MlflowClient, candidates: list[RetrieverCandidate], champion: np.ndarray | None,
-                    data: RetrievalData, k: int, policy: RetrievalPolicy, champion_version: str | None
-                    ) -> dict[str, RetrievalGate]:
+                    data: RetrievalData, k: int, policy: RetrievalPolicy, champion_version: str | None,
+                    extra_checks: Sequence[Check] = ()) -> dict[str, RetrievalGate]:
+    """Gate every retriever; `extra_checks` join every gate (a blocking drift report's `drift`)."""
     old = per_user_recall(champion, data.staging.relevant, k) if champion is not None else None
     gates = {}
     for cand in candidates:
         finite = bool(np.all(np.isfinite(cand.staging_scores[cand.staging_items >= 0])))
         gate = evaluate_retrieval_gate(cand.staging_recall, old, k, policy, finite)
+        for check in extra_checks:
+            gate.add_check(check)
         gates[cand.name] = gate
         for key, value in gate.metrics().items():
             client.log_metric(cand.run_id, key, float(value))
@@ -398,9 +401,11 @@ def _rows(candidates, gates, k, selected, version, champion_version, champion_li
 
 def run_retrieval(client: MlflowClient, night: Night, spec: DatasetSpec, window: RawWindow, data: PreparedData,
                   work, policy: RetrievalPolicy, approval_mode: str, ranker_uri: str | None, ranker_label: str = "",
-                  chunk_rows: int = 262_144, evaluate_only: bool = False, log: Callable[[str], None] = print
-                  ) -> RetrievalSummary:
-    """The whole stage (see the module docstring); returns the table and what moved."""
+                  chunk_rows: int = 262_144, evaluate_only: bool = False, log: Callable[[str], None] = print,
+                  extra_checks: Sequence[Check] = ()) -> RetrievalSummary:
+    """The whole stage (see the module docstring); returns the table and what moved.
+    `extra_checks` fail every retriever's gate too (a blocking drift report: the staging day's
+    data is in question for both stages)."""
     t0 = time.perf_counter()
     k = top_k_of(spec, policy)
     name = registry.retriever_model_name(night.dataset)
@@ -414,7 +419,7 @@ def run_retrieval(client: MlflowClient, night: Night, spec: DatasetSpec, window:
                                champion_before=champion_version)
     if broken:
         summary.notes.append(f"retriever champion v{champion_version} marked health=broken: {broken}")
-    gates = gate_retrievers(client, candidates, champ, rdata, k, policy, champion_version)
+    gates = gate_retrievers(client, candidates, champ, rdata, k, policy, champion_version, extra_checks)
     passing = [c for c in candidates if gates[c.name].passed]
     chosen = max(passing, key=lambda c: c.metrics.get(f"val_recall_at_{k}", -1.0)) if passing else None
     version = None
@@ -476,7 +481,8 @@ def pipeline_ranker(client: MlflowClient, night: Night, candidates: list, select
 @task(name="retrieval", cache_policy=NO_CACHE)
 def retrieval_task(client: MlflowClient, night: Night, spec: DatasetSpec, window: RawWindow, data: PreparedData,
                    work, policy: RetrievalPolicy, approval_mode: str, ranker_uri: str | None, ranker_label: str = "",
-                   chunk_rows: int = 262_144, evaluate_only: bool = False) -> RetrievalSummary:
+                   chunk_rows: int = 262_144, evaluate_only: bool = False,
+                   extra_checks: Sequence[Check] = ()) -> RetrievalSummary:
     """Fit, gate and register the spec's retrievers; evaluate retriever -> ranker on the staging day."""
     return run_retrieval(client, night, spec, window, data, work, policy, approval_mode, ranker_uri, ranker_label,
-                         chunk_rows, evaluate_only, log=get_run_logger().info)
+                         chunk_rows, evaluate_only, log=get_run_logger().info, extra_checks=extra_checks)

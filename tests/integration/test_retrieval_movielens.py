@@ -21,6 +21,7 @@ def test_movielens_nights_retrieve_gate_and_rerank(movielens_root, recloop_home,
 
     monkeypatch.setenv("RECLOOP_DATA_ROOT", str(movielens_root))
     monkeypatch.setenv("RECLOOP_WINDOW_DAYS", "30")
+    monkeypatch.setenv("RECLOOP_RETRIEVAL_ENABLED", "true")  # tests/conftest.py turns it off for other nights
     monkeypatch.setenv("RECLOOP_RETRIEVAL_BOOTSTRAP_SAMPLES", "100")
     first = nightly_retrain(run_date=date(1998, 4, 22), dataset="movielens_100k", architectures=["wide"], epochs=1)
     second = nightly_retrain(run_date=date(1998, 4, 23), dataset="movielens_100k", architectures=["wide"], epochs=1)

@@ -82,6 +82,7 @@ def test_settings_section(monkeypatch, tmp_path):
     monkeypatch.setenv("RECLOOP_SETTINGS_FILE", str(tmp_path / "absent.env"))
     monkeypatch.setenv("RECLOOP_RETRIEVAL_K", "50")
     monkeypatch.setenv("RECLOOP_RETRIEVAL_EXCLUDE_SEEN", "false")
+    monkeypatch.delenv("RECLOOP_RETRIEVAL_ENABLED", raising=False)  # tests/conftest.py sets it
     got = get_settings().retrieval
     assert (got.k, got.exclude_seen, got.top_n, got.enabled) == (50, False, 10, True)
     with pytest.raises(ParameterError, match="top_n"):
