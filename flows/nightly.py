@@ -2,7 +2,8 @@
 
 ingest -> validate (GX) -> preprocess (NVTabular; drift profiles) -> drift check -> train each
 architecture (PyTorch) -> staging evaluation vs the champion -> register -> approval
--> promotion (registry alias)
+-> promotion (registry alias) -> for specs with a `retrieval` section: retrievers fitted, gated
+and registered (`<dataset>-retriever`), then the retriever -> ranker pipeline evaluated
 """
 
 from __future__ import annotations
