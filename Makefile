@@ -7,6 +7,7 @@
 #   make bench-scale  one night at 20k..10M rows/day and a 20M-line Criteo file (wall, rows/s, peak RSS)
 #   make bench-serve  HTTP latency of `recloop serve` on 127.0.0.1 (p50/p99 at 1, 100, 1,000 rows; rows/s)
 #   make bench-warm   warm start vs cold start over nights 2-6 (val AUC per epoch, time to the champion's AUC)
+#   make bench-retrieval  recloop's retrievers vs RecBole and implicit on MovieLens-100k (Recall/NDCG@K, train s)
 #   make ui     MLflow UI on the local tracking store (the stack's UIs while `make up` runs)
 #   make up     served stack on 127.0.0.1: Prefect server + MLflow server + process worker + deployment
 #   make down   stop exactly what `make up` started (pid files in $(RECLOOP_HOME)/stack)
@@ -25,7 +26,7 @@ export GOMP_SPINCOUNT ?= 3000
 export PYTHONWARNINGS ?= ignore::UserWarning:merlin.dtypes.mappings.tf,ignore::UserWarning:merlin.dtypes.mappings.triton
 PYTEST_ARGS ?=
 
-.PHONY: install dirs browser run test test-fast bench bench-loop bench-zoo bench-deepctr bench-train bench-robustness bench-scale bench-serve bench-warm ui status clean up down stack-status
+.PHONY: install dirs browser run test test-fast bench bench-loop bench-zoo bench-deepctr bench-train bench-robustness bench-scale bench-serve bench-warm bench-retrieval ui status clean up down stack-status
 
 install: $(STAMP) dirs
 
@@ -112,6 +113,15 @@ bench-serve: install
 WARM_ARGS ?= --rows-per-day 10000
 bench-warm: install
 	$(BIN)/python -m benchmarks.warm_start $(WARM_ARGS)
+
+# Retrievers on MovieLens-100k, random 80/10/10 per user, full ranking (benchmarks/retrieval.py):
+# benchmarks/results/retrieval.{json,md}. RecBole 1.2.1 and implicit 0.7.3 go to
+# $(RECLOOP_HOME)/bench-site-retrieval, not the venv; each peer model runs in its own process.
+# About 10 minutes on 2 quiet cores; smoke: RETRIEVAL_ARGS="--max-epochs 2".
+RETRIEVAL_ARGS ?=
+bench-retrieval: install
+	@$(BIN)/recloop datasets fetch movielens-100k --data-root "$(RECLOOP_MOVIELENS_ROOT)"
+	$(BIN)/python -m benchmarks.retrieval $(RETRIEVAL_ARGS)
 
 status: install
 	$(BIN)/recloop status

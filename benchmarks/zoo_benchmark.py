@@ -42,7 +42,7 @@ DATASETS = ("synthetic", "adult", "movielens")
 # Adult and MovieLens are small: their best epoch came late at the loop's 4-5.
 EPOCHS = {"synthetic": 5, "adult": 10, "movielens": 10}
 # Architectures built on a user side and an item side (the spec's user_columns/item_columns).
-USER_ITEM_ARCHS = {"ncf", "two_tower"}
+USER_ITEM_ARCHS = {"ncf", "two_tower", "split_network"}
 
 
 @dataclass

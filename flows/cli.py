@@ -677,18 +677,24 @@ def rollback(
 ) -> None:
     """Move `champion` back to the version it replaced (its `previous_champion` tag), or to --to-version."""
     _quiet_libraries()
-    from tasks import registry
+    from tasks import alerts, registry
 
     ds = dataset_spec(dataset, spec).name
     name = registry.retriever_model_name(ds) if retriever else registry.registered_model_name(ds)
-    with _servers():
+    # A saved notification block is read from the Prefect API: the stack's when it runs.
+    with _servers(prefect="optional" if _checked_settings().alerts.block else "none"):
         client = _mlflow_client()
-    try:
-        done = registry.rollback(client, name, reviewer, reason,
-                                 to_version=str(to_version) if to_version is not None else None)
-    except registry.RollbackError as exc:
-        _fail(f"rollback refused: {exc}")
-    console.print(f"[bold]{done.name}: champion v{done.previous} -> v{done.version}[/] (rolled back by {reviewer})")
+        try:
+            done = registry.rollback(client, name, reviewer, reason,
+                                     to_version=str(to_version) if to_version is not None else None)
+        except registry.RollbackError as exc:
+            _fail(f"rollback refused: {exc}")
+        console.print(f"[bold]{done.name}: champion v{done.previous} -> v{done.version}[/] (rolled back by {reviewer})")
+        settings = _settings()
+        alerts.send(settings.alerts, alerts.ROLLED_BACK,
+                    lambda: alerts.version_alert(client, settings.resolved_tracking_uri, alerts.ROLLED_BACK,
+                                                 done.name, done.version, done.previous),
+                    warn=lambda line: console.print(f"[yellow]warning: {line}[/]", highlight=False))
 
 
 @app.command()

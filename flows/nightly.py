@@ -22,7 +22,7 @@ from prefect.runtime import flow_run
 
 from feature_store.spec import DEFAULT_DATASET, load_spec
 from flows.console import quiet_expected_stops
-from tasks import approval, doctor, guards, preflight, registry, report, tracking
+from tasks import alerts, approval, doctor, guards, preflight, registry, report, tracking
 from tasks.drift import drift_check, drift_task
 from tasks.handoff import Night, NightSummary
 from tasks.ingest import ingest_task
@@ -64,8 +64,58 @@ def _record_abandoned_approval(flow, flow_run, state) -> None:
         flow_run_logger(flow_run, flow).warning(note)
 
 
-@flow(name=approval.FLOW_NAME, log_prints=True,
-      on_crashed=[_record_abandoned_approval], on_cancellation=[_record_abandoned_approval])
+def _alert_failed(flow, flow_run, state) -> None:
+    """on_failure / on_crashed: the night ended Failed (any exception) or Crashed (its process
+    died; the worker runs this hook then): send the `failed` alert with the exception line and
+    what the night had got to. A night failed by ApprovalExpired is left out: its `timeout`
+    alert went out when the timeout was recorded."""
+    from mlflow import MlflowClient
+    from prefect.logging.loggers import flow_run_logger
+
+    log = flow_run_logger(flow_run, flow)
+    try:
+        settings = get_settings()
+    except Exception as exc:  # the night may have failed on exactly this
+        log.warning(f"alert not sent: the settings do not load ({exc})")
+        return
+    if not settings.alerts.wants(alerts.FAILED):
+        return
+    reason = state.message or state.name
+    if state.is_failed():
+        try:
+            exc = state.result(raise_on_failure=False)
+        except Exception:  # the message says it too
+            exc = None
+        if isinstance(exc, approval.ApprovalExpired):
+            return
+        if isinstance(exc, BaseException):
+            reason = f"{type(exc).__name__}: {exc}"
+    params = flow_run.parameters or {}
+    dataset = str(params.get("dataset") or DEFAULT_DATASET)
+    try:
+        dataset = load_spec(dataset, settings.spec_dirs).name
+    except Exception:  # a spec that does not load is maybe why it failed: name what was asked for
+        pass
+    run_date = str(params["run_date"]) if params.get("run_date") else None
+
+    def build() -> alerts.Alert:
+        client = MlflowClient(settings.resolved_tracking_uri, settings.resolved_registry_uri)
+        return alerts.failure_alert(client, settings.resolved_tracking_uri, dataset, run_date, str(flow_run.id),
+                                    reason[:2000], state.name)
+
+    alerts.send(settings.alerts, alerts.FAILED, build, log.warning)
+
+
+def _alert_decision(settings, event: str, client, name: str, version: str, champion_before: str | None) -> None:
+    """The alert for a decision on `version` (promoted, rejected, timeout, stale): best effort."""
+    alerts.send(settings.alerts, event,
+                lambda: alerts.version_alert(client, settings.resolved_tracking_uri, event, name, version,
+                                             champion_before),
+                get_run_logger().warning)
+
+
+@flow(name=approval.FLOW_NAME, log_prints=True, on_failure=[_alert_failed],
+      on_crashed=[_record_abandoned_approval, _alert_failed], on_cancellation=[_record_abandoned_approval])
 def nightly_retrain(
     run_date: date | None = None,
     dataset: str = DEFAULT_DATASET,  # a name (RECLOOP_SPEC_DIRS, then the package) or a spec path
@@ -213,6 +263,8 @@ def _night(client, settings, spec, night: Night, work: Path, architectures: list
         if settings.approval_mode == "manual" and outcome.version_gate is not None and outcome.version_gate.passed:
             decision, promotion = timed("approval", _manual_approval, client, settings, night, outcome,
                                         candidates, str(window.holdout_day))
+        if promotion is not None:  # by the gate (auto) or a reviewer (manual)
+            _alert_decision(settings, alerts.PROMOTED, client, promotion.name, promotion.version, promotion.previous)
         retrieval = None
         if retrieval_enabled(spec, settings.retrieval):  # candidate generation, then retriever -> ranker
             try:
@@ -319,6 +371,8 @@ def _manual_approval(client, settings, night: Night, outcome, candidates, stagin
                                                 settings.approval_timeout_s, req.champion_version)
     if verdict == approval.STALE:
         log.warning(f"v{req.version} not promoted: the champion changed while it waited for a decision")
+    if verdict in (approval.REJECTED, approval.TIMEOUT, approval.STALE):  # the alert's event names
+        _alert_decision(settings, verdict, client, req.name, req.version, req.champion_version)
     who = f" by {decision.reviewer}" if decision is not None else ""
     outcome.notes.append(f"v{req.version} {verdict}{who}" + (f": {decision.reason}" if decision and decision.reason else ""))
     return verdict, promotion

@@ -23,11 +23,12 @@ The zoo, one file per architecture (`models/<name>.py`):
     gdcn        gated cross network + MLP                      Wang 2023, 2311.04635
     ncf         NeuMF: GMF + MLP over user/item fields         He 2017, 1708.05031
     two_tower   user tower . item tower                        Yi 2019 (RecSys)
+    split_network  user tower || item tower -> MLP             He 2017, 1708.05031 (NCF's MLP)
     dhen        stacked ensembles of interaction modules       Zhang 2022, 2203.11014
 
 Building blocks: `layers.py` (embeddings, MLP, linear) and `interactions.py` (FM, cross
-networks, dot products, attention, CIN, gating, bilinear fusion). `ncf` and `two_tower`
-need `schema.user_fields` and `schema.item_fields`.
+networks, dot products, attention, CIN, gating, bilinear fusion). `ncf`, `two_tower` and
+`split_network` need `schema.user_fields` and `schema.item_fields`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from models.fm import FM
 from models.gdcn import GDCN
 from models.ncf import NCF
 from models.schema import Field, InputSchema
+from models.split_network import SplitNetwork
 from models.two_tower import TwoTower
 from models.wide import Wide
 from models.wide_deep import WideDeep
@@ -74,6 +76,7 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "gdcn": GDCN,
     "ncf": NCF,
     "two_tower": TwoTower,
+    "split_network": SplitNetwork,
     "dhen": DHEN,
 }
 

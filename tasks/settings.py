@@ -16,6 +16,7 @@ from feature_store.cluster import DaskConfig
 from feature_store.drift import DriftPolicy
 from feature_store.errors import ParameterError
 from models.trainer import TrainConfig
+from tasks.alerts import AlertConfig
 from tasks.dryrun import DryRunConfig
 from tasks.evaluate import GatePolicy
 from tasks.retrieval_gate import RetrievalPolicy
@@ -93,6 +94,8 @@ class Settings(BaseSettings):
                                description="Training-serving skew and drift (feature_store/drift.py DriftPolicy).")
     dask: DaskConfig = Field(default_factory=DaskConfig, description="Where preprocessing runs (feature_store/cluster.py).")
     stream: StreamConfig = Field(default_factory=StreamConfig, description="Partition, row-group and buffer sizes.")
+    alerts: AlertConfig = Field(default_factory=AlertConfig,
+                                description="Failed nights, decisions, promotions, rollbacks (tasks/alerts.py).")
     retrieval: RetrievalPolicy = Field(default_factory=RetrievalPolicy,
                                        description="The retrieval stage (tasks/retrieval_gate.py RetrievalPolicy).")
     # Served stack (`make up` / `recloop stack`, flows/stack.py).
@@ -110,13 +113,16 @@ class Settings(BaseSettings):
             return [entry for entry in value.split(os.pathsep) if entry.strip()]
         return value
 
-    @field_validator("train", "gate", "dryrun", "drift", "dask", "stream", "retrieval", mode="before")
+    @field_validator("train", "gate", "dryrun", "drift", "dask", "stream", "alerts", "retrieval", mode="before")
     @classmethod
     def _section_lists(cls, value):
         # A list inside a section arrives from the environment as its JSON text.
         if isinstance(value, dict):
-            return {k: json.loads(v) if isinstance(v, str) and v.lstrip().startswith("[") else v
-                    for k, v in value.items()}
+            value = {k: json.loads(v) if isinstance(v, str) and v.lstrip().startswith("[") else v
+                     for k, v in value.items()}
+            # RECLOOP_ALERTS_EVENTS=failed,promoted: a comma list too, as people type it.
+            if isinstance(value.get("events"), str):
+                value["events"] = [e.strip() for e in value["events"].split(",") if e.strip()]
         return value
 
     @property

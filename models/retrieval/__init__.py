@@ -11,6 +11,11 @@ search is `search.search` (exact; the one function to swap for FAISS at millions
     popularity     item counts in the training window                  Cremonesi 2010
     item_knn       cosine item-item neighbours of the user's items      Sarwar 2001
     user_knn       cosine user-user neighbours' items                   Herlocker 1999
+    mf             biased MF b_i + <p_u, q_i>, BPR                      Koren 2009, Rendle 2009
+    lightgcn       graph-smoothed embeddings, BPR                       He 2020, 2002.02126
+    tfidf_content  cosine of item TF-IDF to the user's mean profile      Pazzani 2007
+    two_tower      user tower . item tower, log-q sampled softmax        Yi 2019 (RecSys)
+    autorec        I-AutoRec, user u's entry of each item's reconstruction  Sedhain 2015
 """
 
 from __future__ import annotations
@@ -19,7 +24,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from models._config import config_from_dict
-from models.retrieval import item_knn, popularity, user_knn
+from models.retrieval import (
+    autorec,
+    item_knn,
+    lightgcn,
+    mf,
+    popularity,
+    tfidf_content,
+    two_tower,
+    user_knn,
+)
 from models.retrieval.base import Interactions, Retriever, SideInfo
 from models.retrieval.search import search
 
@@ -27,6 +41,11 @@ RETRIEVERS: dict[str, type[Retriever]] = {
     "popularity": popularity.Popularity,
     "item_knn": item_knn.ItemKNN,
     "user_knn": user_knn.UserKNN,
+    "mf": mf.MF,
+    "lightgcn": lightgcn.LightGCN,
+    "tfidf_content": tfidf_content.TfidfContent,
+    "two_tower": two_tower.TwoTowerRetriever,
+    "autorec": autorec.AutoRec,
 }
 
 __all__ = ["RETRIEVERS", "Interactions", "Retriever", "SideInfo", "build_retriever", "retriever_class", "search"]

@@ -9,7 +9,7 @@ The objectives and the hooks each calls on the model:
 
     bpr              -log sigmoid(x_ui - x_uj) + reg       model.bpr_terms(users, pos, neg)
                      (Rendle 2009; j uniform over the items u has not clicked)
-    reconstruction   |r_i - r^_i|^2 + reg per item          model.reconstruct(rows), model.regularization()
+    reconstruction   |r_i - r^_i|^2 + reg / n_items         model.reconstruct(rows), model.regularization()
                      (r_i: item i's 0/1 column of users)
     sampled_softmax  in-batch softmax over the batch's      model.user_vectors(users), model.item_vectors(items),
                      items, logits u.v / tau - log q_j      model.config.temperature
@@ -124,7 +124,8 @@ def reconstruction_epoch(model, train: Interactions, opt, batch: int, g: torch.G
     for s in range(0, train.n_items, batch):
         x = dense_rows(indptr, indices, ones, order[s:s + batch], train.n_users)  # (B, n_users)
         err = ((model.reconstruct(x) - x) ** 2).sum(1).mean()
-        losses.append(_step(opt, err + model.regularization()))
+        # the penalty is once per catalogue (Sedhain eq. 2), the error a mean over the batch's items
+        losses.append(_step(opt, err + model.regularization() / train.n_items))
     return float(np.mean(losses))
 
 

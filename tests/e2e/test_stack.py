@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 import mlflow_ui  # tests/e2e/mlflow_ui.py, the page reader
 import prefect_ui  # tests/e2e/prefect_ui.py, the resume form reader
 import pytest
+from webhook_receiver import WebhookReceiver  # tests/webhook_receiver.py
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -72,8 +73,9 @@ def _pg(sql: list[str]) -> bool:
 
 
 class Stack:
-    def __init__(self, home: Path, env: dict[str, str], db: str | None):
+    def __init__(self, home: Path, env: dict[str, str], db: str | None, hook: WebhookReceiver):
         self.home, self.env, self.db = home, env, db
+        self.hook = hook  # receives the alerts of the worker's nights and of the CLI
         self.ui = f"http://127.0.0.1:{env['RECLOOP_PREFECT_PORT']}"
         self.api = f"{self.ui}/api"
         self.mlflow = f"http://127.0.0.1:{env['RECLOOP_MLFLOW_PORT']}"
@@ -133,7 +135,10 @@ def stack(tmp_path_factory):
         db = None  # no PostgreSQL here: the same stack on SQLite files
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("RECLOOP_", "PREFECT_API_", "MLFLOW_TRACKING_", "MLFLOW_REGISTRY_"))}
+    # Alerts go to a receiver on loopback: the worker (hence every night) and the CLI inherit it.
+    hook = WebhookReceiver().__enter__()
     env.update({
+        "RECLOOP_ALERTS_WEBHOOK_URL": hook.url,
         "RECLOOP_HOME": str(home),
         "RECLOOP_SETTINGS_FILE": str(home / "absent.env"),
         "PREFECT_HOME": str(home / "prefect"),
@@ -161,7 +166,7 @@ def stack(tmp_path_factory):
     })
     if db:
         env["RECLOOP_DB_URL"] = f"postgresql://postgres@127.0.0.1:5432/{db}"
-    st = Stack(home, env, db)
+    st = Stack(home, env, db, hook)
     try:
         t0 = time.monotonic()
         up = subprocess.run([sys.executable, "-m", "flows.stack", "up"], env=env, cwd=REPO,
@@ -179,6 +184,7 @@ def stack(tmp_path_factory):
         if db:
             _pg([f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
                  for name in (db, f"{db}_prefect", f"{db}_mlflow")])
+        hook.__exit__(None, None, None)
 
 
 def _wait_terminal(st: Stack, run_id: str, timeout: float = 300) -> dict:
@@ -220,6 +226,15 @@ def test_nightly_schedule_is_0200_in_the_configured_time_zone(stack):
     stack.api_call("PATCH", f"/deployments/{dep['id']}/schedules/{sched['id']}", {"active": False})
     for r in stack.api_call("POST", "/flow_runs/filter", body):
         stack.api_call("DELETE", f"/flow_runs/{r['id']}")
+
+
+def _alert(stack, event: str, flow_run_id: str | None = None, timeout: float = 60, **fields: str) -> dict:
+    """The alert of `event` the receiver got (for the flow run `flow_run_id`, with these fields)."""
+    def match(body: dict) -> bool:
+        return ((flow_run_id is None or body.get("flow_run_url", "").endswith(f"/runs/flow-run/{flow_run_id}"))
+                and all(body.get(k) == v for k, v in fields.items()))
+
+    return stack.hook.wait_for(event, match, timeout)
 
 
 def _ts(value: str) -> datetime:
@@ -268,6 +283,15 @@ def test_the_hint_make_up_prints_runs_a_first_night_as_printed(stack):
     assert exp.artifact_location.startswith("mlflow-artifacts:")  # proxied by the server
     (parent,) = client.search_runs([exp.experiment_id], "tags.run_date = '2026-01-10' and tags.mlflow.runName = 'night-2026-01-10'")
     assert parent.info.status == "FINISHED"
+    # The promotion alert, with links that work from the receiver's side.
+    flow_run_id = parent.data.tags["flow_run_id"]
+    alert = _alert(stack, "promoted", flow_run_id)
+    assert alert["flow_run_url"] == f"{stack.ui}/runs/flow-run/{flow_run_id}"
+    assert alert["mlflow_run"] == f"{stack.mlflow}/#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}"
+    assert (alert["version"], alert["arch"], alert["champion_after"]) == (str(champion.version), "wide_deep",
+                                                                         str(champion.version))
+    assert alert["run_date"] == "2026-01-10" and "Reason: by auto-gate: staging gate passed" in alert["body"]
+    print(f"promotion alert:\n{alert['text']}")
 
     status = _recloop(stack, "status", "--dataset", DATASET)
     assert status.returncode == 0, status.stdout + status.stderr
@@ -288,6 +312,10 @@ def test_a_run_for_a_date_without_data_fails_fast_with_the_reason_in_its_state(s
     assert run["state_type"] == "FAILED", run["state"]
     message = run["state"]["message"]
     assert "2029-12-31" in message and "staging holdout" in message, message
+    alert = _alert(stack, "failed", run["id"])
+    assert (alert["run_date"], alert["state"], alert["champion_after"]) == ("2030-01-01", "Failed", str(before))
+    assert "2029-12-31" in alert["body"] and "staging holdout" in alert["body"], alert["body"]
+    print(f"failure alert:\n{alert['text']}")
     exp = client.get_experiment_by_name(DATASET)
     assert not client.search_runs([exp.experiment_id], "tags.run_date = '2030-01-01'")  # stopped before tracking
     assert client.get_model_version_by_alias(MODEL, "champion").version == before
@@ -352,6 +380,9 @@ def test_a_manual_night_outlives_its_lease_renewal_while_a_second_night_waits(st
     assert champion.version == version != before
     assert (champion.tags["approval.decision"], champion.tags["approval.by"]) == ("approved", "e2e-reviewer")
     assert champion.tags["approval.flow_run_id"] == waiting and champion.tags["previous_champion"] == str(before)
+    alert = _alert(stack, "promoted", first)
+    assert (alert["champion_before"], alert["champion_after"]) == (str(before), str(version))
+    assert "Reason: by e2e-reviewer: served-stack test" in alert["body"], alert["body"]
 
     # The second night starts once the first has finished, never alongside it.
     deadline = time.monotonic() + 120
@@ -428,6 +459,9 @@ def test_a_night_killed_while_it_waits_leaves_its_version_marked_crashed(stack):
     assert late.returncode == 1 and "is not paused: it is Cancelled" in late.stdout, late.stdout + late.stderr
     assert client.get_model_version_by_alias(MODEL, "champion").version == champion
     print(f"reason: {tags['approval.reason']}")
+    # The worker ran the night's on_crashed hook: the alert names the version that was waiting.
+    alert = _alert(stack, "failed", night, timeout=120)
+    assert (alert["state"], alert["version"], alert["champion_after"]) == ("Crashed", str(version), str(champion))
 
 
 def test_a_rejected_night_keeps_the_champion_then_rollback_restores_the_previous_one(stack):
@@ -446,12 +480,18 @@ def test_a_rejected_night_keeps_the_champion_then_rollback_restores_the_previous
     assert (tags["approval.decision"], tags["approval.by"], tags["approval.reason"]) == (
         "rejected", "e2e-bob", "calibration drifted")
     assert tags["approval.flow_run_id"] == waiting and tags["approval.night_run_id"] == night
+    alert = _alert(stack, "rejected", night, version=str(challenger.version))
+    assert alert["champion_before"] == alert["champion_after"] == str(champion.version)
+    assert "Reason: by e2e-bob: calibration drifted" in alert["body"], alert["body"]
 
     res = _recloop(stack, "rollback", DATASET, "--reviewer", "e2e-carol", "--reason", "CTR dropped")
     assert res.returncode == 0, res.stdout + res.stderr
     restored = client.get_model_version_by_alias(MODEL, "champion")
     assert restored.version == champion.tags["previous_champion"]
     assert restored.tags["rollback.by"] == "e2e-carol" and restored.tags["rollback.role"] == "restored"
+    alert = _alert(stack, "rolled_back", version=str(restored.version))
+    assert (alert["champion_before"], alert["champion_after"]) == (str(champion.version), str(restored.version))
+    assert "Reason: by e2e-carol: CTR dropped" in alert["body"] and "warning" not in res.stdout, res.stdout
 
 
 def test_a_night_nobody_decides_on_times_out_without_promotion(stack):
@@ -469,6 +509,15 @@ def test_a_night_nobody_decides_on_times_out_without_promotion(stack):
     assert client.get_model_version_by_alias(MODEL, "champion").version == before
     tags = client.get_model_version(MODEL, challenger).tags
     assert tags["approval.decision"] == "timeout" and tags["approval.by"] == "nobody"
+    alert = _alert(stack, "timeout", night, version=str(challenger))
+    assert "Reason: by nobody: no decision within 20 s" in alert["body"], alert["body"]
+    # The night ends Failed by ApprovalExpired; its `timeout` alert says so, no `failed` one follows
+    # (checked once the night's process, which runs its on_failure hook, has ended).
+    deadline = time.monotonic() + 60
+    while _flow_processes(night) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not _flow_processes(night)
+    assert not [b for b in stack.hook.events("failed") if b.get("flow_run_url", "").endswith(night)]
     late = _recloop(stack, "approve", waiting, "--reviewer", "e2e-late")
     assert late.returncode == 1 and "is not paused" in late.stdout + late.stderr
 

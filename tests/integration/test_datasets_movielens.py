@@ -187,5 +187,5 @@ def test_spec_preprocesses_a_night_with_user_and_item_fields(movielens_root: Pat
     from models.schema import InputSchema
 
     schema = InputSchema.from_layout(pre.layout)
-    for arch in ("ncf", "two_tower"):  # they read the spec's user/item columns
+    for arch in ("ncf", "two_tower", "split_network"):  # they read the spec's user/item columns
         build_model(arch, schema)

@@ -3,6 +3,7 @@ they parse, and the names, ports and variables they use are the ones the code re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -77,6 +78,9 @@ def test_worker_env_names_are_the_ones_the_code_reads(compose):
     assert env["PREFECT_API_URL"] == f"http://prefect-server:{Settings.model_fields['prefect_port'].default}/api"
     assert env["RECLOOP_REPO_DIR"] == "/app"  # prefect.yaml's pull step
     assert "RECLOOP_HOME" in env and "home" in Settings.model_fields
+    for field in ("webhook_url", "block"):  # alerts: the section's variables, empty when the shell has none
+        assert env[f"{prefix}ALERTS_{field.upper()}"] == f"${{{prefix}ALERTS_{field.upper()}:-}}"
+        assert field in {f.name for f in dataclasses.fields(Settings.model_fields["alerts"].annotation)}
     worker_cmd = _command(services["prefect-worker"])
     assert f"--pool {stack.WORK_POOL}" in worker_cmd and "deploy --all" in worker_cmd
     assert "postgresql+asyncpg://" in _env(services["prefect-server"])["PREFECT_API_DATABASE_CONNECTION_URL"]

@@ -22,10 +22,10 @@ PAPERS = {
     "fm": "Rendle 2010", "deepfm": "1703.04247", "dcn": "1708.05123", "dcn_v2": "2008.13535",
     "dlrm": "1906.00091", "autoint": "1810.11921", "xdeepfm": "1803.05170",
     "final_mlp": "2304.00902", "gdcn": "2311.04635", "ncf": "1708.05031",
-    "two_tower": "Yi et al. 2019", "dhen": "2203.11014",
+    "two_tower": "Yi et al. 2019", "dhen": "2203.11014", "split_network": "1708.05031",
 }
 # Architectures over the schema's user and item fields only: they cannot be built without them.
-TOWERS = {"ncf", "two_tower"}
+TOWERS = {"ncf", "two_tower", "split_network"}
 
 
 def _has_key(arch: str, key: str) -> bool:

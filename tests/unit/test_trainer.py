@@ -297,7 +297,7 @@ def test_thread_tuner_keeps_the_faster_count_and_probes_again(faster):
     assert {clock.step(fixed) for _ in range(20)} == {2}
 
 
-ARCHS_THREAD_INVARIANT = sorted(set(ARCHITECTURES) - {"autoint", "dhen", "ncf", "two_tower"})
+ARCHS_THREAD_INVARIANT = sorted(set(ARCHITECTURES) - {"autoint", "dhen", "ncf", "two_tower", "split_network"})
 
 
 def test_thread_count_does_not_change_the_weights_of_most_architectures():
