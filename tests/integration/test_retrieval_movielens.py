@@ -23,12 +23,13 @@ def test_movielens_nights_retrieve_gate_and_rerank(movielens_root, recloop_home,
     monkeypatch.setenv("RECLOOP_WINDOW_DAYS", "30")
     monkeypatch.setenv("RECLOOP_RETRIEVAL_ENABLED", "true")  # tests/conftest.py turns it off for other nights
     monkeypatch.setenv("RECLOOP_RETRIEVAL_BOOTSTRAP_SAMPLES", "100")
+    monkeypatch.setenv("RECLOOP_RETRIEVAL_EPOCHS", "5")  # mf: small epochs, CI seconds
     first = nightly_retrain(run_date=date(1998, 4, 22), dataset="movielens_100k", architectures=["wide"], epochs=1)
     second = nightly_retrain(run_date=date(1998, 4, 23), dataset="movielens_100k", architectures=["wide"], epochs=1)
 
     r1, r2 = first.retrieval, second.retrieval
     assert r1 is not None and r2 is not None and r1.k == r2.k == 100
-    assert [row.model for row in r1.rows] == ["popularity", "item_knn", "user_knn"]
+    assert [row.model for row in r1.rows] == ["popularity", "item_knn", "user_knn", "tfidf_content", "mf"]
     assert r1.promoted and r1.champion_after == "1" and r2.champion_before == "1"
     assert r2.rows[-1].model == "champion v1"  # scored through its own bundle on the same users
     for summary in (r1, r2):
@@ -41,7 +42,7 @@ def test_movielens_nights_retrieve_gate_and_rerank(movielens_root, recloop_home,
     client = MlflowClient(settings.resolved_tracking_uri)
     exp = client.get_experiment_by_name("movielens_100k")
     runs = client.search_runs([exp.experiment_id], "tags.stage = 'retrieval'")
-    assert len(runs) == 6
+    assert len(runs) == 10
     keys = {frozenset(k for k in r.data.metrics if not k.startswith(("champion_", "delta_"))) for r in runs}
     assert len(keys) == 1  # one set of keys on every retriever run of both nights
     tonight = [r for r in runs if r.data.tags.get("staging_day") == "1998-04-22"]
