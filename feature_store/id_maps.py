@@ -91,6 +91,11 @@ def id_maps(old: Any, new: Any) -> IdMaps:
 VOCABULARY = "a vocabulary"  # matched by value, whatever the ids
 
 
+def vocabularies(pre: Any) -> dict[str, pd.Index]:
+    """Every Categorify column of a fitted preprocessor: its values in id order (id = 3 + position)."""
+    return _vocabularies(pre.workflow)
+
+
 def _definitions(pre: Any) -> dict[str, str]:
     """Per id field, everything that decides its ids besides a vocabulary, written out: two
     equal definitions give equal ids (see `workflow.build_workflow` for how each is made)."""

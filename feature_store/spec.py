@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -123,6 +123,60 @@ class Expectations(_Strict):
     columns: dict[str, ColumnExpectation] = Field(default_factory=dict)
 
 
+class RetrieverEntry(_Strict):
+    """One retriever the night trains: its name in `models.retrieval.RETRIEVERS` (checked by
+    the night before any work) and its hyper-parameters (its `Config`; unknown keys are errors)."""
+
+    name: str = Field(min_length=1)
+    hparams: dict[str, Any] = Field(default_factory=dict)
+
+
+class RatingPositive(_Strict):
+    """A positive is a row whose `column` (a raw column, e.g. `rating`) is at least `min`."""
+
+    column: str
+    min: float
+
+
+class TagColumn(_Strict):
+    """An item column of tags, split on `separator` (`Crime|Drama`); no separator: one tag."""
+
+    name: str
+    separator: str | None = None
+
+
+class RetrievalSection(_Strict):
+    """Candidate generation for a dataset with users and items (`tasks/retrieve.py`): which
+    retrievers the night trains, what counts as a positive interaction (the spec's label == 1,
+    or a raw column at or above a threshold), the item text and tag columns content retrievers
+    read, and optionally the top-K (default: the `retrieval.k` setting)."""
+
+    retrievers: list[RetrieverEntry] = Field(min_length=1)
+    positive: Literal["label"] | RatingPositive = "label"
+    text_columns: list[str] = Field(default_factory=list)
+    tag_columns: list[TagColumn] = Field(default_factory=list)
+    k: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_forms(cls, raw: Any) -> Any:
+        # `retrievers: [popularity, {name: mf, hparams: {dim: 32}}]`, `tag_columns: [genres]`
+        if isinstance(raw, dict):
+            raw = dict(raw)
+            for key, field_name in (("retrievers", "name"), ("tag_columns", "name")):
+                if isinstance(raw.get(key), list):
+                    raw[key] = [{field_name: v} if isinstance(v, str) else v for v in raw[key]]
+        return raw
+
+    @model_validator(mode="after")
+    def _unique(self) -> RetrievalSection:
+        names = [r.name for r in self.retrievers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"retrievers listed twice: {dupes}")
+        return self
+
+
 class DatasetSpec(_Strict):
     name: str
     description: str = ""
@@ -138,6 +192,7 @@ class DatasetSpec(_Strict):
     bucketized: list[BucketizedColumn] = Field(default_factory=list)
     crosses: list[Cross] = Field(default_factory=list)
     expectations: Expectations = Field(default_factory=Expectations)
+    retrieval: RetrievalSection | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
@@ -178,7 +233,26 @@ class DatasetSpec(_Strict):
                 raise ValueError(f"{side}: {unknown} are not feature columns")
         if not self.categorical and not self.continuous:
             raise ValueError("a spec needs at least one categorical or continuous column")
+        if self.retrieval is not None:
+            self._check_retrieval(self.retrieval)
         return self
+
+    def _check_retrieval(self, section: RetrievalSection) -> None:
+        """The ids retrievers index are the first user and item columns' vocabularies."""
+        if not self.user_columns or not self.item_columns:
+            raise ValueError("retrieval: needs user_columns and item_columns (the first of each is the id)")
+        vocab = {c.name for c in self.categorical if c.hash_buckets is None}
+        for side, column in (("user_columns", self.user_columns[0]), ("item_columns", self.item_columns[0])):
+            if column not in vocab:
+                raise ValueError(f"retrieval: {side}[0] '{column}' must be a categorical column with a "
+                                 "vocabulary (no hash_buckets): retrievers index its ids")
+        if isinstance(section.positive, RatingPositive) and section.positive.column in (self.day_column,):
+            raise ValueError(f"retrieval.positive.column: '{section.positive.column}' is the day column")
+        reserved = {self.label, self.day_column} | set(self.user_columns)
+        for key, cols in (("text_columns", section.text_columns), ("tag_columns", [t.name for t in section.tag_columns])):
+            clash = sorted(set(cols) & reserved)
+            if clash:
+                raise ValueError(f"retrieval.{key}: {clash} are label, day or user columns, not item text")
 
     @property
     def feature_columns(self) -> list[str]:

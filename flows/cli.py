@@ -276,6 +276,15 @@ def _run_night(run_date: date, dataset: str, arch, epochs, approval, backfill: b
     console.print(f"[bold]{verdict}[/bold]")
     for note in summary.notes:
         console.print(f"  - {note}", highlight=False)
+    if summary.retrieval is not None:
+        from tasks.report import pipeline_line, retrieval_rich_table
+
+        r = summary.retrieval
+        console.print(retrieval_rich_table(r, f"{summary.dataset}: retrievers, top-{r.k} ({r.users:,} staging users)"))
+        console.print(f"retriever champion v{r.champion_before or '-'} -> v{r.champion_after or '-'}; "
+                      + pipeline_line(r), highlight=False)
+        for note in r.notes:
+            console.print(f"  - {note}", highlight=False)
     if expired is not None:  # the Prefect run ended Failed: nobody decided in time
         console.print(f"[bold red]{expired}[/]", highlight=False)
     return summary
@@ -337,12 +346,12 @@ def status(dataset: Annotated[Optional[list[str]], typer.Option(help="Dataset (r
         for note in _reconcile_if_prefect(client, names):
             console.print(f"[bold yellow]{note}[/]", highlight=False)
     table = Table(title=f"registry ({_settings().resolved_registry_uri})")
-    for col in ("registered model", "role", "version", "arch", "trained on", "staging AUC", "gate", "health",
+    for col in ("registered model", "role", "version", "arch", "trained on", "staging AUC / recall", "gate", "health",
                 "approval"):
         table.add_column(col, overflow="fold")
     notes = []
     for ds in names:
-        for st in registry.status(client, ds):
+        for st in [*registry.status(client, ds), *registry.status(client, ds, registry.retriever_model_name(ds))]:
             t = st.tags
             health = t.get(registry.HEALTH, "unchecked")
             if health == registry.BROKEN:
@@ -351,8 +360,10 @@ def status(dataset: Annotated[Optional[list[str]], typer.Option(help="Dataset (r
             approval = f"{decision} by {t['approval.by']}" if decision and t.get("approval.by") else decision
             if decision in ("crashed", "timeout", "stale") and t.get("approval.reason"):
                 notes.append(f"{st.name} v{st.version} approval {decision}: {t['approval.reason']}")
-            table.add_row(st.name, st.role, f"v{st.version}", t.get("arch", ""), t.get("data_window", ""),
-                          t.get("gate.staging_auc", ""), t.get("gate.verdict", ""), health, approval)
+            staging = t.get("gate.staging_auc") or (f"Recall@{t['gate.k']} {t['gate.staging_recall']}"
+                                                    if "gate.staging_recall" in t else "")
+            table.add_row(st.name, st.role, f"v{st.version}", t.get("arch", t.get("retriever", "")),
+                          t.get("data_window", ""), staging, t.get("gate.verdict", ""), health, approval)
     if table.row_count == 0:
         console.print(f"no registered models in {_settings().resolved_registry_uri}")
         return
@@ -661,12 +672,15 @@ def rollback(
     spec: SpecOption = None,
     to_version: Annotated[Optional[int], typer.Option(help="Restore this version instead of the previous "
                                                            "champion (it must have passed its gate).")] = None,
+    retriever: Annotated[bool, typer.Option("--retriever", help="Roll back `<dataset>-retriever` instead of "
+                                                                "the ranker.")] = False,
 ) -> None:
     """Move `champion` back to the version it replaced (its `previous_champion` tag), or to --to-version."""
     _quiet_libraries()
     from tasks import alerts, registry
 
-    name = registry.registered_model_name(dataset_spec(dataset, spec).name)
+    ds = dataset_spec(dataset, spec).name
+    name = registry.retriever_model_name(ds) if retriever else registry.registered_model_name(ds)
     # A saved notification block is read from the Prefect API: the stack's when it runs.
     with _servers(prefect="optional" if _checked_settings().alerts.block else "none"):
         client = _mlflow_client()

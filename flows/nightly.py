@@ -2,7 +2,8 @@
 
 ingest -> validate (GX) -> preprocess (NVTabular; drift profiles) -> drift check -> train each
 architecture (PyTorch) -> staging evaluation vs the champion -> register -> approval
--> promotion (registry alias)
+-> promotion (registry alias) -> for specs with a `retrieval` section: retrievers fitted, gated
+and registered (`<dataset>-retriever`), then the retriever -> ranker pipeline evaluated
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from prefect.runtime import flow_run
 from feature_store.spec import DEFAULT_DATASET, load_spec
 from flows.console import quiet_expected_stops
 from tasks import alerts, approval, doctor, guards, preflight, registry, report, tracking
-from tasks.drift import drift_task
+from tasks.drift import drift_check, drift_task
 from tasks.handoff import Night, NightSummary
 from tasks.ingest import ingest_task
 from tasks.lock import NightLock
 from tasks.preprocess import preprocess_task
+from tasks.retrieve import check_retrievers, pipeline_ranker, retrieval_task
+from tasks.retrieve import enabled as retrieval_enabled
 from tasks.settings import get_settings
 from tasks.stage import promotion_task, staging_task
 from tasks.train import check_architectures, train_task
@@ -141,6 +144,7 @@ def nightly_retrain(
     architectures = architectures or DEFAULT_ARCHITECTURES
     spec = load_spec(dataset, settings.spec_dirs)
     check_architectures(architectures, hparams)
+    check_retrievers(spec)
     preflight.check_home(settings.home)
     preflight.check_stores(settings.resolved_tracking_uri, settings.resolved_registry_uri)
     client = tracking.configure(settings)
@@ -261,6 +265,19 @@ def _night(client, settings, spec, night: Night, work: Path, architectures: list
                                         candidates, str(window.holdout_day))
         if promotion is not None:  # by the gate (auto) or a reviewer (manual)
             _alert_decision(settings, alerts.PROMOTED, client, promotion.name, promotion.version, promotion.previous)
+        retrieval = None
+        if retrieval_enabled(spec, settings.retrieval):  # candidate generation, then retriever -> ranker
+            try:
+                retrieval = timed("retrieval", retrieval_task, client, night, spec, window, data, work,
+                                  settings.retrieval, settings.approval_mode,
+                                  *pipeline_ranker(client, night, candidates, outcome.selected),
+                                  chunk_rows=settings.stream.chunk_rows, evaluate_only=backfill_note is not None,
+                                  extra_checks=[c for c in [drift_check(drift)] if c is not None])
+            except Exception as exc:  # the ranking night stands; the failure is on the run and in the notes
+                why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:500] if str(exc) else ''}"
+                log.error(f"retrieval stage failed, the ranking results stand: {why}")
+                outcome.notes.append(f"retrieval stage failed: {why}")
+                client.set_tag(night.parent_run_id, "retrieval.failure", why)
         oracle = report.oracle_column(data.holdout_raw, spec)
         champion_after = registry.alias_version(client, night.model_name, registry.CHAMPION)
         summary = NightSummary(
@@ -287,6 +304,7 @@ def _night(client, settings, spec, night: Night, work: Path, architectures: list
             preprocess_fit_rows_per_s=data.fit_rows_per_s,
             dask_dashboard=data.dask_dashboard,
             drift=drift,
+            retrieval=retrieval,
         )
         create_markdown_artifact(
             key=f"{spec.name.replace('_', '-')}-comparison",
@@ -366,4 +384,5 @@ def _artifact_markdown(summary: NightSummary) -> str:
     outcome = (f"\n\n**Champion:** v{summary.champion_before or '-'} -> v{summary.champion_after or '-'}"
                f" ({'promoted' if summary.promoted else 'unchanged'})\n")
     notes = "".join(f"\n- {n}" for n in summary.notes)
-    return head + report.markdown_table(summary.rows) + outcome + notes + "\n\n" + report.drift_markdown(summary.drift)
+    return (head + report.markdown_table(summary.rows) + outcome + notes + "\n\n" + report.drift_markdown(summary.drift)
+            + report.retrieval_markdown(summary.retrieval))

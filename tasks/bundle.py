@@ -36,7 +36,7 @@ _BUNDLE_PACKAGES = ("nvtabular", "merlin-core", "torch", "numpy", "pandas", "pya
 # The project code a bundle imports when it loads and predicts (packages whole, `tasks` only
 # these modules: the rest of it imports Prefect).
 _CODE_PACKAGES = ("feature_store", "models")
-_CODE_MODULES = {"tasks": ("__init__.py", "bundle.py", "features.py")}
+_CODE_MODULES = {"tasks": ("__init__.py", "bundle.py", "features.py", "retriever_bundle.py")}
 
 
 def bundle_code(out: Path) -> list[str]:

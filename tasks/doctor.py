@@ -169,6 +169,7 @@ def reconcile(client: MlflowClient, dataset: str, flow_runs: FlowRuns | None = N
     """Every repair for one dataset; call it while holding the dataset's lock."""
     name = registry.registered_model_name(dataset)
     repairs = end_dead_runs(client, dataset, flow_runs, stale) + repair_registry(client, name)
+    repairs += repair_registry(client, registry.retriever_model_name(dataset))  # the same write order
     if flow_runs is not None:
         try:
             notes = approval.reconcile_abandoned(client, name, flow_runs.read, flow_runs.close_waiting)

@@ -24,7 +24,10 @@ from tasks.registry import registered_model_name
 
 if TYPE_CHECKING:
     from feature_store.id_maps import IdMaps
+    from feature_store.interactions import EvalDay, IdSpace
     from feature_store.workflow import Preprocessor
+    from models.retrieval.base import Interactions, SideInfo
+    from models.retrieval.trainer import FitResult
     from models.schema import InputSchema
 
 
@@ -301,6 +304,81 @@ class NightSummary:
     oracle_val: dict[str, float] | None = None
     dask_dashboard: str | None = None
     drift: DriftReport | None = None  # training window vs staging day; None when drift is off
+    retrieval: RetrievalSummary | None = None  # None: the spec has no `retrieval` section, or it is off
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- the retrieval stage
+
+
+@dataclass
+class RetrievalData:
+    """What the retrievers of a night learn from and are judged on (`tasks/retrieve.py`):
+    positives of the fitted days (`train`), the pairs to exclude when evaluating the validation
+    day (the fitted days' events) and the staging day (the whole window's), the catalogue and
+    user tables (raw columns, one row per index), the two evaluated days, the side information."""
+
+    ids: IdSpace
+    train: Interactions
+    seen_val: Interactions
+    seen_staging: Interactions
+    catalogue: pd.DataFrame
+    user_table: pd.DataFrame
+    val: EvalDay
+    staging: EvalDay
+    side: SideInfo
+    seconds: float = 0.0
+
+
+@dataclass
+class RetrieverCandidate:
+    """A fitted retriever: its child run, its metrics (keys `val_<m>_at_<k>` and
+    `staging_<m>_at_<k>`), its staging top-K (catalogue indices, (U, K), -1 padded) and each
+    evaluated user's Recall@K (the gate's bootstrap resamples these)."""
+
+    name: str
+    run_id: str
+    fit: FitResult
+    metrics: dict[str, float]
+    staging_items: np.ndarray
+    staging_scores: np.ndarray
+    staging_recall: np.ndarray
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RetrievalRow:
+    """One row of the retrieval table (a retriever, the champion retriever, or the pipeline)."""
+
+    model: str
+    val_recall: float | None = None  # Recall@K on the validation day (selection)
+    recall_10: float | None = None
+    ndcg_10: float | None = None
+    recall_k: float | None = None
+    coverage_k: float | None = None
+    delta_recall: float | None = None
+    delta_recall_ci: tuple[float, float] | None = None
+    fit_seconds: float | None = None
+    verdict: str = ""
+    registered: str = ""
+
+
+@dataclass
+class RetrievalSummary:
+    """The retrieval stage of a night: the table, the registered retriever, the pipeline."""
+
+    k: int
+    top_n: int
+    rows: list[RetrievalRow] = field(default_factory=list)
+    users: int = 0  # staging users with a positive (the users the metrics average)
+    selected: str | None = None
+    registered_version: str | None = None
+    promoted: bool = False
+    champion_before: str | None = None
+    champion_after: str | None = None
+    pipeline: dict[str, float] = field(default_factory=dict)  # `pipeline_*` metrics of the parent run
+    pipeline_models: str = ""  # which retriever and ranker the pipeline ran
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)

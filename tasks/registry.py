@@ -30,6 +30,11 @@ def registered_model_name(dataset: str) -> str:
     return f"{dataset}-ranker"
 
 
+def retriever_model_name(dataset: str) -> str:
+    """The candidate generator's registered model: same aliases, approval and rollback."""
+    return f"{dataset}-retriever"
+
+
 def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
     """The version an alias points to, or None when the model or the alias does not exist."""
     try:
@@ -46,9 +51,8 @@ def ensure_registered_model(client: MlflowClient, name: str, dataset: str) -> No
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
-        client.create_registered_model(
-            name, tags={"dataset": dataset}, description=f"Click-through-rate ranker for dataset '{dataset}'."
-        )
+        what = "Retriever (user -> top-K items)" if name == retriever_model_name(dataset) else "Click-through-rate ranker"
+        client.create_registered_model(name, tags={"dataset": dataset}, description=f"{what} for dataset '{dataset}'.")
 
 
 def register_version(
@@ -212,10 +216,11 @@ class VersionStatus:
     tags: dict[str, str]
 
 
-def status(client: MlflowClient, dataset: str) -> list[VersionStatus]:
+def status(client: MlflowClient, dataset: str, name: str | None = None) -> list[VersionStatus]:
     """Champion, challenger, and the newest version when it is neither (e.g. a night that was
-    rejected, timed out or died while waiting); empty when nothing is registered."""
-    name = registered_model_name(dataset)
+    rejected, timed out or died while waiting); empty when nothing is registered. `name`: another
+    registered model of the dataset (its retriever); default the ranker."""
+    name = name or registered_model_name(dataset)
     out = []
     for alias in (CHAMPION, CHALLENGER):
         mv = alias_version(client, name, alias)

@@ -6,7 +6,15 @@ import numpy as np
 
 from feature_store.drift import DriftReport
 from tasks.evaluate import score
-from tasks.handoff import Candidate, ComparisonRow, FrameDay, RawDay, StagingOutcome
+from tasks.handoff import (
+    Candidate,
+    ComparisonRow,
+    FrameDay,
+    RawDay,
+    RetrievalRow,
+    RetrievalSummary,
+    StagingOutcome,
+)
 
 
 def comparison_rows(
@@ -131,3 +139,55 @@ def drift_markdown(drift: DriftReport | None) -> str:
     head = "**Drift**" + drift_headline(drift)[len("Drift"):]
     flags = [f"- {f.reason}" for f in (drift.flags if drift else [])]
     return "\n".join([head, "", *flags] if flags else [head])
+
+
+# ---------------------------------------------------------------- the retrieval stage
+
+
+def _retrieval_cells(row: RetrievalRow) -> list[str]:
+    ci = row.delta_recall_ci
+    delta = "" if row.delta_recall is None else f"{row.delta_recall:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]"
+    return [row.model, _fmt(row.val_recall, ".4f"), _fmt(row.recall_10, ".4f"), _fmt(row.ndcg_10, ".4f"),
+            _fmt(row.recall_k, ".4f"), _fmt(row.coverage_k, ".3f"), delta, _fmt(row.fit_seconds, ".1f"),
+            row.verdict, row.registered]
+
+
+def retrieval_headers(k: int) -> list[str]:
+    return ["retriever", f"val Recall@{k}", "Recall@10", "NDCG@10", f"Recall@{k}", f"coverage@{k}",
+            f"Δ Recall@{k} vs champion [95% CI]", "fit s", "gate", "registered"]
+
+
+def pipeline_line(summary: RetrievalSummary) -> str:
+    """One line: the two-stage pipeline's top-N next to the retriever's own order."""
+    p, n = summary.pipeline, summary.top_n
+    if not p:
+        return "Pipeline: not evaluated (no ranker or no staging user with a positive)"
+    return (f"Pipeline {summary.pipeline_models}: Recall@{n} {p[f'pipeline_recall_at_{n}']:.4f}, "
+            f"NDCG@{n} {p[f'pipeline_ndcg_at_{n}']:.4f}, MRR@{n} {p[f'pipeline_mrr_at_{n}']:.4f} "
+            f"(retriever order: Recall@{n} {p[f'pipeline_retriever_recall_at_{n}']:.4f}, "
+            f"NDCG@{n} {p[f'pipeline_retriever_ndcg_at_{n}']:.4f}) over {int(p['pipeline_users'])} users")
+
+
+def retrieval_markdown(summary: RetrievalSummary | None) -> str:
+    """The retrieval section of the comparison artifact ('' when the stage did not run)."""
+    if summary is None:
+        return ""
+    headers = retrieval_headers(summary.k)
+    lines = [f"\n\n### Retrieval (top-{summary.k}, {summary.users:,} staging users with a positive)\n",
+             "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in _retrieval_cells(r)) + " |" for r in summary.rows]
+    lines += ["", f"**Retriever champion:** v{summary.champion_before or '-'} -> v{summary.champion_after or '-'}",
+              "", pipeline_line(summary)]
+    lines += [f"- {n}" for n in summary.notes]
+    return "\n".join(lines)
+
+
+def retrieval_rich_table(summary: RetrievalSummary, title: str):
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for h in retrieval_headers(summary.k):
+        table.add_column(h, overflow="fold")
+    for r in summary.rows:
+        table.add_row(*_retrieval_cells(r))
+    return table

@@ -19,6 +19,7 @@ from models.trainer import TrainConfig
 from tasks.alerts import AlertConfig
 from tasks.dryrun import DryRunConfig
 from tasks.evaluate import GatePolicy
+from tasks.retrieval_gate import RetrievalPolicy
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,8 @@ class Settings(BaseSettings):
     stream: StreamConfig = Field(default_factory=StreamConfig, description="Partition, row-group and buffer sizes.")
     alerts: AlertConfig = Field(default_factory=AlertConfig,
                                 description="Failed nights, decisions, promotions, rollbacks (tasks/alerts.py).")
+    retrieval: RetrievalPolicy = Field(default_factory=RetrievalPolicy,
+                                       description="The retrieval stage (tasks/retrieval_gate.py RetrievalPolicy).")
     # Served stack (`make up` / `recloop stack`, flows/stack.py).
     db_url: str | None = Field(
         default=None, description="PostgreSQL for the served stack (postgresql://user@host:port/db); unset: SQLite files."
@@ -110,7 +113,7 @@ class Settings(BaseSettings):
             return [entry for entry in value.split(os.pathsep) if entry.strip()]
         return value
 
-    @field_validator("train", "gate", "dryrun", "drift", "dask", "stream", "alerts", mode="before")
+    @field_validator("train", "gate", "dryrun", "drift", "dask", "stream", "alerts", "retrieval", mode="before")
     @classmethod
     def _section_lists(cls, value):
         # A list inside a section arrives from the environment as its JSON text.

@@ -18,6 +18,9 @@ os.environ.setdefault("RECLOOP_STREAM_PART_SIZE", "256KB")
 # The served dry run costs a night 5-10 s (a server process starting); the ~35 test nights that
 # are about something else skip it. tests/integration/test_dry_run.py and the e2e demo turn it on.
 os.environ.setdefault("RECLOOP_DRYRUN_ENABLED", "false")
+# Likewise the retrieval stage (a few seconds a night): tests/integration/test_retrieval_*.py
+# run it, and so does test_drift_planted.py (a blocking drift report fails the retrievers too).
+os.environ.setdefault("RECLOOP_RETRIEVAL_ENABLED", "false")
 warnings.filterwarnings("ignore", module=r"merlin\..*")
 
 

@@ -45,6 +45,14 @@ def search(score: ScoreFn, users: torch.Tensor, k: int, exclude=None, chunk: int
         kk = min(k, s.shape[1])
         # torch.topk leaves equal scores in no particular order: re-sort (score desc, index asc).
         top_v, top_i = torch.topk(s, kk, dim=1)
+        # A cut through a group of equal scores: torch.topk keeps arbitrary members of it. Keep
+        # the lowest indices instead, so a top-k is a prefix of every longer top-k (a champion
+        # asked for 2k and truncated lists what it would list for k).
+        kth = top_v[:, -1:]
+        split = torch.nonzero((s == kth).sum(1) > (top_v == kth).sum(1)).ravel()
+        if split.numel():
+            sv, si = torch.sort(s[split], dim=1, descending=True, stable=True)
+            top_v[split], top_i[split] = sv[:, :kk], si[:, :kk]
         order = np.lexsort((top_i.numpy(), -top_v.numpy()), axis=1)
         top_i = np.take_along_axis(top_i.numpy(), order, 1)
         top_v = np.take_along_axis(top_v.numpy(), order, 1)

@@ -538,7 +538,9 @@ def _check_compare_page(stack, flow_run_id: str, champion_version: str) -> None:
     client = MlflowClient(stack.mlflow, stack.mlflow)
     exp = client.get_experiment_by_name(DATASET)
     runs = client.search_runs([exp.experiment_id], f"tags.flow_run_id = '{flow_run_id}'")
-    children = sorted((r for r in runs if "mlflow.parentRunId" in r.data.tags), key=lambda r: r.info.run_name)
+    # The ranking runs (retriever runs, tag stage=retrieval, are compared among themselves).
+    children = sorted((r for r in runs if "mlflow.parentRunId" in r.data.tags and r.data.tags.get("stage") != "retrieval"),
+                      key=lambda r: r.info.run_name)
     assert [r.info.run_name for r in children] == ["deep", "wide"]
     deep, wide = children
     # The same metric keys and the same run-level params; `hp.*` are each architecture's own, and

@@ -98,6 +98,8 @@ def test_block_mode_keeps_the_champion_and_names_the_reason_warn_mode_promotes(t
     monkeypatch.setenv("RECLOOP_WINDOW_DAYS", "4")
     monkeypatch.setenv("RECLOOP_TRAIN_BATCH_SIZE", "256")
     monkeypatch.setenv("RECLOOP_GATE_BOOTSTRAP_SAMPLES", "50")
+    monkeypatch.setenv("RECLOOP_RETRIEVAL_ENABLED", "true")  # a blocking report fails the retrievers too
+    monkeypatch.setenv("RECLOOP_RETRIEVAL_BOOTSTRAP_SAMPLES", "50")
     for var in ("RECLOOP_DATA_ROOT", "RECLOOP_TRACKING_URI", "RECLOOP_REGISTRY_URI", "RECLOOP_DRIFT_MODE"):
         monkeypatch.delenv(var, raising=False)
     from flows.nightly import nightly_retrain
@@ -143,3 +145,6 @@ def test_block_mode_keeps_the_champion_and_names_the_reason_warn_mode_promotes(t
     child = client.search_runs([blocked.experiment_id], f"tags.mlflow.parentRunId = '{blocked.parent_run_id}'")
     assert child and all("drift" in run.data.tags["gate.verdict"] for run in child)
     assert client.get_run(blocked.parent_run_id).data.tags["drift.mode"] == "block"
+    assert blocked.retrieval.registered_version is None and not blocked.retrieval.promoted
+    assert blocked.retrieval.champion_after == warned.retrieval.champion_after
+    assert all("drift" in row.verdict for row in blocked.retrieval.rows if not row.model.startswith("champion"))
