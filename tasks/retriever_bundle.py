@@ -27,29 +27,11 @@ import torch
 MODEL_NAME_IN_RUN = "retriever"
 
 
-@torch.no_grad()
 def top_k(model, users, k: int, exclude=None) -> tuple[np.ndarray, np.ndarray]:
-    """`model.recommend`, excluding `exclude` (an `Interactions`, or None) instead of the
-    model's own history: the night excludes every pair a user had in the window, positive or
-    not. Users without history get the popularity order from history-based retrievers."""
-    from models.retrieval.search import search
-
-    users_t = torch.as_tensor(np.asarray(users), dtype=torch.int64)
-    cold = (model.history_indptr[users_t + 1] == model.history_indptr[users_t]) if model.uses_history else None
-
-    def scores(batch: torch.Tensor, rows: slice) -> torch.Tensor:
-        s = model(batch)
-        if cold is not None and bool(cold[rows].any()):
-            s = s.clone()
-            s[cold[rows]] = model.popularity
-        return s
-
-    was_training = model.training
-    model.eval()
-    try:
-        return search(scores, users_t, k, exclude)
-    finally:
-        model.train(was_training)
+    """`model.recommend`, excluding `exclude` (an `Interactions`, or None: nothing) instead of
+    the model's own history: the night excludes every pair a user had in the window, positive
+    or not."""
+    return model.recommend(users, k, exclude_seen=exclude is not None, exclude=exclude)
 
 
 def _save_seen(path: Path, seen) -> None:

@@ -42,7 +42,6 @@ class AutoRec(Retriever):
 
     name = "autorec"
     config_class = Config
-    uses_history = True
     objective = "reconstruction"
     loop_defaults = LoopDefaults(epochs=40, batch_size=128, lr=0.005)
 

@@ -9,7 +9,7 @@ Users and items are dense indices (`0..n_users-1`, `0..n_items-1`): the night ma
 fitted vocabulary's ids to them. The training interactions travel inside the module as
 buffers (`history`), so a saved retriever can exclude what a user already saw and the
 history-based models (kNN, AutoRec, TF-IDF) can score without a second input; users with no
-history get the popularity order (cold start), whatever the model.
+history get the popularity order (cold start) unless the model scores them from features.
 """
 
 from __future__ import annotations
@@ -118,8 +118,10 @@ class Retriever(nn.Module):
 
     Subclasses implement `forward(users) -> scores (U, n_items)` (higher is better) and set
     `name` and `config_class`; their constructor is `(n_users, n_items, config, side=None)`.
-    `uses_history`: scores come from the user's own items (kNN, AutoRec, TF-IDF), so
-    a user without history has nothing to go on and gets the popularity order instead.
+    A user without history (no positive in the training window) gets the popularity order:
+    history-based models (kNN, AutoRec, TF-IDF) have nothing to go on, and an id-embedding
+    model (MF, LightGCN) would rank by a row no gradient ever touched. `scores_cold_users`:
+    the model scores such users from something else (two-tower's user features) itself.
 
     Fitting has two parts. `fit(train, side)` computes everything that has a closed form (the
     history, similarities, the normalized graph, the catalogue's features); for popularity,
@@ -129,7 +131,7 @@ class Retriever(nn.Module):
 
     name: ClassVar[str]
     config_class: ClassVar[type]  # the frozen Config dataclass next to the subclass
-    uses_history: ClassVar[bool] = False
+    scores_cold_users: bool = False
     objective: ClassVar[str | None] = None  # a loop in models.retrieval.trainer.OBJECTIVES
     loop_defaults: ClassVar[LoopDefaults | None] = None  # set with `objective`
 
@@ -173,25 +175,29 @@ class Retriever(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def recommend(self, users, k: int, exclude_seen: bool = True, chunk: int = 1024
-                  ) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(self, users, k: int, exclude_seen: bool = True, chunk: int = 1024,
+                  exclude: Interactions | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top `k` items per user: int64 (U, k) item indices (-1 where fewer than k remain
-        after exclusion) and float32 (U, k) scores, best first."""
+        after exclusion) and float32 (U, k) scores, best first. `exclude_seen` leaves out the
+        user's training items, or with `exclude` these pairs instead (the night leaves out
+        every pair a user had in the window, positive or not)."""
         users = torch.as_tensor(np.asarray(users), dtype=torch.int64)
         if users.numel() and (users.min() < 0 or users.max() >= self.n_users):
             raise ValueError(f"user index out of range [0, {self.n_users})")
-        cold = (self.history_indptr[users + 1] == self.history_indptr[users]) if self.uses_history else None
+        cold = None if self.scores_cold_users else self.history_indptr[users + 1] == self.history_indptr[users]
 
         def scores(batch: torch.Tensor, rows: slice) -> torch.Tensor:
             s = self(batch)
             if cold is not None and bool(cold[rows].any()):
+                s = s.clone()
                 s[cold[rows]] = self.popularity
             return s
 
-        exclude = self.history() if exclude_seen else None
+        if exclude_seen and exclude is None:
+            exclude = self.history()
         was_training = self.training
         self.eval()
         try:
-            return search(scores, users, k, exclude, chunk)
+            return search(scores, users, k, exclude if exclude_seen else None, chunk)
         finally:
             self.train(was_training)

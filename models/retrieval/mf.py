@@ -39,7 +39,7 @@ class MF(Retriever):
     name = "mf"
     config_class = Config
     objective = "bpr"
-    loop_defaults = LoopDefaults(epochs=60, batch_size=4096, lr=0.01)
+    loop_defaults = LoopDefaults(epochs=100, batch_size=1024, lr=0.003)
 
     def __init__(self, n_users: int, n_items: int, config: Config = Config(), side: SideInfo | None = None):
         super().__init__(n_users, n_items)

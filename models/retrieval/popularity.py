@@ -25,6 +25,7 @@ class Popularity(Retriever):
     """Forward: users int64 (U,) -> the item counts, float32 (U, n_items)."""
 
     name = "popularity"
+    scores_cold_users = True  # the same list for everyone
     config_class = Config
 
     def __init__(self, n_users: int, n_items: int, config: Config = Config(), side: SideInfo | None = None):

@@ -33,7 +33,6 @@ class TfidfContent(Retriever):
 
     name = "tfidf_content"
     config_class = Config
-    uses_history = True
 
     def __init__(self, n_users: int, n_items: int, config: Config = Config(), side: SideInfo | None = None):
         super().__init__(n_users, n_items)

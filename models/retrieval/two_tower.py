@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from models import two_tower
-from models.retrieval.base import LoopDefaults, Retriever, SideInfo
+from models.retrieval.base import Interactions, LoopDefaults, Retriever, SideInfo
 from models.schema import Field
 
 
@@ -83,6 +83,7 @@ class TwoTowerRetriever(Retriever):
         self.user_tower = two_tower.Tower(user_fields, config.tower())
         self.item_tower = two_tower.Tower(item_fields, config.tower())
         self._catalogue: torch.Tensor | None = None  # item vectors while `recommend` runs
+        self.scores_cold_users = side.user_features is not None  # the user tower reads features
 
     def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
         return nn.functional.normalize(self.user_tower(self.user_ids[users]), dim=1)
@@ -95,14 +96,14 @@ class TwoTowerRetriever(Retriever):
         return self.user_vectors(users) @ v.t() / self.config.temperature  # (U, O) (O, n_items)
 
     @torch.no_grad()
-    def recommend(self, users, k: int, exclude_seen: bool = True, chunk: int = 1024
-                  ) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(self, users, k: int, exclude_seen: bool = True, chunk: int = 1024,
+                  exclude: Interactions | None = None) -> tuple[np.ndarray, np.ndarray]:
         """As `Retriever.recommend`, the catalogue's vectors computed once for all users."""
         was_training = self.training
         self.eval()
         self._catalogue = self.item_vectors(torch.arange(self.n_items))  # (n_items, O)
         try:
-            return super().recommend(users, k, exclude_seen, chunk)
+            return super().recommend(users, k, exclude_seen, chunk, exclude)
         finally:
             self._catalogue = None
             self.train(was_training)

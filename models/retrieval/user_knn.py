@@ -36,7 +36,6 @@ class UserKNN(Retriever):
 
     name = "user_knn"
     config_class = Config
-    uses_history = True
 
     def __init__(self, n_users: int, n_items: int, config: Config = Config(), side: SideInfo | None = None):
         super().__init__(n_users, n_items)

@@ -115,8 +115,12 @@ def test_same_seed_same_top_k_and_cold_users_get_something(name, data, side):
     assert np.array_equal(a, b)
     keep = train.rows() > 0  # user 0 has no history
     cold = Interactions.from_pairs(train.rows()[keep], train.indices[keep], USERS, ITEMS)
-    items, scores = fit_retriever(name, cold, side, None, quick).model.recommend([0], k=5)
+    model = fit_retriever(name, cold, side, None, quick).model
+    items, scores = model.recommend([0], k=5)
     assert (items >= 0).all() and np.isfinite(scores).all()
+    if not model.scores_cold_users:  # an untrained embedding row must not rank anything
+        popular = np.argsort(-cold.item_counts(), kind="stable")[:5]
+        assert items[0].tolist() == popular.tolist()
 
 
 @pytest.mark.parametrize("name", ["tfidf_content", "two_tower"])
