@@ -356,7 +356,7 @@ def nightly_approval(request: approval.ApprovalRequest, night_run_id: str, poll_
         f"{request.name} v{request.version} waits for a decision (up to {request.timeout_s} s): Resume in the Prefect UI, "
         f"or `recloop approve|reject {run_id} --reviewer NAME --reason TEXT`")
     return pause_flow_run(wait_for_input=approval.Decision.with_initial_data(description=markdown),
-                          timeout=request.timeout_s, poll_interval=poll_s, key=request.run_name)
+                          timeout=request.timeout_s, poll_interval=poll_s, key=request.pause_key)
 
 
 def _manual_approval(client, settings, req: approval.ApprovalRequest, notes: list[str]):

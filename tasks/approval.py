@@ -116,6 +116,11 @@ class ApprovalRequest:
     def run_name(self) -> str:
         return approval_run_name(self.subject, self.version)
 
+    @property
+    def pause_key(self) -> str:
+        """The pause's key (Prefect allows lowercase letters, digits and dashes only)."""
+        return f"approve-{'retriever-' if self.retrieval is not None else ''}v{self.version}"
+
 
 def champion_served_ms(client: MlflowClient, name: str, version: str | None) -> tuple[float, float] | None:
     """(p50, p99) of a version's own dry run, from its `dryrun.*` tags; None without one."""
