@@ -485,8 +485,8 @@ def pending(limit: Annotated[int, typer.Option(help="At most this many runs.")] 
 
 
 def _reconcile(client, read_state, close_waiting=None, datasets: list[str] | None = None) -> list[str]:
-    """approval.reconcile_abandoned for every dataset's registered models (ranker, retriever); a registry that does
-    not answer is a note, not a failure (the Prefect side is still worth showing)."""
+    """approval.reconcile_abandoned for every dataset's registered models (ranker, retriever); a
+    registry that does not answer is a note, not a failure (the Prefect side is still worth showing)."""
     from tasks import approval, registry
 
     notes = []

@@ -342,9 +342,9 @@ def _night(client, settings, spec, night: Night, work: Path, architectures: list
 @flow(name=approval.APPROVAL_FLOW_NAME, flow_run_name="approve-{request.subject}-v{request.version}",
       log_prints=True)
 def nightly_approval(request: approval.ApprovalRequest, night_run_id: str, poll_s: int) -> approval.Decision:
-    """Wait for a reviewer's decision on `request.version` of `request.name` (a ranker or a retriever). This run pauses (Resume in the
-    Prefect UI, or `recloop approve|reject`); the night that called it stays Running. Raises
-    FlowPauseTimeout when nobody decides within `request.timeout_s` (this run ends Failed)."""
+    """Wait for a reviewer's decision on `request.version` of `request.name` (a ranker or a
+    retriever). This run pauses (Resume in the Prefect UI, or `recloop approve|reject`); the
+    night that called it stays Running. Raises FlowPauseTimeout when nobody decides within `request.timeout_s` (this run ends Failed)."""
     run_id = str(flow_run.id)
     markdown = approval.comparison_markdown(request, run_id)
     create_markdown_artifact(key=f"{request.subject.replace('_', '-')}-approval", markdown=markdown,
@@ -362,9 +362,9 @@ def nightly_approval(request: approval.ApprovalRequest, night_run_id: str, poll_
 def _manual_approval(client, settings, req: approval.ApprovalRequest, notes: list[str]):
     """For `req` (a ranker's or a retriever's version): publish the comparison, wait in the
     `nightly-approval` subflow until a reviewer decides (or the pause times out), record the
-    decision (a note in `notes`). The night itself never pauses: Prefect
-    revokes a deployment run's concurrency lease when the run leaves Running, and the night's
-    next lease renewal (every 225 s) would then crash it. Pause, not suspend: the process keeps
+    decision (a note in `notes`). The night itself never pauses: Prefect revokes a deployment
+    run's concurrency lease when the run leaves Running, and the night's next lease renewal
+    (every 225 s) would then crash it. Pause, not suspend: the process keeps
     the trained candidates and the open MLflow run in memory, and a resume continues here."""
     log = get_run_logger()
     started = time.monotonic()
