@@ -485,14 +485,15 @@ def pending(limit: Annotated[int, typer.Option(help="At most this many runs.")] 
 
 
 def _reconcile(client, read_state, close_waiting=None, datasets: list[str] | None = None) -> list[str]:
-    """approval.reconcile_abandoned for every dataset's registered model; a registry that does
-    not answer is a note, not a failure (the Prefect side is still worth showing)."""
+    """approval.reconcile_abandoned for every dataset's registered models (ranker, retriever); a
+    registry that does not answer is a note, not a failure (the Prefect side is still worth showing)."""
     from tasks import approval, registry
 
     notes = []
     for ds in datasets or dataset_names(None, None):
         try:
-            notes += approval.reconcile_abandoned(client, registry.registered_model_name(ds), read_state, close_waiting)
+            for name in registry.model_names(ds):
+                notes += approval.reconcile_abandoned(client, name, read_state, close_waiting)
         except Exception as exc:  # MLflow raises several types for an unreachable server
             return notes + [f"registry not checked for abandoned approvals: {exc}"]
     return notes
@@ -521,9 +522,9 @@ def _abandoned_lines(client) -> list[str]:
     from tasks import approval, registry
 
     lines = []
-    for ds in dataset_names(None, None):
+    for name in (name for ds in dataset_names(None, None) for name in registry.model_names(ds)):
         try:
-            mv = approval.latest_abandoned(client, registry.registered_model_name(ds))
+            mv = approval.latest_abandoned(client, name)
         except Exception:  # reported by _reconcile already
             return lines
         if mv is not None:

@@ -56,10 +56,9 @@ def _record_abandoned_approval(flow, flow_run, state) -> None:
     own = approval.RunState("CRASHED" if state.is_crashed() else "CANCELLED", state.name, state.message or "")
     with get_client(sync_client=True) as prefect_client:
         read = approval.prefect_run_states(prefect_client)
-        notes = approval.reconcile_abandoned(
-            client, registry.registered_model_name(dataset),
-            lambda run_id: own if run_id == str(flow_run.id) else read(run_id),
-            approval.prefect_close_run(prefect_client))
+        notes = [note for name in registry.model_names(dataset) for note in approval.reconcile_abandoned(
+            client, name, lambda run_id: own if run_id == str(flow_run.id) else read(run_id),
+            approval.prefect_close_run(prefect_client))]
     for note in notes:
         flow_run_logger(flow_run, flow).warning(note)
 
@@ -155,11 +154,17 @@ def nightly_retrain(
         night = Night(dataset=spec.name, run_date=run_date)
         summary = _night(client, settings, spec, night, work, architectures, hparams, backfill, force, lock)
         summary.notes[:0] = [r.line() for r in repairs]
+    retrieval = summary.retrieval
     if summary.decision == approval.TIMEOUT:
         raise approval.ApprovalExpired(
             f"no decision on v{summary.registered_version} within {settings.approval_timeout_s} s: "
             f"champion unchanged ({'v' + summary.champion_after if summary.champion_after else 'none'})",
             summary)
+    if retrieval is not None and retrieval.decision == approval.TIMEOUT:
+        raise approval.ApprovalExpired(
+            f"no decision on {registry.retriever_model_name(spec.name)} v{retrieval.registered_version} within "
+            f"{settings.approval_timeout_s} s: retriever champion unchanged "
+            f"({'v' + retrieval.champion_after if retrieval.champion_after else 'none'})", summary)
     return summary
 
 
@@ -261,8 +266,9 @@ def _night(client, settings, spec, night: Night, work: Path, architectures: list
         promotion = timed("promotion", promotion_task, client, night, outcome, settings.approval_mode)
         decision = approval.APPROVED if promotion is not None else None
         if settings.approval_mode == "manual" and outcome.version_gate is not None and outcome.version_gate.passed:
-            decision, promotion = timed("approval", _manual_approval, client, settings, night, outcome,
-                                        candidates, str(window.holdout_day))
+            request = approval.build_request(client, night, outcome, candidates, settings.resolved_tracking_uri,
+                                             str(window.holdout_day), settings.approval_timeout_s)
+            decision, promotion = timed("approval", _manual_approval, client, settings, request, outcome.notes)
         if promotion is not None:  # by the gate (auto) or a reviewer (manual)
             _alert_decision(settings, alerts.PROMOTED, client, promotion.name, promotion.version, promotion.previous)
         retrieval = None
@@ -278,6 +284,14 @@ def _night(client, settings, spec, night: Night, work: Path, architectures: list
                 log.error(f"retrieval stage failed, the ranking results stand: {why}")
                 outcome.notes.append(f"retrieval stage failed: {why}")
                 client.set_tag(night.parent_run_id, "retrieval.failure", why)
+        if settings.approval_mode == "manual" and retrieval is not None and retrieval.awaits_approval:
+            request = approval.build_retriever_request(client, night, retrieval, settings.resolved_tracking_uri,
+                                                       str(window.holdout_day), settings.approval_timeout_s)
+            verdict, promoted = timed("approval", _manual_approval, client, settings, request, retrieval.notes)
+            retrieval.record_decision(verdict, promoted.version if promoted else None)
+        if retrieval is not None and retrieval.promoted:  # by its gate (auto) or a reviewer (manual)
+            _alert_decision(settings, alerts.PROMOTED, client, registry.retriever_model_name(spec.name),
+                            retrieval.registered_version, retrieval.champion_before)
         oracle = report.oracle_column(data.holdout_raw, spec)
         champion_after = registry.alias_version(client, night.model_name, registry.CHAMPION)
         summary = NightSummary(
@@ -325,35 +339,34 @@ def _night(client, settings, spec, night: Night, work: Path, architectures: list
     return summary
 
 
-@flow(name=approval.APPROVAL_FLOW_NAME, flow_run_name="approve-{request.dataset}-v{request.version}",
+@flow(name=approval.APPROVAL_FLOW_NAME, flow_run_name="approve-{request.subject}-v{request.version}",
       log_prints=True)
 def nightly_approval(request: approval.ApprovalRequest, night_run_id: str, poll_s: int) -> approval.Decision:
-    """Wait for a reviewer's decision on `request.version`. This run pauses (Resume in the
-    Prefect UI, or `recloop approve|reject`); the night that called it stays Running. Raises
-    FlowPauseTimeout when nobody decides within `request.timeout_s` (this run ends Failed)."""
+    """Wait for a reviewer's decision on `request.version` of `request.name` (a ranker or a
+    retriever). This run pauses (Resume in the Prefect UI, or `recloop approve|reject`); the
+    night that called it stays Running. Raises FlowPauseTimeout when nobody decides within `request.timeout_s` (this run ends Failed)."""
     run_id = str(flow_run.id)
     markdown = approval.comparison_markdown(request, run_id)
-    create_markdown_artifact(key=f"{request.dataset.replace('_', '-')}-approval", markdown=markdown,
+    create_markdown_artifact(key=f"{request.subject.replace('_', '-')}-approval", markdown=markdown,
                              description=f"Approve {request.name} v{request.version}?")
     # The night's stores: its settings come from the same environment.
     approval.mark_pending(tracking.configure(get_settings()), request.name, request.version, run_id,
                           request.timeout_s, night_run_id)
     get_run_logger().info(
-        f"v{request.version} waits for a decision (up to {request.timeout_s} s): Resume in the Prefect UI, "
+        f"{request.name} v{request.version} waits for a decision (up to {request.timeout_s} s): Resume in the Prefect UI, "
         f"or `recloop approve|reject {run_id} --reviewer NAME --reason TEXT`")
     return pause_flow_run(wait_for_input=approval.Decision.with_initial_data(description=markdown),
-                          timeout=request.timeout_s, poll_interval=poll_s, key=f"approve-v{request.version}")
+                          timeout=request.timeout_s, poll_interval=poll_s, key=request.pause_key)
 
 
-def _manual_approval(client, settings, night: Night, outcome, candidates, staging_day: str):
-    """Publish the comparison, wait in the `nightly-approval` subflow until a reviewer decides
-    (or the pause times out), record the decision. The night itself never pauses: Prefect
-    revokes a deployment run's concurrency lease when the run leaves Running, and the night's
-    next lease renewal (every 225 s) would then crash it. Pause, not suspend: the process keeps
+def _manual_approval(client, settings, req: approval.ApprovalRequest, notes: list[str]):
+    """For `req` (a ranker's or a retriever's version): publish the comparison, wait in the
+    `nightly-approval` subflow until a reviewer decides (or the pause times out), record the
+    decision (a note in `notes`). The night itself never pauses: Prefect revokes a deployment
+    run's concurrency lease when the run leaves Running, and the night's next lease renewal
+    (every 225 s) would then crash it. Pause, not suspend: the process keeps
     the trained candidates and the open MLflow run in memory, and a resume continues here."""
     log = get_run_logger()
-    req = approval.build_request(client, night, outcome, candidates, settings.resolved_tracking_uri,
-                                 staging_day, settings.approval_timeout_s)
     started = time.monotonic()
     waiting = nightly_approval(req, str(flow_run.id), settings.approval_poll_s, return_state=True)
     if waiting.is_completed():
@@ -362,7 +375,7 @@ def _manual_approval(client, settings, night: Night, outcome, candidates, stagin
         # Nobody decided: the subflow raised FlowPauseTimeout, and the server may have replaced
         # that Failed state with its own ("never resumed"), so the elapsed time is what tells.
         # The registry records the timeout; the flow raises ApprovalExpired at its end.
-        log.warning(f"no decision on v{req.version} within {settings.approval_timeout_s} s; champion unchanged")
+        log.warning(f"no decision on {req.name} v{req.version} within {settings.approval_timeout_s} s; champion unchanged")
         decision = None
     else:
         waiting.result()  # raises what ended the approval run early
@@ -370,11 +383,12 @@ def _manual_approval(client, settings, night: Night, outcome, candidates, stagin
     verdict, promotion = approval.decision_task(client, req.name, req.version, decision, run_id,
                                                 settings.approval_timeout_s, req.champion_version)
     if verdict == approval.STALE:
-        log.warning(f"v{req.version} not promoted: the champion changed while it waited for a decision")
+        log.warning(f"{req.name} v{req.version} not promoted: the champion changed while it waited for a decision")
     if verdict in (approval.REJECTED, approval.TIMEOUT, approval.STALE):  # the alert's event names
         _alert_decision(settings, verdict, client, req.name, req.version, req.champion_version)
     who = f" by {decision.reviewer}" if decision is not None else ""
-    outcome.notes.append(f"v{req.version} {verdict}{who}" + (f": {decision.reason}" if decision and decision.reason else ""))
+    what = f"{req.name} v{req.version}" if req.retrieval is not None else f"v{req.version}"
+    notes.append(f"{what} {verdict}{who}" + (f": {decision.reason}" if decision and decision.reason else ""))
     return verdict, promotion
 
 

@@ -249,7 +249,7 @@ def version_alert(client, tracking_uri: str, event: str, name: str, version: str
     experiment_id = _try(lambda: client.get_run(run_id).info.experiment_id, None) if run_id else None
     return Alert(
         event=event, dataset=tags.get("dataset") or name.removesuffix("-ranker"), model=name,
-        run_date=tags.get("run_date"), version=str(version), arch=tags.get("arch"), champion_before=champion_before,
+        run_date=tags.get("run_date"), version=str(version), arch=tags.get("arch") or tags.get("retriever"), champion_before=champion_before,
         champion_after=_champion(client, name), reason=reason,
         # A rollback happens outside any flow run; the version's night is not what happened.
         flow_run_url=flow_run_url(tags.get("flow_run_id")) if event != ROLLED_BACK else None,

@@ -1,8 +1,9 @@
 """Manual approval: what the reviewer sees, what they send back, and what it does to the registry.
 
 In approval mode `manual`, a candidate that passed the staging gate carries the `challenger`
-alias and the night waits in a subflow run (flow `nightly-approval`, run `approve-<dataset>-v<N>`)
-that pauses itself (`pause_flow_run(wait_for_input=Decision)`) until a person approves or
+alias and the night waits in a subflow run (flow `nightly-approval`, run `approve-<dataset>-v<N>`;
+for a retriever that passed the retrieval gate, `approve-<dataset>-retriever-v<N>` later in the
+same night) that pauses itself (`pause_flow_run(wait_for_input=Decision)`) until a person approves or
 rejects it in the Prefect UI or with `recloop approve/reject`. Every outcome (approved,
 rejected, stale, timeout, crashed) is written on the model version as `approval.*` tags. The
 pause itself lives in flows/nightly.py: Prefect can only pause a flow run.
@@ -31,8 +32,9 @@ from pydantic import Field
 from feature_store.drift import DriftReport
 from tasks import registry
 from tasks.evaluate import GateResult
-from tasks.handoff import Candidate, Night, StagingOutcome
+from tasks.handoff import Candidate, Night, RetrievalSummary, StagingOutcome
 from tasks.report import drift_markdown
+from tasks.retrieval_gate import RetrievalGate
 
 FLOW_NAME = "nightly-retrain"  # the night: the deployment's flow
 APPROVAL_FLOW_NAME = "nightly-approval"  # its subflow that pauses; `recloop pending` lists these
@@ -46,9 +48,10 @@ CRASHED = "crashed"
 FINAL_STATE_TYPES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 
 
-def approval_run_name(dataset: str, version: str) -> str:
-    """The name of the paused subflow run a reviewer looks for in the Prefect UI."""
-    return f"approve-{dataset}-v{version}"
+def approval_run_name(subject: str, version: str) -> str:
+    """The name of the paused subflow run a reviewer looks for in the Prefect UI (`subject`:
+    the dataset for its ranker, `<dataset>-retriever` for its retriever)."""
+    return f"approve-{subject}-v{version}"
 
 
 class ApprovalExpired(RuntimeError):
@@ -71,16 +74,28 @@ class Decision(RunInput):
 
 
 @dataclass(frozen=True)
+class RetrievalComparison:
+    """What a retriever's approval shows besides its gate: both retrievers' top-K metrics on the
+    staging day (MLflow keys `staging_<metric>_at_<k>`; champion None: none, or it is broken)."""
+
+    k: int
+    users: int  # staging users with a click (the users the metrics average)
+    challenger: dict[str, float]
+    champion: dict[str, float] | None
+
+
+@dataclass(frozen=True)
 class ApprovalRequest:
-    """Everything the comparison shows: the challenger, the champion it would replace, the gate."""
+    """Everything the comparison shows: the challenger, the champion it would replace, the gate.
+    A ranker's request has a `GateResult`; a retriever's a `RetrievalGate` and `retrieval`."""
 
     dataset: str
     name: str
     version: str
-    arch: str
+    arch: str  # the architecture, or the retriever's name
     run_id: str
     experiment_id: str
-    gate: GateResult
+    gate: GateResult | RetrievalGate
     champion_version: str | None
     champion_run_id: str | None
     champion_experiment_id: str | None
@@ -90,6 +105,21 @@ class ApprovalRequest:
     drift: DriftReport | None = None  # training window vs staging day (None: drift off)
     # The champion's own served dry run (p50, p99 ms; its version tags), when it had one.
     champion_served_ms: tuple[float, float] | None = None
+    retrieval: RetrievalComparison | None = None  # set for a retriever
+
+    @property
+    def subject(self) -> str:
+        """What is approved, as the run name says it: `<dataset>` or `<dataset>-retriever`."""
+        return f"{self.dataset}-retriever" if self.retrieval is not None else self.dataset
+
+    @property
+    def run_name(self) -> str:
+        return approval_run_name(self.subject, self.version)
+
+    @property
+    def pause_key(self) -> str:
+        """The pause's key (Prefect allows lowercase letters, digits and dashes only)."""
+        return f"approve-{'retriever-' if self.retrieval is not None else ''}v{self.version}"
 
 
 def champion_served_ms(client: MlflowClient, name: str, version: str | None) -> tuple[float, float] | None:
@@ -122,6 +152,22 @@ def build_request(
     )
 
 
+def build_retriever_request(client: MlflowClient, night: Night, summary: RetrievalSummary, tracking_uri: str,
+                            staging_day: str, timeout_s: int) -> ApprovalRequest:
+    """The request for the retriever version the retrieval stage registered (its gate passed)."""
+    name = registry.retriever_model_name(night.dataset)
+    champ = summary.champion_before
+    champ_run = client.get_model_version(name, champ).run_id if champ else None
+    return ApprovalRequest(
+        dataset=night.dataset, name=name, version=str(summary.registered_version), arch=str(summary.selected),
+        run_id=summary.registered_run_id, experiment_id=client.get_run(summary.registered_run_id).info.experiment_id,
+        gate=summary.gate, champion_version=champ, champion_run_id=champ_run,
+        champion_experiment_id=client.get_run(champ_run).info.experiment_id if champ_run else None,
+        tracking_uri=tracking_uri, staging_day=staging_day, timeout_s=timeout_s,
+        retrieval=RetrievalComparison(summary.k, summary.users, summary.challenger_metrics, summary.champion_metrics),
+    )
+
+
 def _run_link(uri: str, experiment_id: str | None, run_id: str | None) -> str:
     """A clickable MLflow UI link when the tracking store is a server, else the run id."""
     if run_id is None:
@@ -139,8 +185,39 @@ def comparison_markdown(req: ApprovalRequest, flow_run_id: str) -> str:
     """The Prefect artifact (and resume-form description) a reviewer decides on. Narrow on
     purpose: the UI's resume form is a modal a few hundred pixels wide, so the table has three
     columns (metric | challenger | champion) and the deltas with their interval are a list."""
-    g, champ = req.gate, req.gate.champion
+    g = req.gate
+    moves = (f"approving moves `champion` {'from v' + req.champion_version + ' ' if req.champion_version else ''}"
+             f"to v{req.version}.")
     champ_col = f"champion v{req.champion_version}" if req.champion_version else "champion (none yet)"
+    body = _retrieval_lines(req, champ_col, moves) if req.retrieval is not None else _ranking_lines(req, champ_col,
+                                                                                                    moves)
+    lines = [
+        f"## Approval needed: {req.name} v{req.version} ({req.arch})",
+        "",
+        *body,
+        "**Gate checks**",
+        "",
+        *[f"- {'ok' if c.passed else 'FAILED'} {c.name}: {c.detail}" for c in g.checks],
+        "",
+        *([drift_markdown(req.drift), ""] if req.retrieval is None else []),
+        f"**MLflow runs:** challenger {_run_link(req.tracking_uri, req.experiment_id, req.run_id)}, "
+        f"champion {_run_link(req.tracking_uri, req.champion_experiment_id, req.champion_run_id)} "
+        f"(tracking `{req.tracking_uri}`)",
+        "",
+        # Inline code, not a code block: a block does not wrap and would need a sideways scroll.
+        "**Decide** with the Resume button of this flow run in the Prefect UI, or with "
+        f"`recloop approve {flow_run_id} --reviewer NAME --reason TEXT` "
+        f"(`recloop reject` takes the same arguments).",
+        "",
+        f"Without a decision within {timedelta(seconds=req.timeout_s)} the champion stays and "
+        f"v{req.version} loses the `challenger` alias.",
+    ]
+    return "\n".join(lines)
+
+
+def _ranking_lines(req: ApprovalRequest, champ_col: str, moves: str) -> list[str]:
+    """A ranker's comparison: AUC, logloss, calibration (and served latency) of both models."""
+    g, champ = req.gate, req.gate.champion
     deltas = []
     if g.delta_auc is not None:
         ci = (f", 95% CI [{g.delta_auc_low:+.4f}, {g.delta_auc_high:+.4f}]"
@@ -156,12 +233,9 @@ def comparison_markdown(req: ApprovalRequest, flow_run_id: str) -> str:
         latency_note = [f"Served: the registered version behind a real scoring server on 127.0.0.1, {served.rows} "
                         f"staging rows in requests of {served.request_rows}, p99 budget {served.p99_budget_ms:g} ms; "
                         "the champion's latency is from its own night's dry run.", ""]
-    lines = [
-        f"## Approval needed: {req.name} v{req.version} ({req.arch})",
-        "",
+    return [
         f"Staging day {req.staging_day} ({g.challenger.rows} rows, neither model trained on it). "
-        f"The challenger passed the staging gate; approving moves `champion` "
-        f"{'from v' + req.champion_version + ' ' if req.champion_version else ''}to v{req.version}.",
+        f"The challenger passed the staging gate; {moves}",
         "",
         f"| staging day | challenger v{req.version} | {champ_col} |",
         "|---|---|---|",
@@ -174,25 +248,36 @@ def comparison_markdown(req: ApprovalRequest, flow_run_id: str) -> str:
         "Calibration: mean prediction / observed CTR.",
         "",
         *latency_note,
-        "**Gate checks**",
-        "",
-        *[f"- {'ok' if c.passed else 'FAILED'} {c.name}: {c.detail}" for c in g.checks],
-        "",
-        drift_markdown(req.drift),
-        "",
-        f"**MLflow runs:** challenger {_run_link(req.tracking_uri, req.experiment_id, req.run_id)}, "
-        f"champion {_run_link(req.tracking_uri, req.champion_experiment_id, req.champion_run_id)} "
-        f"(tracking `{req.tracking_uri}`)",
-        "",
-        # Inline code, not a code block: a block does not wrap and would need a sideways scroll.
-        "**Decide** with the Resume button of this flow run in the Prefect UI, or with "
-        f"`recloop approve {flow_run_id} --reviewer NAME --reason TEXT` "
-        f"(`recloop reject` takes the same arguments).",
-        "",
-        f"Without a decision within {timedelta(seconds=req.timeout_s)} the champion stays and "
-        f"v{req.version} loses the `challenger` alias.",
     ]
-    return "\n".join(lines)
+
+
+def _retrieval_lines(req: ApprovalRequest, champ_col: str, moves: str) -> list[str]:
+    """A retriever's comparison: Recall and NDCG at 10 and K of both retrievers on the staging
+    day's users, the paired bootstrap interval of the Recall@K difference."""
+    r, g = req.retrieval, req.gate
+    champ = r.champion or {}
+    rows = [f"| {label}@{k} | {_num(r.challenger.get(f'staging_{key}_at_{k}'), '.4f')} | "
+            f"{_num(champ.get(f'staging_{key}_at_{k}'), '.4f')} |"
+            for k in sorted({10, r.k}) for key, label in (("recall", "Recall"), ("ndcg", "NDCG"))]
+    deltas = []
+    if g.delta is not None:
+        deltas = ["**Challenger - champion**", "",
+                  f"- Δ Recall@{g.k} {g.delta:+.4f}, 95% CI [{g.delta_low:+.4f}, {g.delta_high:+.4f}] "
+                  "(paired bootstrap over users)", ""]
+    return [
+        f"Staging day {req.staging_day} ({r.users} users with a click, neither retriever trained on it). "
+        f"The challenger passed the retrieval gate; {moves}",
+        "",
+        f"| staging day | challenger v{req.version} | {champ_col} |",
+        "|---|---|---|",
+        *rows,
+        f"| coverage@{r.k} | {_num(r.challenger.get(f'staging_coverage_at_{r.k}'), '.3f')} | "
+        f"{_num(champ.get(f'staging_coverage_at_{r.k}'), '.3f')} |",
+        "",
+        *deltas,
+        "Coverage: share of the catalogue recommended to anyone.",
+        "",
+    ]
 
 
 def mark_pending(client: MlflowClient, name: str, version: str, flow_run_id: str, timeout_s: int,

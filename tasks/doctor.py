@@ -170,15 +170,15 @@ def reconcile(client: MlflowClient, dataset: str, flow_runs: FlowRuns | None = N
     name = registry.registered_model_name(dataset)
     repairs = end_dead_runs(client, dataset, flow_runs, stale) + repair_registry(client, name)
     repairs += repair_registry(client, registry.retriever_model_name(dataset))  # the same write order
-    if flow_runs is not None:
+    for model in registry.model_names(dataset) if flow_runs is not None else ():
         try:
-            notes = approval.reconcile_abandoned(client, name, flow_runs.read, flow_runs.close_waiting)
+            notes = approval.reconcile_abandoned(client, model, flow_runs.read, flow_runs.close_waiting)
         except MlflowException:
             raise
         except Exception as exc:  # the Prefect API does not answer: approvals stay as they are
-            log(f"doctor: approvals of {name} not checked, the Prefect API did not answer ({exc})")
-            notes = []
-        repairs += [Repair("marked approval crashed", name, note) for note in notes]
+            log(f"doctor: approvals of {model} not checked, the Prefect API did not answer ({exc})")
+            break
+        repairs += [Repair("marked approval crashed", model, note) for note in notes]
     for r in repairs:
         log(f"doctor: {r.line()}")
     return repairs

@@ -21,6 +21,7 @@ from feature_store.drift import DriftReport, Profile
 from models.trainer import BatchSource, TrainResult
 from tasks.evaluate import GateResult
 from tasks.registry import registered_model_name
+from tasks.retrieval_gate import RetrievalGate
 
 if TYPE_CHECKING:
     from feature_store.id_maps import IdMaps
@@ -378,7 +379,26 @@ class RetrievalSummary:
     promoted: bool = False
     champion_before: str | None = None
     champion_after: str | None = None
+    # The registered version's run, gate and staging metrics (`staging_<m>_at_<k>`), and the
+    # champion's on the same users: what a manual approval shows.
+    registered_run_id: str | None = None
+    gate: RetrievalGate | None = None
+    challenger_metrics: dict[str, float] = field(default_factory=dict)
+    champion_metrics: dict[str, float] | None = None
+    decision: str | None = None  # manual approval: approved, rejected, stale, timeout
     pipeline: dict[str, float] = field(default_factory=dict)  # `pipeline_*` metrics of the parent run
     pipeline_models: str = ""  # which retriever and ranker the pipeline ran
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def awaits_approval(self) -> bool:
+        """A registered retriever passed its gate and nothing promoted it (approval mode manual)."""
+        return (self.registered_version is not None and not self.promoted and self.gate is not None
+                and self.gate.passed)
+
+    def record_decision(self, decision: str, promoted_version: str | None) -> None:
+        """A reviewer's decision (or the timeout) on the registered retriever."""
+        self.decision = decision
+        if promoted_version is not None:
+            self.promoted, self.champion_after = True, str(promoted_version)

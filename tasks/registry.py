@@ -35,6 +35,11 @@ def retriever_model_name(dataset: str) -> str:
     return f"{dataset}-retriever"
 
 
+def model_names(dataset: str) -> tuple[str, str]:
+    """Every registered model of a dataset: its ranker and its retriever."""
+    return registered_model_name(dataset), retriever_model_name(dataset)
+
+
 def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
     """The version an alias points to, or None when the model or the alias does not exist."""
     try:

@@ -380,7 +380,7 @@ def run_pipeline(items: np.ndarray, ranker_uri: str, data: RetrievalData, spec: 
 # ---------------------------------------------------------------- the stage
 
 
-def _rows(candidates, gates, k, selected, version, champion_version, champion_lists_, data) -> list[RetrievalRow]:
+def _rows(candidates, gates, k, selected, version, champion_version, champion_metrics) -> list[RetrievalRow]:
     rows = []
     for c in candidates:
         g = gates[c.name]
@@ -390,10 +390,11 @@ def _rows(candidates, gates, k, selected, version, champion_version, champion_li
             coverage_k=c.metrics.get(f"staging_coverage_at_{k}"), delta_recall=g.delta,
             delta_recall_ci=(g.delta_low, g.delta_high) if g.delta is not None else None,
             fit_seconds=c.fit.seconds, verdict=g.verdict, registered=f"v{version}" if c.name == selected else ""))
-    if champion_lists_ is not None:
-        m = topk_metrics(champion_lists_, data.staging.relevant, data.ids.n_items, evaluation_ks(k))
-        rows.append(RetrievalRow(f"champion v{champion_version}", recall_10=m["recall@10"], ndcg_10=m["ndcg@10"],
-                                 recall_k=m[f"recall@{k}"], coverage_k=m[f"coverage@{k}"], verdict="in production"))
+    if champion_metrics is not None:
+        m = champion_metrics
+        rows.append(RetrievalRow(f"champion v{champion_version}", recall_10=m["staging_recall_at_10"],
+                                 ndcg_10=m["staging_ndcg_at_10"], recall_k=m[f"staging_recall_at_{k}"],
+                                 coverage_k=m[f"staging_coverage_at_{k}"], verdict="in production"))
     elif champion_version:
         rows.append(RetrievalRow(f"champion v{champion_version}", verdict="broken (health=broken)"))
     return rows
@@ -419,6 +420,9 @@ def run_retrieval(client: MlflowClient, night: Night, spec: DatasetSpec, window:
                                champion_before=champion_version)
     if broken:
         summary.notes.append(f"retriever champion v{champion_version} marked health=broken: {broken}")
+    if champ is not None:
+        summary.champion_metrics = mlflow_metrics(
+            topk_metrics(champ, rdata.staging.relevant, rdata.ids.n_items, evaluation_ks(k)), "staging")
     gates = gate_retrievers(client, candidates, champ, rdata, k, policy, champion_version, extra_checks)
     passing = [c for c in candidates if gates[c.name].passed]
     chosen = max(passing, key=lambda c: c.metrics.get(f"val_recall_at_{k}", -1.0)) if passing else None
@@ -430,6 +434,8 @@ def run_retrieval(client: MlflowClient, night: Night, spec: DatasetSpec, window:
     else:
         version = register_retriever(client, night, spec, chosen, gates[chosen.name], rdata, k, policy)
         summary.selected, summary.registered_version = chosen.name, version
+        summary.registered_run_id, summary.gate = chosen.run_id, gates[chosen.name]
+        summary.challenger_metrics = {key: v for key, v in chosen.metrics.items() if key.startswith("staging_")}
         if gates[chosen.name].passed and approval_mode == "auto":
             registry.promote(client, name, version, approved_by="auto-gate",
                              reason=f"retrieval gate passed: {gates[chosen.name].explanation}")
@@ -441,7 +447,7 @@ def run_retrieval(client: MlflowClient, night: Night, spec: DatasetSpec, window:
                                  f"{gates[chosen.name].explanation}")
     after = registry.alias_version(client, name, registry.CHAMPION)
     summary.champion_after = str(after.version) if after else None
-    summary.rows = _rows(candidates, gates, k, summary.selected, version, champion_version, champ, rdata)
+    summary.rows = _rows(candidates, gates, k, summary.selected, version, champion_version, summary.champion_metrics)
 
     # The pipeline: the champion retriever (tonight's if it was promoted), else the best of tonight.
     if summary.promoted:

@@ -154,6 +154,11 @@ def stack(tmp_path_factory):
         "RECLOOP_GATE_AUC_TOLERANCE": "1.0",
         "RECLOOP_GATE_LOGLOSS_TOLERANCE": "1.0",
         "RECLOOP_APPROVAL_POLL_S": "2",
+        # No retrieval stage: in manual mode a retriever that passes its gate waits for a second
+        # decision after the ranker's, and whether it passes against tonight's retriever champion
+        # depends on the data. This module's nights test the ranker's approval plumbing; retriever
+        # approval runs the same subflow (tests/integration/test_retriever_approval.py).
+        "RECLOOP_RETRIEVAL_ENABLED": "false",
         # A quick scheduler and worker poll, so the test does not wait on default intervals.
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
         "PREFECT_WORKER_QUERY_SECONDS": "2",

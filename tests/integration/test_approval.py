@@ -6,15 +6,20 @@ night died while it waited is marked `crashed`."""
 
 from __future__ import annotations
 
-import contextvars
 import json
-import threading
-import time
 import uuid
 from datetime import date, timedelta
 
 import pytest
-from typer.testing import CliRunner
+from approval_waits import (
+    Night,
+    approval_artifact,
+    cli,
+    flow_run,
+    flow_run_state,
+    night_of,
+    wait_until_paused,
+)
 
 from feature_store.generators.synthetic import generate_synthetic
 from tasks import approval, registry
@@ -51,102 +56,6 @@ def loop(tmp_path_factory, prefect_server):
         yield {"client": client, "flow": nightly_retrain, "app": app}
 
 
-class Night:
-    """One manual-mode night in a background thread (the flow blocks while paused). The
-    thread runs in a copy of this context, so it talks to the same Prefect test server."""
-
-    def __init__(self, loop, timeout_s: int = 600):
-        self.result: dict = {}
-        self.error: BaseException | None = None
-        run_date = next(RUN_DATES)
-
-        def target():
-            try:
-                self.result = loop["flow"](run_date=run_date, dataset=DATASET, architectures=["wide"], epochs=2,
-                                           approval_mode="manual", approval_timeout_s=timeout_s)
-            except BaseException as exc:  # surfaced by finish()
-                self.error = exc
-
-        self.thread = threading.Thread(target=contextvars.copy_context().run, args=(target,), daemon=True)
-        self.thread.start()
-
-    def finish(self, timeout: float = 120):
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the flow did not finish after the decision"
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-
-def _paused_run_ids() -> set[str]:
-    from prefect import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))),
-            sort=FlowRunSort.START_TIME_DESC, limit=50)
-    return {str(r.id) for r in runs if r.state.state_details.pause_timeout.timestamp() > time.time()}
-
-
-def _wait_until_paused(night: Night, before: set[str], timeout: float = 180) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        new = _paused_run_ids() - before
-        if new:
-            (run_id,) = new
-            return run_id
-        if not night.thread.is_alive():
-            night.finish(0)
-            pytest.fail(f"the flow ended without pausing: {night.result.get('notes')}")
-        time.sleep(0.5)
-    pytest.fail("the flow did not pause for approval in time")
-
-
-def _flow_run(run_id: str):
-    from prefect import get_client
-
-    with get_client(sync_client=True) as client:
-        return client.read_flow_run(uuid.UUID(run_id))
-
-
-def _flow_run_state(run_id: str):
-    return _flow_run(run_id).state
-
-
-def _night_of(run_id: str) -> str:
-    """The night (parent flow run) an approval run belongs to."""
-    from prefect import get_client
-
-    with get_client(sync_client=True) as client:
-        run = client.read_flow_run(uuid.UUID(run_id))
-        return str(client.read_task_run(run.parent_task_run_id).flow_run_id)
-
-
-def _approval_artifact(run_id: str) -> str:
-    """The markdown the flow published for the reviewer. Raw filter request: this Prefect
-    server answers 422 to the client's null defaults, and empty task/flow-run filter objects
-    turn into joins that drop flow-level artifacts."""
-    from prefect import get_client
-
-    body = {"artifacts": {"key": {"any_": ["synthetic-clicks-approval"]}, "flow_run_id": {"any_": [run_id]}},
-            "limit": 5}
-    with get_client(sync_client=True) as client:
-        found = client.request("POST", "/artifacts/filter", json=body).json()
-    assert len(found) == 1 and found[0]["type"] == "markdown", found
-    return found[0]["data"]
-
-
-def _cli(loop, *args: str):
-    return CliRunner().invoke(loop["app"], list(args))
-
-
 def _champion(client) -> str | None:
     mv = registry.alias_version(client, NAME, registry.CHAMPION)
     return str(mv.version) if mv else None
@@ -156,28 +65,28 @@ def test_approve_from_the_cli_promotes_and_records_who_and_why(loop, monkeypatch
     client = loop["client"]
     champion_before = _champion(client)
     monkeypatch.setenv("RECLOOP_DRYRUN_ENABLED", "true")  # this night serves its challenger first
-    night = Night(loop)
-    run_id = _wait_until_paused(night, set())
+    night = Night(loop, next(RUN_DATES))
+    run_id = wait_until_paused(night, set())
 
-    listed = _cli(loop, "pending")
+    listed = cli(loop, "pending")
     assert listed.exit_code == 0, listed.output
     challenger = registry.alias_version(client, NAME, registry.CHALLENGER)
     assert run_id in listed.output and f"v{challenger.version}" in listed.output, listed.output
     # The paused run is the approval subflow; the night it belongs to keeps running (and would
     # keep renewing a deployment's concurrency lease).
-    paused, night_id = _flow_run(run_id), _night_of(run_id)
+    paused, night_id = flow_run(run_id), night_of(run_id)
     assert paused.name == f"approve-{DATASET}-v{challenger.version}"
-    assert _flow_run_state(night_id).is_running()
+    assert flow_run_state(night_id).is_running()
     assert night_id in listed.output and "Running" in listed.output, listed.output
     assert challenger.tags["approval.decision"] == "pending"
     assert challenger.tags["approval.flow_run_id"] == run_id and challenger.tags["approval.night_run_id"] == night_id
-    markdown = _approval_artifact(run_id)
+    markdown = approval_artifact(run_id)
     assert f"Approval needed: {NAME} v{challenger.version}" in markdown
     assert "| AUC |" in markdown and challenger.run_id in markdown and f"recloop approve {run_id}" in markdown
     assert challenger.tags["dryrun.result"] == "passed"
     assert "| served p50 ms |" in markdown and "| served p99 ms |" in markdown
 
-    approved = _cli(loop, "approve", run_id, "--reviewer", "ann", "--reason", "beats the champion on AUC")
+    approved = cli(loop, "approve", run_id, "--reviewer", "ann", "--reason", "beats the champion on AUC")
     assert approved.exit_code == 0, approved.output
     summary = night.finish()
 
@@ -191,10 +100,10 @@ def test_approve_from_the_cli_promotes_and_records_who_and_why(loop, monkeypatch
     assert champion.tags["approval.flow_run_id"] == run_id
     assert champion.tags["previous_champion"] == (champion_before or "none")
     assert registry.alias_version(client, NAME, registry.CHALLENGER) is None
-    assert _flow_run_state(run_id).is_completed() and _flow_run_state(night_id).is_completed()
+    assert flow_run_state(run_id).is_completed() and flow_run_state(night_id).is_completed()
 
     # The run is finished: resuming it again is refused with a clear message.
-    again = _cli(loop, "approve", run_id, "--reviewer", "ann")
+    again = cli(loop, "approve", run_id, "--reviewer", "ann")
     assert again.exit_code == 1 and "is not paused: it is Completed" in again.output, again.output
     assert "could not be resumed" not in again.output
 
@@ -202,12 +111,12 @@ def test_approve_from_the_cli_promotes_and_records_who_and_why(loop, monkeypatch
 def test_reject_keeps_the_champion_and_drops_the_challenger(loop):
     client = loop["client"]
     champion_before = _champion(client)
-    night = Night(loop)
-    run_id = _wait_until_paused(night, set())
+    night = Night(loop, next(RUN_DATES))
+    run_id = wait_until_paused(night, set())
     version = str(registry.alias_version(client, NAME, registry.CHALLENGER).version)
 
     # The night's id (what its page in the UI shows first) leads to its approval run.
-    rejected = _cli(loop, "reject", _night_of(run_id), "--reviewer", "bob", "--reason", "calibration drifted")
+    rejected = cli(loop, "reject", night_of(run_id), "--reviewer", "bob", "--reason", "calibration drifted")
     assert rejected.exit_code == 0, rejected.output
     assert f"waits in approval run {run_id}" in rejected.output, rejected.output
     summary = night.finish()
@@ -219,22 +128,22 @@ def test_reject_keeps_the_champion_and_drops_the_challenger(loop):
     assert tags["approval.by"] == "bob" and tags["approval.reason"] == "calibration drifted"
     assert tags["approval.flow_run_id"] == run_id
     assert registry.alias_version(client, NAME, registry.CHALLENGER) is None
-    assert _flow_run_state(run_id).is_completed()
+    assert flow_run_state(run_id).is_completed()
 
 
 def test_an_approval_after_the_champion_moved_promotes_nothing(loop):
     """The reviewer approved a comparison against v_old, but during the pause someone promoted
     another version (an emergency promotion; a rollback does the same): the approval is stale."""
     client = loop["client"]
-    night = Night(loop)
-    run_id = _wait_until_paused(night, set())
+    night = Night(loop, next(RUN_DATES))
+    run_id = wait_until_paused(night, set())
     challenger = str(registry.alias_version(client, NAME, registry.CHALLENGER).version)
     compared = _champion(client)
     other = next(str(v.version) for v in client.search_model_versions(f"name = '{NAME}'")
                  if str(v.version) not in (challenger, compared))
     registry.promote(client, NAME, other, approved_by="ops", reason="hotfix while a night waited")
 
-    approved = _cli(loop, "approve", run_id, "--reviewer", "ann", "--reason", "looks good")
+    approved = cli(loop, "approve", run_id, "--reviewer", "ann", "--reason", "looks good")
     assert approved.exit_code == 0, approved.output
     summary = night.finish()
 
@@ -253,7 +162,7 @@ def test_a_pause_that_times_out_promotes_nothing(loop, tmp_path, monkeypatch):
     champion_before = _champion(client)
     monkeypatch.setenv("RECLOOP_APPROVAL_TIMEOUT_S", "5")
     out = tmp_path / "night.json"
-    res = _cli(loop, "run", "--date", str(next(RUN_DATES)), "--arch", "wide", "--epochs", "2",
+    res = cli(loop, "run", "--date", str(next(RUN_DATES)), "--arch", "wide", "--epochs", "2",
                "--approval", "manual", "--json", str(out))
     assert res.exit_code == 3, res.output
     assert "no decision on v" in res.output and "within 5 s: champion unchanged" in res.output, res.output
@@ -265,19 +174,19 @@ def test_a_pause_that_times_out_promotes_nothing(loop, tmp_path, monkeypatch):
     assert tags["approval.decision"] == "timeout" and tags["approval.by"] == "nobody"
     run_id = tags["approval.flow_run_id"]
     assert registry.alias_version(client, NAME, registry.CHALLENGER) is None
-    assert _flow_run_state(run_id).is_failed() and _flow_run_state(tags["approval.night_run_id"]).is_failed()
-    late = _cli(loop, "approve", run_id, "--reviewer", "ann")
+    assert flow_run_state(run_id).is_failed() and flow_run_state(tags["approval.night_run_id"]).is_failed()
+    late = cli(loop, "approve", run_id, "--reviewer", "ann")
     assert late.exit_code == 1 and "is not paused" in late.output, late.output
 
 
 def test_cli_refuses_what_it_cannot_resume(loop):
-    missing = _cli(loop, "approve", str(uuid.uuid4()), "--reviewer", "ann")
+    missing = cli(loop, "approve", str(uuid.uuid4()), "--reviewer", "ann")
     assert missing.exit_code == 1 and "no flow run" in missing.output, missing.output
-    garbled = _cli(loop, "reject", "not-a-run-id", "--reviewer", "ann", "--reason", "x")
+    garbled = cli(loop, "reject", "not-a-run-id", "--reviewer", "ann", "--reason", "x")
     assert garbled.exit_code == 2 and "not a flow run id" in garbled.output, garbled.output
-    no_reason = _cli(loop, "reject", str(uuid.uuid4()), "--reviewer", "ann")
+    no_reason = cli(loop, "reject", str(uuid.uuid4()), "--reviewer", "ann")
     assert no_reason.exit_code != 0  # a rejection needs a reason
-    nobody = _cli(loop, "approve", str(uuid.uuid4()), "--reviewer", " ")
+    nobody = cli(loop, "approve", str(uuid.uuid4()), "--reviewer", " ")
     assert nobody.exit_code == 2 and "--reviewer" in nobody.output, nobody.output
 
 
@@ -319,7 +228,7 @@ def test_versions_whose_night_died_while_waiting_are_marked_crashed(loop):
     killed = Crashed(message="Flow run process exited with non-zero status code -9.")  # as the worker says
     dead, dead_night, dead_waiting, dead_parent = version(killed)
 
-    listed = _cli(loop, "pending")
+    listed = cli(loop, "pending")
     assert listed.exit_code == 0, listed.output
     tags = client.get_model_version(NAME, dead.version).tags
     assert tags["approval.decision"] == "crashed" and tags["approval.by"] == "nobody"
@@ -328,28 +237,28 @@ def test_versions_whose_night_died_while_waiting_are_marked_crashed(loop):
     assert registry.alias_version(client, NAME, registry.CHALLENGER) is None  # it pointed to `dead`
     run = client.get_run(dead_parent)
     assert run.info.status == "FAILED" and dead_night in run.data.tags["failure.reason"]
-    assert _flow_run_state(dead_waiting).is_cancelled()  # the UI no longer offers a Resume
+    assert flow_run_state(dead_waiting).is_cancelled()  # the UI no longer offers a Resume
     assert client.get_model_version(NAME, alive.version).tags["approval.decision"] == "pending"
     assert alive_waiting in listed.output and alive_night in listed.output
 
-    refused = _cli(loop, "approve", dead_waiting, "--reviewer", "ann")
+    refused = cli(loop, "approve", dead_waiting, "--reviewer", "ann")
     assert refused.exit_code == 1 and "is not paused: it is Cancelled" in refused.output, refused.output
 
     # The hook: the night that waited on `alive` crashes in-process (e.g. a failed lease
     # renewal); the server still says Running when the hook runs.
-    _record_abandoned_approval(nightly_retrain, _flow_run(alive_night), Crashed(message="lease renewal failed"))
+    _record_abandoned_approval(nightly_retrain, flow_run(alive_night), Crashed(message="lease renewal failed"))
     tags = client.get_model_version(NAME, alive.version).tags
     assert tags["approval.decision"] == "crashed"
     assert tags["approval.reason"].startswith(f"flow run {alive_night} is Crashed (lease renewal failed)"), tags
-    assert _flow_run_state(alive_waiting).is_cancelled()
+    assert flow_run_state(alive_waiting).is_cancelled()
 
     # A version tagged by an older release (the paused run was the night itself), whose run the
     # server no longer knows: marked too; it is the newest version, so `pending` names it after.
     legacy, *_ = version(legacy_run=str(uuid.uuid4()))
-    listed = _cli(loop, "pending")
+    listed = cli(loop, "pending")
     assert listed.exit_code == 0, listed.output
     reason = client.get_model_version(NAME, legacy.version).tags["approval.reason"]
     assert "is not known to the Prefect API" in reason, reason
-    again = _cli(loop, "pending")
+    again = cli(loop, "pending")
     assert f"{NAME} v{legacy.version} was not decided on: approval.decision=crashed" in again.output, again.output
     assert "approval.decision=crashed (" not in again.output  # nothing left to fix

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from feature_store.drift import DriftFlag, DriftPolicy, DriftReport, FeatureDrift
-from tasks.approval import ApprovalRequest, comparison_markdown
+from tasks.approval import ApprovalRequest, RetrievalComparison, comparison_markdown
 from tasks.drift import drift_check, drift_note
 from tasks.evaluate import Check, DryRunResult, GatePolicy, evaluate_gate
 from tasks.report import drift_lines
+from tasks.retrieval_gate import RetrievalPolicy, evaluate_retrieval_gate
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +120,26 @@ def test_a_blocking_report_is_a_failing_gate_check_and_a_warning_only_a_note():
     assert drift_check(None) is None
     assert "not gated in mode warn" in drift_note(_drift("warn", flags))
     assert drift_note(_drift("warn", [])) is None
+
+
+def test_a_retrievers_request_shows_recall_and_ndcg_at_k_and_the_recall_interval():
+    rng = np.random.default_rng(2)
+    old = rng.random(400) * 0.5
+    new = np.clip(old + rng.normal(0.02, 0.05, old.size), 0, 1)
+    gate = evaluate_retrieval_gate(new, old, 100, RetrievalPolicy(bootstrap_samples=100))
+    metrics = {"staging_recall_at_10": 0.21, "staging_ndcg_at_10": 0.13, "staging_recall_at_100": 0.52,
+               "staging_ndcg_at_100": 0.24, "staging_coverage_at_100": 0.4}
+    req = ApprovalRequest(
+        dataset="synthetic_clicks", name="synthetic_clicks-retriever", version="4", arch="item_knn", run_id="run-new",
+        experiment_id="7", gate=gate, champion_version="3", champion_run_id="run-old", champion_experiment_id="7",
+        tracking_uri="sqlite:///mlflow.db", staging_day="2026-01-09", timeout_s=3600,
+        retrieval=RetrievalComparison(100, 400, metrics, {**metrics, "staging_recall_at_100": 0.5}))
+    assert req.run_name == "approve-synthetic_clicks-retriever-v4"
+    md = comparison_markdown(req, "fr-9")
+    assert "Approval needed: synthetic_clicks-retriever v4 (item_knn)" in md and "400 users" in md
+    rows = {r[0]: r[1:] for r in _table(md)}
+    assert rows["Recall@100"] == ["0.5200", "0.5000"] and rows["NDCG@10"] == ["0.1300", "0.1300"]
+    assert "AUC" not in md and "Drift" not in md
+    assert f"- Δ Recall@100 {gate.delta:+.4f}, 95% CI [{gate.delta_low:+.4f}, {gate.delta_high:+.4f}]" in md
+    assert "ok recall_vs_champion" in md and "`recloop approve fr-9" in md and "moves `champion` from v3 to v4" in md
+    assert max(len(line) for line in md.splitlines() if line.startswith("|")) <= 50
