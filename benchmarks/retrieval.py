@@ -2,8 +2,17 @@
 same MovieLens-100k split, scored by one metric function (`models.metrics.topk_metrics`).
 
     make bench-retrieval   ->  benchmarks/results/retrieval.{json,md}
-    python -m benchmarks.retrieval [--peers recbole:BPR ...] [--recloop popularity ...]
-                                   [--max-epochs 2] [--threads 2] [--out DIR]
+    python -m benchmarks.retrieval [--protocols random_80_10_10 staging_day] [--peers recbole:BPR ...]
+                                   [--recloop popularity ...] [--max-epochs 2] [--threads 2] [--out DIR]
+                                   [--staging-datasets movielens_100k synthetic_clicks] [--ranker-epochs 2]
+
+A protocol left out keeps its rows from the existing `retrieval.json` (`--protocols staging_day`
+rewrites only the staging-day rows, of the datasets it ran).
+
+Protocol `staging_day` (benchmarks/retrieval_staging.py): one real night per dataset through
+`flows.nightly.nightly_retrain` with all eight retrievers; rows read back from the night's
+MLflow runs (retrievers, the retriever -> ranker pipeline) and, on synthetic_clicks, the
+generator's oracle top-K on the same staging users.
 
 Protocol `random_80_10_10` (benchmarks/retrieval_data.py): ratings >= 4 as positives, each
 user's positives split 80/10/10 at random (seed 2020, RecBole's rule for small users), full
@@ -299,8 +308,13 @@ def merged_result(previous: dict[str, Any] | None, random_part: dict[str, Any] |
 def full_markdown(result: dict[str, Any]) -> str:
     random_rows = [r for r in result["rows"] if r["protocol"] == "random_80_10_10"]
     text = markdown({**result, "rows": random_rows}) if random_rows else "# Retrieval\n"
-    for night in result.get("staging_day", []):
+    nights = result.get("staging_day", [])
+    for night in nights:
         text += "\n" + staging_markdown(night)
+    if nights:
+        from benchmarks.retrieval_staging import NOTES as STAGING_NOTES
+
+        text += "\nNotes on staging_day:\n\n" + "".join(f"- {n}\n" for n in STAGING_NOTES)
     return text
 
 

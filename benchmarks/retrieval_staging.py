@@ -40,6 +40,26 @@ ALL_RETRIEVERS = ("popularity", "item_knn", "user_knn", "mf", "lightgcn", "autor
 RANKER = "wide_deep"
 SYNTHETIC_START = date(2026, 1, 1)
 
+# What a reader of the staging-day tables must know.
+NOTES = (
+    "The pipeline runs the loop's choice: the retriever champion, i.e. the passing retriever with the best "
+    "validation-day Recall@K (the day before staging), re-scored by the ranking champion (wide_deep). The "
+    "ranker predicts P(click | shown) (MovieLens: P(rating >= 4 | rated)); a staging positive is an item the user "
+    "clicked that day, which also needs the item to be shown (synthetic: items are shown by popularity, whatever "
+    "the user). Re-ranking by the conditional probability drops that exposure term, hence a pipeline below its "
+    "own retriever's order (in brackets).",
+    "oracle (synthetic): each staging user's top-K catalogue items by item_pop x E[true ctr] over the generator's "
+    "context distribution (device, hour, position, price noise), window items excluded: the best list for a model "
+    "that knows the world but not the day's draws (a ceiling in expectation, not for this one day's clicks).",
+    "MovieLens-100k: 39 users are averaged, so one user moves Recall@10 by up to ~0.03; 27 of them rated nothing "
+    "before that day (counted on the raw ratings: a new user's ratings come in one session), so the collaborative "
+    "retrievers serve them the popularity fallback and differ on 12 users. Synthetic: 1 in 3 staging users has a "
+    "click (Zipf-like users, 15% CTR). The oracle's ms/user is its own numpy scoring, not a model's.",
+    "train s: the stage's `fit_seconds`; ms/user: its `recommend_seconds` (the top-K, window items excluded, of "
+    "every validation- and staging-day user) over those users. Both under `nice -n 19` on a shared 2-core "
+    "machine (load in the title line).",
+)
+
 
 @dataclass(frozen=True)
 class StagingNight:
