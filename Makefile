@@ -119,7 +119,10 @@ bench-warm: install
 # Retrievers on MovieLens-100k, random 80/10/10 per user, full ranking (benchmarks/retrieval.py):
 # benchmarks/results/retrieval.{json,md}. RecBole 1.2.1 and implicit 0.7.3 go to
 # $(RECLOOP_HOME)/bench-site-retrieval, not the venv; each peer model runs in its own process.
-# About 10 minutes on 2 quiet cores; smoke: RETRIEVAL_ARGS="--max-epochs 2".
+# Plus protocol staging_day: one real night each on MovieLens-100k and synthetic_clicks with all eight
+# retrievers and the retriever -> ranker pipeline (benchmarks/retrieval_staging.py; ~10 more minutes).
+# About 10 minutes on 2 quiet cores; smoke: RETRIEVAL_ARGS="--max-epochs 2"; one protocol:
+# RETRIEVAL_ARGS="--protocols staging_day" (the other protocol's rows are kept).
 RETRIEVAL_ARGS ?=
 bench-retrieval: install
 	@$(BIN)/recloop datasets fetch movielens-100k --data-root "$(RECLOOP_MOVIELENS_ROOT)"

@@ -2,8 +2,17 @@
 same MovieLens-100k split, scored by one metric function (`models.metrics.topk_metrics`).
 
     make bench-retrieval   ->  benchmarks/results/retrieval.{json,md}
-    python -m benchmarks.retrieval [--peers recbole:BPR ...] [--recloop popularity ...]
-                                   [--max-epochs 2] [--threads 2] [--out DIR]
+    python -m benchmarks.retrieval [--protocols random_80_10_10 staging_day] [--peers recbole:BPR ...]
+                                   [--recloop popularity ...] [--max-epochs 2] [--threads 2] [--out DIR]
+                                   [--staging-datasets movielens_100k synthetic_clicks] [--ranker-epochs 2]
+
+A protocol left out keeps its rows from the existing `retrieval.json` (`--protocols staging_day`
+rewrites only the staging-day rows, of the datasets it ran).
+
+Protocol `staging_day` (benchmarks/retrieval_staging.py): one real night per dataset through
+`flows.nightly.nightly_retrain` with all eight retrievers; rows read back from the night's
+MLflow runs (retrievers, the retriever -> ranker pipeline) and, on synthetic_clicks, the
+generator's oracle top-K on the same staging users.
 
 Protocol `random_80_10_10` (benchmarks/retrieval_data.py): ratings >= 4 as positives, each
 user's positives split 80/10/10 at random (seed 2020, RecBole's rule for small users), full
@@ -23,6 +32,7 @@ after each model is in its row.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import tempfile
@@ -50,6 +60,8 @@ RESULTS = Path(__file__).parent / "results"
 KS = (10, 50, 100)
 KMAX = max(KS)
 THREADS = 2
+PROTOCOLS = ("random_80_10_10", "staging_day")
+STAGING_DATASETS = ("movielens_100k", "synthetic_clicks")
 
 # recloop's retrievers, all of them at their defaults (models/retrieval/<name>.py Config and
 # the loop defaults of models/retrieval/trainer.py); RECLOOP_HPARAMS overrides per name.
@@ -220,18 +232,94 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    keys = [p.key for p in PEERS]
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--peers", nargs="*", choices=keys, default=keys, help="peer models to run (none: --peers)")
-    ap.add_argument("--recloop", nargs="*", default=list(RECLOOP_RETRIEVERS), help="recloop retrievers to run")
-    ap.add_argument("--seed", type=int, default=2020)
-    ap.add_argument("--threads", type=int, default=THREADS)
-    ap.add_argument("--max-epochs", type=int, default=None, help="smoke runs: cap RecBole epochs / implicit BPR iterations")
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    args = ap.parse_args(argv)
+def staging_markdown(night: dict[str, Any]) -> str:
+    """One dataset's `staging_day` table: the night's retrievers, the pipeline, the oracle."""
+    lines = [f"## staging_day: {night['dataset']}, run date {night['run_date']} (staging day {night['staging_day']})",
+             "", f"{night['why']}. Training window {night['data_window']}; {night['train_pairs']:,} positive pairs, "
+             f"{night['n_items']:,} catalogue items; {night['users_evaluated']:,} of the staging day's "
+             f"{night['staging_users']:,} users have a positive (the users averaged). Metrics: the stage's own "
+             f"`staging_*` (window items excluded), read from each `retriever:<name>` run; pipeline: "
+             f"{night['pipeline_models']} (top-{night['top_n']}; retriever order in brackets). Night wall "
+             f"{night['night_wall_seconds']:.0f} s; load {night['load_before'][0]:.1f} -> {night['load_after'][0]:.1f}.",
+             "", "| model | recall@10 | ndcg@10 | hit@10 | recall@50 | recall@100 | ndcg@100 | coverage@10 | "
+             "coverage@100 | train s | ms/user | gate |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
-    os.environ.setdefault("RECLOOP_HOME", str(Path(".recloop").resolve()))
+    def f(r, key, spec=".4f"):
+        return "" if r.get(key) is None else format(r[key], spec)
+
+    for r in night["rows"]:
+        d = r["details"]
+        recall10 = f(r, "recall@10")
+        if r["model"] == "pipeline":
+            recall10 += f" ({d['retriever_order']['recall@10']:.4f})"
+        gate = d.get("gate") or ""
+        if d.get("registered_version"):
+            gate += f", registered v{d['registered_version']}"
+        lines.append(f"| {r['model']} | {recall10} | {f(r, 'ndcg@10')} | {f(r, 'hit@10')} | {f(r, 'recall@50')} | "
+                     f"{f(r, 'recall@100')} | {f(r, 'ndcg@100')} | {f(r, 'coverage@10', '.3f')} | "
+                     f"{f(r, 'coverage@100', '.3f')} | {f(r, 'train_seconds', '.2f')} | "
+                     f"{f(r, 'retrieval_ms_per_user', '.3f')} | {gate} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_staging_day(datasets: Sequence[str], retrievers: Sequence[str], epochs: int, rows_per_day: int,
+                    movielens_run_date: str | None, movielens_window_days: int | None) -> list[dict[str, Any]]:
+    """Protocol `staging_day` (benchmarks/retrieval_staging.py): one night per dataset, each in
+    its own temporary RECLOOP_HOME, removed afterwards (Prefect: its default local mode)."""
+    from datetime import date
+
+    from benchmarks import retrieval_staging as staging
+
+    nights = []
+    movielens_root = Path(os.environ.get("RECLOOP_MOVIELENS_ROOT", Path(".recloop/data").resolve()))
+    saved = dict(os.environ)
+    for dataset in datasets:
+        if dataset == "movielens_100k":
+            kwargs = {}
+            if movielens_run_date:
+                kwargs["run_date"] = date.fromisoformat(movielens_run_date)
+            if movielens_window_days:
+                kwargs["window_days"] = movielens_window_days
+            night = staging.movielens_night(**kwargs)
+        else:
+            night = staging.synthetic_night(rows_per_day=rows_per_day)
+        with tempfile.TemporaryDirectory(prefix=f"recloop-staging-{dataset}-") as tmp:
+            print(f"staging_day {dataset}: run date {night.run_date}, window {night.window_days} days", flush=True)
+            nights.append(staging.run_night(night, Path(tmp), retrievers, epochs, movielens_root))
+        os.environ.clear()
+        os.environ.update(saved)
+    return nights
+
+
+def merged_result(previous: dict[str, Any] | None, random_part: dict[str, Any] | None,
+                  staging_nights: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The JSON of this run: a protocol that was not run keeps the previous file's rows and
+    fields; `rows` is every protocol's rows (random_80_10_10 first)."""
+    previous = previous or {}
+    if random_part is None:
+        random_part = {k: v for k, v in previous.items() if k not in ("rows", "staging_day")}
+        random_part["rows"] = [r for r in previous.get("rows", []) if r.get("protocol") == "random_80_10_10"]
+    if staging_nights is None:
+        staging_nights = previous.get("staging_day", [])
+    return {**random_part, "rows": random_part["rows"] + [r for n in staging_nights for r in n["rows"]],
+            "staging_day": [{k: v for k, v in n.items() if k != "rows"} | {"rows": n["rows"]} for n in staging_nights]}
+
+
+def full_markdown(result: dict[str, Any]) -> str:
+    random_rows = [r for r in result["rows"] if r["protocol"] == "random_80_10_10"]
+    text = markdown({**result, "rows": random_rows}) if random_rows else "# Retrieval\n"
+    nights = result.get("staging_day", [])
+    for night in nights:
+        text += "\n" + staging_markdown(night)
+    if nights:
+        from benchmarks.retrieval_staging import NOTES as STAGING_NOTES
+
+        text += "\nNotes on staging_day:\n\n" + "".join(f"- {n}\n" for n in STAGING_NOTES)
+    return text
+
+
+def run_random_split(args) -> dict[str, Any]:
+    """Protocol `random_80_10_10`: recloop's retrievers and the peers on one split."""
     split = movielens_random_split(seed=args.seed)
     print(split.describe())
     rows: list[dict[str, Any]] = []
@@ -255,14 +343,46 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 rows.append(row)
                 print(f"  recall@10 {row['recall@10']:.4f} ndcg@10 {row['ndcg@10']:.4f} train {row['train_seconds']:.1f}s "
                       f"load {row['load_before'][0]:.1f}->{row['load_after'][0]:.1f}", flush=True)
-    result = {
+    return {
         "benchmark": "retrieval", "split": split.describe(), "dataset": split.dataset, "protocol": split.protocol,
         "seed": args.seed, "threads": args.threads, "ks": list(KS), "max_epochs": args.max_epochs,
         "n_users": split.n_users, "n_items": split.n_items, "test_users": len(split.test_users()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "rows": rows, "comparisons": comparisons(rows), "notes": list(NOTES),
     }
-    write_results(args.out, "retrieval", result, markdown(result))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    keys = [p.key for p in PEERS]
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS),
+                    help="protocols to run; the others keep their rows from the existing JSON in --out")
+    ap.add_argument("--peers", nargs="*", choices=keys, default=keys, help="peer models to run (none: --peers)")
+    ap.add_argument("--recloop", nargs="*", default=list(RECLOOP_RETRIEVERS), help="recloop retrievers to run")
+    ap.add_argument("--seed", type=int, default=2020)
+    ap.add_argument("--threads", type=int, default=THREADS)
+    ap.add_argument("--max-epochs", type=int, default=None, help="smoke runs: cap RecBole epochs / implicit BPR iterations")
+    ap.add_argument("--staging-datasets", nargs="+", choices=STAGING_DATASETS, default=list(STAGING_DATASETS))
+    ap.add_argument("--ranker-epochs", type=int, default=2, help="staging_day: the night's wide_deep epochs")
+    ap.add_argument("--synthetic-rows-per-day", type=int, default=30_000)
+    ap.add_argument("--movielens-run-date", default=None, help="staging_day: default 1998-03-31 (staging 1998-03-30)")
+    ap.add_argument("--movielens-window-days", type=int, default=None, help="default: back to the data's first day")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+
+    os.environ.setdefault("RECLOOP_HOME", str(Path(".recloop").resolve()))
+    existing = args.out / "retrieval.json"
+    previous = json.loads(existing.read_text()) if existing.exists() else None
+    random_part = run_random_split(args) if "random_80_10_10" in args.protocols else None
+    staging_nights = None
+    if "staging_day" in args.protocols:
+        staging_nights = run_staging_day(args.staging_datasets, args.recloop, args.ranker_epochs,
+                                         args.synthetic_rows_per_day, args.movielens_run_date,
+                                         args.movielens_window_days)
+        kept = [n for n in (previous or {}).get("staging_day", []) if n["dataset"] not in args.staging_datasets]
+        staging_nights = kept + staging_nights
+    result = merged_result(previous, random_part, staging_nights)
+    write_results(args.out, "retrieval", result, full_markdown(result))
     return result
 
 
