@@ -4,7 +4,14 @@ combines user and item embeddings (He et al. 2017, "Neural Collaborative Filteri
 arXiv 1708.05031, sec. 3.3; towers as in Yi et al. 2019):
 
     u = Tower_u([e_f : f in user fields]),   v = Tower_i([e_f : f in item fields])
-    logit = w^T MLP([u, v]) + b
+    logit = w^T MLP([u, v, u * v]) + b
+
+The element-wise product hands the MLP the dot product's terms, which it otherwise learns
+slowly (Rendle et al. 2020, "Neural Collaborative Filtering vs. Matrix Factorization
+Revisited"), and batch normalization in the towers and the head lets the stack of three MLPs
+train in a few epochs: on the zoo's synthetic test (4 epochs) the plain concatenation without
+it reached validation AUC 0.643, below a linear model on the same fields (0.647); with both
+0.750 (concatenation with batch norm: 0.741).
 
 The MLP can learn interactions a dot product cannot (e.g. a user who likes an item only in
 some context of the item's fields), at the price of the towers' separability: the score is
@@ -34,7 +41,7 @@ class Config:
     head_hidden: tuple[int, ...] = (64, 32)  # the MLP over [u, v]
     dropout: float = 0.1
     activation: str = "relu"
-    batch_norm: bool = False
+    batch_norm: bool = True  # see the module docstring
 
     def __post_init__(self):
         if min(self.embedding_dim, self.output_dim) < 1 or self.embedding_init_std < 0:
@@ -72,11 +79,11 @@ class SplitNetwork(nn.Module):
         self.register_buffer("items", torch.tensor(items), persistent=False)  # (I,)
         self.user_tower = two_tower.Tower([schema.categorical[i] for i in users], config.tower())
         self.item_tower = two_tower.Tower([schema.categorical[i] for i in items], config.tower())
-        self.mlp = MLP(2 * config.output_dim, config.head_hidden, config.dropout, config.activation,
+        self.mlp = MLP(3 * config.output_dim, config.head_hidden, config.dropout, config.activation,
                        config.batch_norm)
         self.head = nn.Linear(self.mlp.out_dim, 1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         u = self.user_tower(batch["cat"][:, self.users])  # (B, O)
         v = self.item_tower(batch["cat"][:, self.items])  # (B, O)
-        return self.head(self.mlp(torch.cat([u, v], dim=1))).squeeze(1)  # (B, 2 O) -> (B,)
+        return self.head(self.mlp(torch.cat([u, v, u * v], dim=1))).squeeze(1)  # (B, 3 O) -> (B,)
