@@ -178,19 +178,13 @@ def topk_metrics(recommended, relevant, n_items: int, ks=TOPK_KS) -> dict[str, f
         mrr@K      1 / rank of the first relevant item in L (0 if none)
     averaged over users; coverage@K = distinct items in all top-K lists / n_items.
     K beyond Kmax reads the Kmax list. Raises ValueError on mismatched lengths."""
-    rec = np.asarray(recommended, dtype=np.int64)
-    if rec.ndim != 2 or rec.shape[0] != len(relevant):
-        raise ValueError(f"recommended is {rec.shape}, relevant has {len(relevant)} users")
+    rec = _lists(recommended, relevant)
     if n_items < 1:
         raise ValueError(f"n_items must be >= 1, got {n_items}")
-    keep = np.array([len(r) > 0 for r in relevant], dtype=bool)
     out: dict[str, float] = {}
-    if not keep.any():
+    hits, n_rel = _hits(rec, relevant)
+    if not n_rel.size:
         return {key: float("nan") for key in topk_metric_keys(ks)}
-    rec_k = rec[keep]
-    rel = [np.unique(np.asarray(r, dtype=np.int64)) for r, k in zip(relevant, keep) if k]
-    hits = np.stack([np.isin(row, r) & (row >= 0) for row, r in zip(rec_k, rel)])  # (U, Kmax)
-    n_rel = np.array([r.size for r in rel], dtype=np.float64)
     discount = 1.0 / np.log2(np.arange(2, rec.shape[1] + 2))
     for k in ks:
         h = hits[:, :k]
@@ -204,3 +198,27 @@ def topk_metrics(recommended, relevant, n_items: int, ks=TOPK_KS) -> dict[str, f
         out[f"mrr@{k}"] = float(np.mean(np.where(first > 0, 1.0 / np.maximum(first, 1), 0.0)))
         out[f"coverage@{k}"] = float(np.unique(listed[listed >= 0]).size / n_items)
     return {key: out[key] for key in topk_metric_keys(ks)}
+
+
+def per_user_recall(recommended, relevant, k: int) -> np.ndarray:
+    """Recall@k of each user with a non-empty relevant set, float64 (U',): the values
+    `topk_metrics` averages into `recall@k` (the retrieval gate bootstraps over them)."""
+    hits, n_rel = _hits(_lists(recommended, relevant), relevant)
+    return hits[:, :k].sum(1) / n_rel if n_rel.size else np.zeros(0)
+
+
+def _lists(recommended, relevant) -> np.ndarray:
+    rec = np.asarray(recommended, dtype=np.int64)
+    if rec.ndim != 2 or rec.shape[0] != len(relevant):
+        raise ValueError(f"recommended is {rec.shape}, relevant has {len(relevant)} users")
+    return rec
+
+
+def _hits(rec: np.ndarray, relevant) -> tuple[np.ndarray, np.ndarray]:
+    """Over the users with a relevant item: which listed items are relevant, bool (U', Kmax),
+    and how many distinct relevant items each has, float64 (U',)."""
+    rows = [(row, np.unique(np.asarray(r, dtype=np.int64))) for row, r in zip(rec, relevant) if len(r)]
+    if not rows:
+        return np.zeros((0, rec.shape[1]), dtype=bool), np.zeros(0)
+    hits = np.stack([np.isin(row, r) & (row >= 0) for row, r in rows])
+    return hits, np.array([r.size for _, r in rows], dtype=np.float64)

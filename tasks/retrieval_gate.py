@@ -48,13 +48,6 @@ class RetrievalPolicy:
             raise ValueError("need recall_tolerance >= 0, 0 <= min_recall <= 1 and bootstrap_samples >= 50")
 
 
-def per_user_recall(recommended: np.ndarray, relevant: list[np.ndarray], k: int) -> np.ndarray:
-    """Recall@k of each user with a non-empty relevant set (the users `topk_metrics` averages)."""
-    out = [np.isin(row[:k][row[:k] >= 0], rel).sum() / np.unique(rel).size
-           for row, rel in zip(np.asarray(recommended), relevant) if len(rel)]
-    return np.asarray(out, dtype=np.float64)
-
-
 def bootstrap_mean_delta(new: np.ndarray, old: np.ndarray, n_boot: int = 500, seed: int = 0,
                          alpha: float = 0.05) -> tuple[float, float, float]:
     """Paired bootstrap of mean(new) - mean(old) over the same units (users): the difference and

@@ -36,7 +36,7 @@ from feature_store.errors import ParameterError
 from feature_store.id_maps import vocabularies
 from feature_store.interactions import EvalDay, IdSpace, Pairs, aggregate_day, aggregate_window
 from feature_store.spec import DatasetSpec
-from models.metrics import TOPK_KS, topk_metrics
+from models.metrics import TOPK_KS, per_user_recall, topk_metrics
 from models.retrieval import retriever_class
 from models.retrieval.base import Interactions, SideInfo
 from models.retrieval.trainer import RetrievalTrainConfig, fit_retriever
@@ -56,7 +56,6 @@ from tasks.retrieval_gate import (
     RetrievalGate,
     RetrievalPolicy,
     evaluate_retrieval_gate,
-    per_user_recall,
 )
 from tasks.retriever_bundle import log_retriever_bundle, recommend_frame, top_k
 

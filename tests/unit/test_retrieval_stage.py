@@ -11,11 +11,11 @@ import yaml
 
 from feature_store.errors import ParameterError, SpecError
 from feature_store.spec import load_spec, spec_to_yaml
+from models.metrics import per_user_recall
 from tasks.retrieval_gate import (
     RetrievalPolicy,
     bootstrap_mean_delta,
     evaluate_retrieval_gate,
-    per_user_recall,
 )
 from tasks.settings import get_settings
 
