@@ -213,11 +213,11 @@ def flow_run_url(flow_run_id: str | None) -> str | None:
 
 def mlflow_run(tracking_uri: str, experiment_id: str | None, run_id: str | None) -> str | None:
     """A link to the run in the MLflow UI with a tracking server, else its id and store."""
+    from tasks.tracking import run_url
+
     if not run_id:
         return None
-    if tracking_uri.startswith(("http://", "https://")) and experiment_id:
-        return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-    return f"run {run_id} ({tracking_uri})"
+    return run_url(tracking_uri, experiment_id, run_id) or f"run {run_id} ({tracking_uri})"
 
 
 def _try(read: Callable[[], T], default: T) -> T:

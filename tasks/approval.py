@@ -30,7 +30,7 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from feature_store.drift import DriftReport
-from tasks import registry
+from tasks import registry, tracking
 from tasks.evaluate import GateResult
 from tasks.handoff import Candidate, Night, RetrievalSummary, StagingOutcome
 from tasks.report import drift_markdown
@@ -172,9 +172,8 @@ def _run_link(uri: str, experiment_id: str | None, run_id: str | None) -> str:
     """A clickable MLflow UI link when the tracking store is a server, else the run id."""
     if run_id is None:
         return "-"
-    if uri.startswith(("http://", "https://")) and experiment_id is not None:
-        return f"[{run_id}]({uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id})"
-    return f"`{run_id}`"
+    url = tracking.run_url(uri, experiment_id, run_id)
+    return f"[{run_id}]({url})" if url else f"`{run_id}`"
 
 
 def _num(v: float | None, spec: str) -> str:

@@ -14,6 +14,14 @@ from tasks import processes
 from tasks.settings import Settings
 
 
+def run_url(tracking_uri: str, experiment_id: str | None, run_id: str | None) -> str | None:
+    """The run's page in the MLflow UI when the tracking store is a server; None otherwise
+    (a SQLite store has no UI address of its own)."""
+    if run_id and experiment_id and tracking_uri.startswith(("http://", "https://")):
+        return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return None
+
+
 def configure(settings: Settings) -> MlflowClient:
     """Point MLflow at the configured stores (called at flow start, never at import)."""
     settings.home.mkdir(parents=True, exist_ok=True)
