@@ -64,45 +64,8 @@ def _record_abandoned_approval(flow, flow_run, state) -> None:
 
 
 def _alert_failed(flow, flow_run, state) -> None:
-    """on_failure / on_crashed: the night ended Failed (any exception) or Crashed (its process
-    died; the worker runs this hook then): send the `failed` alert with the exception line and
-    what the night had got to. A night failed by ApprovalExpired is left out: its `timeout`
-    alert went out when the timeout was recorded."""
-    from mlflow import MlflowClient
-    from prefect.logging.loggers import flow_run_logger
-
-    log = flow_run_logger(flow_run, flow)
-    try:
-        settings = get_settings()
-    except Exception as exc:  # the night may have failed on exactly this
-        log.warning(f"alert not sent: the settings do not load ({exc})")
-        return
-    if not settings.alerts.wants(alerts.FAILED):
-        return
-    reason = state.message or state.name
-    if state.is_failed():
-        try:
-            exc = state.result(raise_on_failure=False)
-        except Exception:  # the message says it too
-            exc = None
-        if isinstance(exc, approval.ApprovalExpired):
-            return
-        if isinstance(exc, BaseException):
-            reason = f"{type(exc).__name__}: {exc}"
-    params = flow_run.parameters or {}
-    dataset = str(params.get("dataset") or DEFAULT_DATASET)
-    try:
-        dataset = load_spec(dataset, settings.spec_dirs).name
-    except Exception:  # a spec that does not load is maybe why it failed: name what was asked for
-        pass
-    run_date = str(params["run_date"]) if params.get("run_date") else None
-
-    def build() -> alerts.Alert:
-        client = MlflowClient(settings.resolved_tracking_uri, settings.resolved_registry_uri)
-        return alerts.failure_alert(client, settings.resolved_tracking_uri, dataset, run_date, str(flow_run.id),
-                                    reason[:2000], state.name)
-
-    alerts.send(settings.alerts, alerts.FAILED, build, log.warning)
+    """on_failure / on_crashed: the `failed` alert (alerts.send_night_failed)."""
+    alerts.send_night_failed(flow, flow_run, state)
 
 
 def _alert_decision(settings, event: str, client, name: str, version: str, champion_before: str | None) -> None:
