@@ -43,14 +43,35 @@ class UserKNN(Retriever):
         self.register_buffer("sim_indptr", torch.zeros(n_users + 1, dtype=torch.int64))
         self.register_buffer("sim_indices", torch.zeros(0, dtype=torch.int64))
         self.register_buffer("sim_values", torch.zeros(0))
+        # R^T, derived from the history buffers: built once, not state (pickling and state dicts skip it)
+        self._items_by_users: torch.Tensor | None = None
 
     def fit(self, train: Interactions, side: SideInfo | None = None) -> None:
         self.set_history(train)
-        users_by_items = train.to_torch().to_sparse_coo().t().coalesce().to_sparse_csr()  # columns = users
         self.sim_indptr, self.sim_indices, self.sim_values = cosine_neighbours(
-            users_by_items, self.config.neighbours, self.config.shrink)
+            self.items_by_users(), self.config.neighbours, self.config.shrink)  # columns = users
+
+    def set_history(self, train: Interactions) -> None:
+        super().set_history(train)
+        self._items_by_users = None
+
+    def items_by_users(self) -> torch.Tensor:
+        """The history transposed, sparse CSR float32 (n_items, n_users) of 0/1: every chunk of
+        users `forward` scores multiplies it, so it is built once per history."""
+        if self._items_by_users is None:
+            self._items_by_users = self.history().to_torch().to_sparse_coo().t().coalesce().to_sparse_csr()
+        return self._items_by_users
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)  # copies into the history buffers in place
+        self._items_by_users = None
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "_items_by_users": None}
+
+    def __setstate__(self, state: dict) -> None:  # also retrievers pickled before the cache existed
+        super().__setstate__({"_items_by_users": None, **state})
 
     def forward(self, users: torch.Tensor) -> torch.Tensor:
         rows = dense_rows(self.sim_indptr, self.sim_indices, self.sim_values, users, self.n_users)  # (U, n_users)
-        r_t = self.history().to_torch().to_sparse_coo().t().coalesce().to_sparse_csr()  # (n_items, n_users)
-        return (r_t @ rows.t()).t()  # (n_items, n_users) @ (n_users, U) -> (U, n_items)
+        return (self.items_by_users() @ rows.t()).t()  # (n_items, n_users) @ (n_users, U) -> (U, n_items)
