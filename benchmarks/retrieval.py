@@ -294,20 +294,21 @@ def run_staging_day(datasets: Sequence[str], retrievers: Sequence[str], epochs: 
 def merged_result(previous: dict[str, Any] | None, random_part: dict[str, Any] | None,
                   staging_nights: list[dict[str, Any]] | None) -> dict[str, Any]:
     """The JSON of this run: a protocol that was not run keeps the previous file's rows and
-    fields; `rows` is every protocol's rows (random_80_10_10 first)."""
+    fields. Each row is stored once: `rows` holds random_80_10_10's, and each night of
+    `staging_day` its own dataset's."""
     previous = previous or {}
     if random_part is None:
         random_part = {k: v for k, v in previous.items() if k not in ("rows", "staging_day")}
+        # files written before the staging rows were stored once repeat them in `rows`
         random_part["rows"] = [r for r in previous.get("rows", []) if r.get("protocol") == "random_80_10_10"]
     if staging_nights is None:
         staging_nights = previous.get("staging_day", [])
-    return {**random_part, "rows": random_part["rows"] + [r for n in staging_nights for r in n["rows"]],
+    return {**random_part,
             "staging_day": [{k: v for k, v in n.items() if k != "rows"} | {"rows": n["rows"]} for n in staging_nights]}
 
 
 def full_markdown(result: dict[str, Any]) -> str:
-    random_rows = [r for r in result["rows"] if r["protocol"] == "random_80_10_10"]
-    text = markdown({**result, "rows": random_rows}) if random_rows else "# Retrieval\n"
+    text = markdown(result) if result["rows"] else "# Retrieval\n"
     nights = result.get("staging_day", [])
     for night in nights:
         text += "\n" + staging_markdown(night)
