@@ -359,7 +359,9 @@ class ThreadTuner:
     The thread count changes the floating-point summation order only in a few kernels: 12 of
     the 14 architectures train to bitwise the same weights with 1 and 2 threads (tested);
     `autoint` and `dhen` (attention and their norms) may differ in the last bits between runs
-    on differently loaded machines. `TrainConfig.adapt_threads=False` keeps `threads` fixed.
+    on differently loaded machines. That needs MKL's strict reproducibility mode for its
+    matrix products (`MKL_CBWR=AUTO,STRICT`, which `flows/__init__.py`, the Makefile and the
+    Dockerfile set): without it, on some CPUs MKL splits a product's inner sum across threads. `TrainConfig.adapt_threads=False` keeps `threads` fixed.
 
     Use: `threads()` before a step (sets torch's count when it changes), `done(rows)` after it.
     `adapt=False`: always `threads`. `clock` is injectable for tests.

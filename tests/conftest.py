@@ -9,6 +9,7 @@ import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # as flows/__init__.py: GEMMs sum alike at any thread count
 # The streamed data path at CI sizes: transformed splits in many small row groups, shuffled
 # through small buffers, staging days scored in several chunks (the code that runs at scale).
 os.environ.setdefault("RECLOOP_STREAM_ROW_GROUP_ROWS", "1024")
