@@ -9,7 +9,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     GX_ANALYTICS_ENABLED=false \
     MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false \
     RECLOOP_REPO_DIR=/app \
-    GOMP_SPINCOUNT=3000 \
+    GOMP_SPINCOUNT=30000 \
+    MKL_CBWR=AUTO,STRICT \
     RECLOOP_HOME=/data/recloop
 
 # git: tasks.tracking records the code version when a checkout is mounted.

@@ -22,7 +22,8 @@ export RECLOOP_HOME ?= $(abspath $(WORKDIR))
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(abspath $(WORKDIR))/prefect
 # torch's OpenMP threads: a short spin before sleeping holds up on busy cores (flows/__init__.py)
-export GOMP_SPINCOUNT ?= 3000
+export GOMP_SPINCOUNT ?= 30000
+export MKL_CBWR ?= AUTO,STRICT
 export PYTHONWARNINGS ?= ignore::UserWarning:merlin.dtypes.mappings.tf,ignore::UserWarning:merlin.dtypes.mappings.triton
 PYTEST_ARGS ?=
 

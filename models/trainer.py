@@ -92,6 +92,9 @@ class TrainResult:
     best_val_auc: float = float("nan")
     best_val_logloss: float = float("inf")
     train_samples_per_s: float = 0.0
+    # training steps taken with each torch thread count ({2: 281, 1: 9}): where `ThreadTuner`
+    # left the thread count (on busy cores, mostly at 1); this process's steps under DDP
+    steps_by_threads: dict[int, int] = field(default_factory=dict)
     # one fingerprint of the final weights per training process, computed by each process
     # itself (models/distributed.py): all equal, or the run fails
     rank_digests: tuple[str, ...] = ()
@@ -376,6 +379,7 @@ class ThreadTuner:
         self._warmup = warmup_steps  # the first steps build kernels and caches: not timed
         self._next_probe = -math.inf
         self._t0 = 0.0
+        self.steps: dict[int, int] = {}  # steps taken per thread count
 
     @property
     def probing(self) -> bool:
@@ -392,6 +396,7 @@ class ThreadTuner:
 
     def done(self, rows: int) -> None:
         self._warmup -= 1
+        self.steps[self.current] = self.steps.get(self.current, 0) + 1
         if self._probe is None:
             return
         self._probe.append((self.current, (self.clock() - self._t0) / max(rows, 1)))
@@ -502,6 +507,7 @@ def train_loop(
         model.load_state_dict(best_state)
     model.eval()
     result.train_samples_per_s = samples / train_seconds if train_seconds > 0 else 0.0
+    result.steps_by_threads = dict(sorted(tuner.steps.items(), reverse=True))
     return result
 
 

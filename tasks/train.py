@@ -105,6 +105,7 @@ def train_candidate(
             "best_epoch": result.best_epoch,
             "train_samples_per_s": result.train_samples_per_s,
             "infer_rows_per_s": infer_rows_per_s,
+            **{f"train_steps_{t}_threads": n for t, n in result.steps_by_threads.items()},
         })
         fig = plots.training_curve_figure(result.history, f"{arch}: training")
         mlflow.log_figure(fig, "plots/training_curve.png")

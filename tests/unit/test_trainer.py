@@ -88,6 +88,7 @@ def test_fit_history_restores_best_weights_and_reports_speed():
     assert log_loss(y, p) == pytest.approx(result.best_val_logloss, abs=1e-9)
     assert roc_auc(y, p) == pytest.approx(result.best_val_auc, abs=1e-9)
     assert result.train_samples_per_s > 0
+    assert result.steps_by_threads == {1: len(rows) * 10}  # 2,400 rows in batches of 256, one thread
     assert torch.get_num_threads() == 1
     assert not model.training
 
@@ -283,6 +284,7 @@ def test_thread_tuner_keeps_the_faster_count_and_probes_again(faster):
         probed = [clock.step(tuner) for _ in range(8)]
         assert probed == [2, 2, 2, 1, 2, 1, 2, 1]  # two warm-up steps, then the counts take turns
         assert {clock.step(tuner) for _ in range(20)} == {faster}
+        assert tuner.steps == {2: 5 + 20 * (faster == 2), 1: 3 + 20 * (faster == 1)}  # what the run reports
         assert torch.get_num_threads() == faster
         clock.per_row = {1: clock.per_row[2], 2: clock.per_row[1]}  # the load changed
         while not tuner.probing:  # after reprobe_s it measures again...
@@ -295,6 +297,7 @@ def test_thread_tuner_keeps_the_faster_count_and_probes_again(faster):
         torch.set_num_threads(before)
     fixed = ThreadTuner(2, adapt=False, clock=clock)
     assert {clock.step(fixed) for _ in range(20)} == {2}
+    assert fixed.steps == {2: 20}
 
 
 ARCHS_THREAD_INVARIANT = sorted(set(ARCHITECTURES) - {"autoint", "dhen", "ncf", "two_tower", "split_network"})
