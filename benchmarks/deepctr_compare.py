@@ -223,6 +223,8 @@ def log_runs(rows: list[dict[str, Any]], common: Mapping[str, Any]) -> str:
 
 
 def markdown(result: Mapping[str, Any]) -> str:
+    from benchmarks.train_speed import one_thread_steps
+
     s = result["setup"]
     mlp = "-".join(str(h) for h in s["hidden"])
     lines = [f"# recloop vs DeepCTR-Torch on Adult ({result['rows']['train']:,} train / "
@@ -251,11 +253,12 @@ def markdown(result: Mapping[str, Any]) -> str:
         lines += ["", "## A busy machine", "",
                   "recloop's training quiet and beside one CPU-bound process per core (a Python loop per "
                   "core, started and stopped by the benchmark), each run in its own process.", "",
-                  "| model | GOMP_SPINCOUNT | quiet samples/s | busy samples/s | busy / quiet | load at start "
-                  "(quiet, busy) |", "|---|---|---|---|---|---|"]
+                  "| model | GOMP_SPINCOUNT | quiet samples/s | busy samples/s | busy / quiet | busy steps at 1 "
+                  "thread | load at start (quiet, busy) |", "|---|---|---|---|---|---|---|"]
         for r in result["busy"]:
             lines.append(f"| {r['model']} | {r['gomp_spincount']} | {r['quiet_samples_per_s']:,.0f} "
                          f"| {r['busy_samples_per_s']:,.0f} | {r['busy_share']:.0%} "
+                         f"| {one_thread_steps(r.get('busy_steps_by_threads'))} "
                          f"| {r['load_at_quiet_start']:.1f}, {r['load_at_busy_start']:.1f} |")
     optimizers = sorted({f"{r['implementation'].split(' (')[0]}: {r['optimizer']}" for r in result["runs"]})
     m = result["machine"]

@@ -119,7 +119,8 @@ result = fit(model, payload["train"], payload["val"], TrainConfig(**cfg))
 p = predict_proba(model, payload["test"])
 print(json.dumps({"train_samples_per_s": result.train_samples_per_s,
                   "test_auc": roc_auc(payload["test"]["label"].numpy(), p),
-                  "epochs_run": len(result.history)}))
+                  "epochs_run": len(result.history),
+                  "steps_by_threads": getattr(result, "steps_by_threads", {})}))
 """
 
 
@@ -152,7 +153,17 @@ def quiet_and_busy(payload: Path, spin: str, competitors: int) -> dict[str, Any]
             "quiet_samples_per_s": quiet["train_samples_per_s"], "busy_samples_per_s": busy["train_samples_per_s"],
             "busy_share": busy["train_samples_per_s"] / quiet["train_samples_per_s"],
             "quiet_test_auc": quiet["test_auc"], "busy_test_auc": busy["test_auc"],
+            "quiet_steps_by_threads": quiet.get("steps_by_threads", {}),
+            "busy_steps_by_threads": busy.get("steps_by_threads", {}),
             "load_at_quiet_start": quiet_load, "load_at_busy_start": busy_load}
+
+
+def one_thread_steps(steps_by_threads: dict | None) -> str:
+    """"281 of 290": how many of a run's training steps the ThreadTuner took with one thread."""
+    if not steps_by_threads:
+        return "n/a"
+    steps = {int(k): v for k, v in steps_by_threads.items()}  # JSON keys are strings
+    return f"{steps.get(1, 0)} of {sum(steps.values())}"
 
 
 def spin_rows(payload: Path, values: list[str], threads: int) -> list[dict[str, Any]]:
@@ -359,10 +370,11 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {r['model']} | {r['before_samples_per_s']:,.0f} | {r['after_samples_per_s']:,.0f} "
                          f"| x{r['speedup']:.2f} | {r['before_test_auc']:.4f} | {r['after_test_auc']:.4f} |")
     lines += ["", "## OpenMP spin count (wide_deep on Adult; busy: one CPU-bound process per core)", "",
-              "| GOMP_SPINCOUNT | quiet samples/s | busy samples/s | busy / quiet |", "|---|---|---|---|"]
+              "| GOMP_SPINCOUNT | quiet samples/s | busy samples/s | busy / quiet | busy steps at 1 thread |",
+              "|---|---|---|---|---|"]
     for r in result["spin"]:
         lines.append(f"| {r['gomp_spincount']} | {r['quiet_samples_per_s']:,.0f} | {r['busy_samples_per_s']:,.0f} "
-                     f"| {r['busy_share']:.0%} |")
+                     f"| {r['busy_share']:.0%} | {one_thread_steps(r.get('busy_steps_by_threads'))} |")
     return "\n".join(lines) + "\n"
 
 
