@@ -355,19 +355,28 @@ class ThreadTuner:
     partner's descheduled time slice, every kernel. On 2 cores with one CPU-bound process per
     core, `wide_deep` trained at 28% of its quiet samples/s with 2 threads and 44% with 1;
     on a quiet machine 2 threads are 1.7x faster. So the trainer measures: after
-    `warmup_steps` steps and then every `reprobe_s` seconds it times `probe_steps` real
-    training steps with each count, taking turns (the steps train as usual), and keeps the
-    one with the lower median time per row until the next probe.
+    `warmup_steps` steps it times `probe_steps` real training steps with each count, taking
+    turns (the steps train as usual), and keeps the one with the lower median time per row
+    until the next probe: `reprobe_s / 4` later after the first probe (a wrong first pick,
+    made while a night's other processes were still starting, would otherwise hold for the
+    whole of a short training), every `reprobe_s` after that. Each turn is two steps with the
+    same count, only the second timed: a step right after a switch pays for the switch (the
+    idle OpenMP thread still spinning out its wait beside a one-thread step, cold caches).
+    Before both, one bench-deepctr run on busy cores kept two threads for `deepfm` and `dcn`
+    after its first probe (3 of 145 steps at one thread; 18% and 35% of the quiet samples/s,
+    against 40% for `wide_deep`, which picked one).
 
     The thread count changes the floating-point summation order only in a few kernels: 12 of
     the 14 architectures train to bitwise the same weights with 1 and 2 threads (tested);
     `autoint` and `dhen` (attention and their norms) may differ in the last bits between runs
     on differently loaded machines. That needs MKL's strict reproducibility mode for its
     matrix products (`MKL_CBWR=AUTO,STRICT`, which `flows/__init__.py`, the Makefile and the
-    Dockerfile set): without it, on some CPUs MKL splits a product's inner sum across threads. `TrainConfig.adapt_threads=False` keeps `threads` fixed.
+    Dockerfile set): without it, on some CPUs MKL splits a product's inner sum across threads.
+    `TrainConfig.adapt_threads=False` keeps `threads` fixed.
 
     Use: `threads()` before a step (sets torch's count when it changes), `done(rows)` after it.
-    `adapt=False`: always `threads`. `clock` is injectable for tests.
+    `adapt=False`: always `threads`. `clock` is injectable for tests. `steps`: the steps
+    taken with each count.
     """
 
     def __init__(self, threads: int, adapt: bool = True, probe_steps: int = 3, reprobe_s: float = 20.0,
@@ -375,7 +384,9 @@ class ThreadTuner:
         self.options = (threads, 1) if adapt and threads > 1 else (threads,)
         self.probe_steps, self.reprobe_s, self.clock = probe_steps, reprobe_s, clock
         self.current = self.options[0]
-        self._probe: list[tuple[int, float]] | None = None  # (threads, seconds per row) per probed step
+        self._probe: list[tuple[int, float]] | None = None  # (threads, seconds per row) per timed step
+        self._probe_step = 0  # steps into the current probe
+        self._probes = 0  # probes finished
         self._warmup = warmup_steps  # the first steps build kernels and caches: not timed
         self._next_probe = -math.inf
         self._t0 = 0.0
@@ -388,9 +399,9 @@ class ThreadTuner:
 
     def threads(self) -> int:
         if len(self.options) > 1 and self._probe is None and self._warmup <= 0 and self.clock() >= self._next_probe:
-            self._probe = []
-        if self._probe is not None:  # the counts take turns, so a passing burst of load hits both
-            self._set(self.options[len(self._probe) % len(self.options)])
+            self._probe, self._probe_step = [], 0
+        if self._probe is not None:  # the counts take turns of two steps, so a passing burst of load hits both
+            self._set(self.options[self._probe_step // 2 % len(self.options)])
         self._t0 = self.clock()
         return self.current
 
@@ -399,11 +410,15 @@ class ThreadTuner:
         self.steps[self.current] = self.steps.get(self.current, 0) + 1
         if self._probe is None:
             return
-        self._probe.append((self.current, (self.clock() - self._t0) / max(rows, 1)))
+        if self._probe_step % 2:  # the second step of a turn: timed
+            self._probe.append((self.current, (self.clock() - self._t0) / max(rows, 1)))
+        self._probe_step += 1
         if len(self._probe) == self.probe_steps * len(self.options):
             median = {t: float(np.median([s for u, s in self._probe if u == t])) for t in self.options}
             self._set(min(self.options, key=lambda t: (median[t], -t)))
-            self._probe, self._next_probe = None, self.clock() + self.reprobe_s
+            self._probes += 1
+            interval = self.reprobe_s / 4 if self._probes == 1 else self.reprobe_s
+            self._probe, self._next_probe = None, self.clock() + interval
 
     def _set(self, threads: int) -> None:
         if threads != self.current or torch.get_num_threads() != threads:

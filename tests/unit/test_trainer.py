@@ -279,25 +279,65 @@ def test_thread_tuner_keeps_the_faster_count_and_probes_again(faster):
     clock = FakeClock({1: 1e-3 if faster == 1 else 3e-3, 2: 3e-3 if faster == 1 else 1e-3})
     from models.trainer import ThreadTuner
 
-    tuner = ThreadTuner(2, probe_steps=3, reprobe_s=10.0, warmup_steps=2, clock=clock)
+    tuner = ThreadTuner(2, probe_steps=3, reprobe_s=40.0, warmup_steps=2, clock=clock)
     try:
-        probed = [clock.step(tuner) for _ in range(8)]
-        assert probed == [2, 2, 2, 1, 2, 1, 2, 1]  # two warm-up steps, then the counts take turns
-        assert {clock.step(tuner) for _ in range(20)} == {faster}
-        assert tuner.steps == {2: 5 + 20 * (faster == 2), 1: 3 + 20 * (faster == 1)}  # what the run reports
-        assert torch.get_num_threads() == faster
-        clock.per_row = {1: clock.per_row[2], 2: clock.per_row[1]}  # the load changed
-        while not tuner.probing:  # after reprobe_s it measures again...
-            clock.step(tuner)
+        probed = [clock.step(tuner) for _ in range(14)]
+        # two warm-up steps, then turns of two steps per count (the second of each timed)
+        assert probed == [2, 2, 2, 2, 1, 1, 2, 2, 1, 1, 2, 2, 1, 1]
+        assert not tuner.probing and torch.get_num_threads() == faster
+        start = clock.now
+        kept = []
+        while not tuner.probing:  # the first pick is checked again after reprobe_s / 4...
+            kept.append(clock.step(tuner))
+        assert set(kept[:-1]) == {faster} and kept[-1] == 2  # the probe's first turn: 2 threads
+        assert 10.0 <= clock.now - start < 11.0
         while tuner.probing:
             clock.step(tuner)
-        assert clock.now >= 10.0  # ...and switches
+        start = clock.now
+        clock.per_row = {1: clock.per_row[2], 2: clock.per_row[1]}  # the load changed
+        kept = []
+        while not tuner.probing:  # ...then every reprobe_s, where it switches
+            kept.append(clock.step(tuner))
+        assert set(kept[:-1]) == {faster}
+        assert 40.0 <= clock.now - start < 41.0
+        while tuner.probing:
+            clock.step(tuner)
         assert {clock.step(tuner) for _ in range(10)} == {3 - faster}
     finally:
         torch.set_num_threads(before)
     fixed = ThreadTuner(2, adapt=False, clock=clock)
     assert {clock.step(fixed) for _ in range(20)} == {2}
     assert fixed.steps == {2: 20}
+
+
+def test_thread_tuner_does_not_time_the_step_after_a_switch():
+    """On busy cores one thread is faster, but a one-thread step right after a two-thread one
+    pays for the switch (here 10x: the idle OpenMP thread spinning out its wait beside it).
+    Only the second step of each turn is timed, so the pick follows the steady speed."""
+    from models.trainer import ThreadTuner
+
+    class SwitchCost(FakeClock):
+        last = None
+
+        def step(self, tuner, rows=100):
+            threads = tuner.threads()
+            cost = 10.0 if (self.last, threads) == (2, 1) else 1.0
+            self.now += self.per_row[threads] * rows * cost
+            self.last = threads
+            tuner.done(rows)
+            return threads
+
+    before = torch.get_num_threads()
+    clock = SwitchCost({1: 1e-3, 2: 2e-3})
+    tuner = ThreadTuner(2, probe_steps=3, warmup_steps=0, clock=clock)
+    try:
+        while not tuner.probing:
+            clock.step(tuner)
+        while tuner.probing:
+            clock.step(tuner)
+        assert tuner.current == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 ARCHS_THREAD_INVARIANT = sorted(set(ARCHITECTURES) - {"autoint", "dhen", "ncf", "two_tower", "split_network"})
