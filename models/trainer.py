@@ -356,15 +356,16 @@ class ThreadTuner:
     core, `wide_deep` trained at 28% of its quiet samples/s with 2 threads and 44% with 1;
     on a quiet machine 2 threads are 1.7x faster. So the trainer measures: after
     `warmup_steps` steps it times `probe_steps` real training steps with each count, taking
-    turns (the steps train as usual), and keeps the one with the lower median time per row
-    until the next probe: `reprobe_s / 4` later after the first probe (a wrong first pick,
-    made while a night's other processes were still starting, would otherwise hold for the
+    turns (the steps train as usual), and keeps the one with the lower median time per row,
+    where more threads must be `margin` times faster than one (a count that is not clearly
+    faster also takes cores from the machine's other processes), until the next probe:
+    `reprobe_s / 4` after the first probe (a wrong first pick would otherwise hold for the
     whole of a short training), every `reprobe_s` after that. Each turn is two steps with the
     same count, only the second timed: a step right after a switch pays for the switch (the
     idle OpenMP thread still spinning out its wait beside a one-thread step, cold caches).
-    Before both, one bench-deepctr run on busy cores kept two threads for `deepfm` and `dcn`
-    after its first probe (3 of 145 steps at one thread; 18% and 35% of the quiet samples/s,
-    against 40% for `wide_deep`, which picked one).
+    On busy cores the two counts' medians came out close, and without the margin a probe kept
+    two threads in 3 of 4 runs of `wide_deep` (16-38% of the quiet samples/s; with it, one
+    thread in 8 of 8 runs, 36-50%; two threads quiet in all of them).
 
     The thread count changes the floating-point summation order only in a few kernels: 12 of
     the 14 architectures train to bitwise the same weights with 1 and 2 threads (tested);
@@ -380,9 +381,9 @@ class ThreadTuner:
     """
 
     def __init__(self, threads: int, adapt: bool = True, probe_steps: int = 3, reprobe_s: float = 20.0,
-                 warmup_steps: int = 3, clock: Callable[[], float] = time.perf_counter):
+                 warmup_steps: int = 3, margin: float = 1.15, clock: Callable[[], float] = time.perf_counter):
         self.options = (threads, 1) if adapt and threads > 1 else (threads,)
-        self.probe_steps, self.reprobe_s, self.clock = probe_steps, reprobe_s, clock
+        self.probe_steps, self.reprobe_s, self.margin, self.clock = probe_steps, reprobe_s, margin, clock
         self.current = self.options[0]
         self._probe: list[tuple[int, float]] | None = None  # (threads, seconds per row) per timed step
         self._probe_step = 0  # steps into the current probe
@@ -415,7 +416,7 @@ class ThreadTuner:
         self._probe_step += 1
         if len(self._probe) == self.probe_steps * len(self.options):
             median = {t: float(np.median([s for u, s in self._probe if u == t])) for t in self.options}
-            self._set(min(self.options, key=lambda t: (median[t], -t)))
+            self._set(min(self.options, key=lambda t: (median[t] * (self.margin if t > 1 else 1.0), t)))
             self._probes += 1
             interval = self.reprobe_s / 4 if self._probes == 1 else self.reprobe_s
             self._probe, self._next_probe = None, self.clock() + interval

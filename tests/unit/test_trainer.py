@@ -310,6 +310,25 @@ def test_thread_tuner_keeps_the_faster_count_and_probes_again(faster):
     assert fixed.steps == {2: 20}
 
 
+@pytest.mark.parametrize(("two_threads_faster", "kept"), [(1.1, 1), (1.3, 2)])
+def test_thread_tuner_takes_more_threads_only_when_clearly_faster(two_threads_faster, kept):
+    """On busy cores the two counts time alike and noise decided; more threads must win by
+    `margin` (1.15)."""
+    from models.trainer import ThreadTuner
+
+    before = torch.get_num_threads()
+    clock = FakeClock({1: 1e-3, 2: 1e-3 / two_threads_faster})
+    tuner = ThreadTuner(2, warmup_steps=0, clock=clock)
+    try:
+        while not tuner.probing:
+            clock.step(tuner)
+        while tuner.probing:
+            clock.step(tuner)
+        assert tuner.current == kept == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_thread_tuner_does_not_time_the_step_after_a_switch():
     """On busy cores one thread is faster, but a one-thread step right after a two-thread one
     pays for the switch (here 10x: the idle OpenMP thread spinning out its wait beside it).
