@@ -322,6 +322,25 @@ def checkout(rev: str) -> Iterator[Path]:
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)], check=False)
 
 
+def zoo_line(r: dict[str, Any], sep: str = "  ") -> str:
+    """One zoo row: model, samples/s before and after, speed-up, AUC before and after (an
+    architecture added since the before revision has no before)."""
+    def num(v, fmt):
+        return "n/a" if v is None else format(v, fmt)
+
+    return sep.join([r["model"], num(r["before_samples_per_s"], ",.0f"), num(r["after_samples_per_s"], ",.0f"),
+                     "n/a" if r["speedup"] is None else f"x{r['speedup']:.2f}",
+                     num(r["before_test_auc"], ".4f"), num(r["after_test_auc"], ".4f")])
+
+
+def architectures_at(checkout_path: Path) -> set[str]:
+    """The architecture names registered by the code at `checkout_path`."""
+    code = "import json; from models import ARCHITECTURES; print(json.dumps(sorted(ARCHITECTURES)))"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(checkout_path)},
+                         cwd=checkout_path, capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
 def zoo_rows(before: str, epochs: int, threads: int, work: Path) -> list[dict[str, Any]]:
     from benchmarks.zoo_benchmark import synthetic_split
     from feature_store.spec import load_spec
@@ -336,14 +355,14 @@ def zoo_rows(before: str, epochs: int, threads: int, work: Path) -> list[dict[st
         for arch in ARCHITECTURES:
             payload = save_payload(work / f"{arch}.pt", arch, data, None, config)
             load = os.getloadavg()[0]
-            was, now = run_one(payload, old), run_one(payload)
-            rows.append({"model": arch, "before_samples_per_s": was["train_samples_per_s"],
+            was = run_one(payload, old) if arch in architectures_at(old) else None  # added since
+            now = run_one(payload)
+            rows.append({"model": arch, "before_samples_per_s": was and was["train_samples_per_s"],
                          "after_samples_per_s": now["train_samples_per_s"],
-                         "speedup": now["train_samples_per_s"] / was["train_samples_per_s"],
-                         "before_test_auc": was["test_auc"], "after_test_auc": now["test_auc"],
+                         "speedup": was and now["train_samples_per_s"] / was["train_samples_per_s"],
+                         "before_test_auc": was and was["test_auc"], "after_test_auc": now["test_auc"],
                          "load_at_start": load})
-            print(f"{arch:10s} {was['train_samples_per_s']:>9,.0f} -> {now['train_samples_per_s']:>9,.0f} samples/s "
-                  f"(x{rows[-1]['speedup']:.2f})  AUC {was['test_auc']:.4f} -> {now['test_auc']:.4f}", flush=True)
+            print(zoo_line(rows[-1]), flush=True)
     return rows
 
 
@@ -367,8 +386,7 @@ def markdown(result: dict[str, Any]) -> str:
                   "| model | before samples/s | after samples/s | speed-up | AUC before | AUC after |",
                   "|---|---|---|---|---|---|"]
         for r in result["zoo"]:
-            lines.append(f"| {r['model']} | {r['before_samples_per_s']:,.0f} | {r['after_samples_per_s']:,.0f} "
-                         f"| x{r['speedup']:.2f} | {r['before_test_auc']:.4f} | {r['after_test_auc']:.4f} |")
+            lines.append("| " + zoo_line(r, " | ") + " |")
     lines += ["", "## OpenMP spin count (wide_deep on Adult; busy: one CPU-bound process per core)", "",
               "| GOMP_SPINCOUNT | quiet samples/s | busy samples/s | busy / quiet | busy steps at 1 thread |",
               "|---|---|---|---|---|"]
