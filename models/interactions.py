@@ -57,7 +57,7 @@ class CrossNetV1(nn.Module):
         for w, b in zip(self.weights, self.biases):
             # x0 * (x w) + b + x: (B, N) * (B, 1) -> (B, N). x w as a matrix product (B, N) @ (N, 1):
             # w's gradient is then a GEMM, which MKL sums in the same order at any thread count
-            # (models/__init__.py), where a matrix-vector product's is split across the threads.
+            # (MKL_CBWR, flows/__init__.py), where a matrix-vector product's is split across the threads.
             x = torch.addcmul(x + b, x0, x @ w.unsqueeze(1))
         return x
 
