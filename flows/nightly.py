@@ -63,11 +63,6 @@ def _record_abandoned_approval(flow, flow_run, state) -> None:
         flow_run_logger(flow_run, flow).warning(note)
 
 
-def _alert_failed(flow, flow_run, state) -> None:
-    """on_failure / on_crashed: the `failed` alert (alerts.send_night_failed)."""
-    alerts.send_night_failed(flow, flow_run, state)
-
-
 def _alert_decision(settings, event: str, client, name: str, version: str, champion_before: str | None) -> None:
     """The alert for a decision on `version` (promoted, rejected, timeout, stale): best effort."""
     alerts.send(settings.alerts, event,
@@ -76,8 +71,8 @@ def _alert_decision(settings, event: str, client, name: str, version: str, champ
                 get_run_logger().warning)
 
 
-@flow(name=approval.FLOW_NAME, log_prints=True, on_failure=[_alert_failed],
-      on_crashed=[_record_abandoned_approval, _alert_failed], on_cancellation=[_record_abandoned_approval])
+@flow(name=approval.FLOW_NAME, log_prints=True, on_failure=[alerts.send_night_failed],
+      on_crashed=[_record_abandoned_approval, alerts.send_night_failed], on_cancellation=[_record_abandoned_approval])
 def nightly_retrain(
     run_date: date | None = None,
     dataset: str = DEFAULT_DATASET,  # a name (RECLOOP_SPEC_DIRS, then the package) or a spec path
