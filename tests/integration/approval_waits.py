@@ -1,5 +1,6 @@
-"""Helpers for integration tests that run manual nights against the Prefect test server:
-a night in a background thread, waiting for its approval run to pause, reading that run."""
+"""Helpers for integration tests that run nights against the Prefect test server: the night's
+environment, a manual night in a background thread, waiting for its approval run to pause,
+reading that run."""
 
 from __future__ import annotations
 
@@ -8,11 +9,27 @@ import threading
 import time
 import uuid
 from datetime import date
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 DATASET = "synthetic_clicks"
+
+
+def night_env(mp: pytest.MonkeyPatch, home: Path, *unset: str, **settings: str) -> None:
+    """Point every store of a night at `home` (RECLOOP_HOME; no settings file; the data root,
+    tracking and registry URIs and the approval mode unset, with the variables in `unset`), a
+    3-day window and batches of 256 (small data: enough optimizer steps in 2 epochs), then
+    RECLOOP_<KEY>=value for each of `settings`."""
+    mp.setenv("RECLOOP_HOME", str(home))
+    mp.setenv("RECLOOP_SETTINGS_FILE", str(home / "absent.env"))
+    mp.setenv("RECLOOP_WINDOW_DAYS", "3")
+    mp.setenv("RECLOOP_TRAIN_BATCH_SIZE", "256")
+    for var in ("RECLOOP_DATA_ROOT", "RECLOOP_TRACKING_URI", "RECLOOP_REGISTRY_URI", "RECLOOP_APPROVAL_MODE", *unset):
+        mp.delenv(var, raising=False)
+    for key, value in settings.items():
+        mp.setenv(f"RECLOOP_{key}", value)
 
 
 class Night:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
+from approval_waits import night_env
 from typer.testing import CliRunner
 from webhook_receiver import WebhookReceiver
 
@@ -26,15 +27,8 @@ DAYS = 5  # one night: staging day START+4, training START+1..START+3
 def loop(tmp_path_factory, prefect_server):
     home = tmp_path_factory.mktemp("home")
     with WebhookReceiver() as hook, pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RECLOOP_HOME", str(home))
-        mp.setenv("RECLOOP_WINDOW_DAYS", "3")
-        mp.setenv("RECLOOP_TRAIN_BATCH_SIZE", "256")
-        mp.setenv("RECLOOP_SETTINGS_FILE", str(home / "absent.env"))
-        mp.setenv("RECLOOP_ALERTS_WEBHOOK_URL", hook.url)
-        mp.setenv("RECLOOP_ALERTS_TIMEOUT_S", "5")
-        for var in ("RECLOOP_DATA_ROOT", "RECLOOP_TRACKING_URI", "RECLOOP_REGISTRY_URI", "RECLOOP_APPROVAL_MODE",
-                    "RECLOOP_ALERTS_BLOCK", "RECLOOP_ALERTS_EVENTS"):
-            mp.delenv(var, raising=False)
+        night_env(mp, home, "RECLOOP_ALERTS_BLOCK", "RECLOOP_ALERTS_EVENTS", ALERTS_WEBHOOK_URL=hook.url,
+                  ALERTS_TIMEOUT_S="5")
         from flows.nightly import nightly_retrain
         from tasks import tracking
         from tasks.settings import get_settings

@@ -17,6 +17,7 @@ from approval_waits import (
     cli,
     flow_run,
     flow_run_state,
+    night_env,
     night_of,
     wait_until_paused,
 )
@@ -39,13 +40,7 @@ RUN_DATES = iter(START + timedelta(days=n) for n in range(4, DAYS + 1))
 def loop(tmp_path_factory, prefect_server):
     home = tmp_path_factory.mktemp("home")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RECLOOP_HOME", str(home))
-        mp.setenv("RECLOOP_WINDOW_DAYS", "3")
-        mp.setenv("RECLOOP_TRAIN_BATCH_SIZE", "256")  # small data: enough optimizer steps in 2 epochs
-        mp.setenv("RECLOOP_APPROVAL_POLL_S", "1")  # the paused run notices a resume within a second
-        mp.setenv("RECLOOP_SETTINGS_FILE", str(home / "absent.env"))
-        for var in ("RECLOOP_DATA_ROOT", "RECLOOP_TRACKING_URI", "RECLOOP_REGISTRY_URI", "RECLOOP_APPROVAL_MODE"):
-            mp.delenv(var, raising=False)
+        night_env(mp, home, APPROVAL_POLL_S="1")  # the paused run notices a resume within a second
         from flows.cli import app
         from flows.nightly import nightly_retrain
         from tasks import tracking

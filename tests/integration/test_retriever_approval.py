@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
-from approval_waits import Night, approval_artifact, cli, flow_run, wait_until_paused
+from approval_waits import Night, approval_artifact, cli, flow_run, night_env, wait_until_paused
 from webhook_receiver import WebhookReceiver
 
 from feature_store.generators.synthetic import generate_synthetic
@@ -26,21 +26,12 @@ FIRST_NIGHT = START + timedelta(days=4)  # window of 3 days, staging day D-1
 def loop(tmp_path_factory, prefect_server):
     home = tmp_path_factory.mktemp("home")
     with WebhookReceiver() as hook, pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RECLOOP_HOME", str(home))
-        mp.setenv("RECLOOP_WINDOW_DAYS", "3")
-        mp.setenv("RECLOOP_TRAIN_BATCH_SIZE", "256")
-        mp.setenv("RECLOOP_APPROVAL_POLL_S", "1")
-        mp.setenv("RECLOOP_SETTINGS_FILE", str(home / "absent.env"))
-        mp.setenv("RECLOOP_ALERTS_WEBHOOK_URL", hook.url)
-        mp.setenv("RECLOOP_RETRIEVAL_ENABLED", "true")  # tests/conftest.py turns it off for other nights
-        mp.setenv("RECLOOP_RETRIEVAL_BOOTSTRAP_SAMPLES", "50")
-        # Every ranker and retriever passes its gate: this module is about the decisions, not the gates.
-        mp.setenv("RECLOOP_RETRIEVAL_RECALL_TOLERANCE", "1.0")
-        for var, value in (("MIN_AUC", "0.5"), ("CALIBRATION_BOUNDS", "[0.2, 5.0]"), ("AUC_TOLERANCE", "1.0"),
-                           ("LOGLOSS_TOLERANCE", "1.0")):
-            mp.setenv(f"RECLOOP_GATE_{var}", value)
-        for var in ("RECLOOP_DATA_ROOT", "RECLOOP_TRACKING_URI", "RECLOOP_REGISTRY_URI", "RECLOOP_APPROVAL_MODE"):
-            mp.delenv(var, raising=False)
+        night_env(mp, home, APPROVAL_POLL_S="1", ALERTS_WEBHOOK_URL=hook.url,
+                  RETRIEVAL_ENABLED="true",  # tests/conftest.py turns it off for other nights
+                  RETRIEVAL_BOOTSTRAP_SAMPLES="50",
+                  # Every ranker and retriever passes its gate: this module is about the decisions, not the gates.
+                  RETRIEVAL_RECALL_TOLERANCE="1.0", GATE_MIN_AUC="0.5", GATE_CALIBRATION_BOUNDS="[0.2, 5.0]",
+                  GATE_AUC_TOLERANCE="1.0", GATE_LOGLOSS_TOLERANCE="1.0")
         from flows.cli import app
         from flows.nightly import nightly_retrain
         from tasks import tracking
