@@ -14,7 +14,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     RECLOOP_HOME=/data/recloop
 
 # git: tasks.tracking records the code version when a checkout is mounted.
-RUN apt-get update && apt-get install -y --no-install-recommends git \
+# gcc, libc6-dev: models/kernels compiles its C kernels (built below, into the image's cache).
+RUN apt-get update && apt-get install -y --no-install-recommends git gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
@@ -30,6 +31,7 @@ COPY prefect.yaml ./
 RUN python -m pip install 'pip<24' \
     && python -m pip install --extra-index-url https://download.pytorch.org/whl/cpu \
          -c requirements.lock -e . 'psycopg[binary]==3.3.6'
+RUN python -m models.kernels
 
 RUN mkdir -p /data/recloop
 EXPOSE 4200 5000

@@ -41,6 +41,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'pip<24'
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m models.kernels || echo 'warning: no C kernels; training runs on the torch ops (slower)' >&2
 	@touch $(STAMP)
 
 run: install

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from models import kernels
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "gelu": nn.GELU,
@@ -142,32 +144,13 @@ class FusedEmbedding(nn.Module):
         return f"fields={self.num_fields}, rows={sum(self.cardinalities)}, dim={self.dim}"
 
 
-_MASK_LEVELS = 1 << 16  # a dropout mask draws one 16-bit random number per element
-
-
-def _dropout_scale(x: torch.Tensor, p: float) -> torch.Tensor:
-    """A mask like `x` whose elements are 1 / (1 - p') with probability 1 - p' and 0 otherwise,
-    from torch's default generator (so `torch.manual_seed` fixes it).
-
-    p is rounded to a multiple of 2^-16 (p' = 0.100006 for 0.1): an element keeps when a
-    uniform 16-bit number is at least p' 2^16, four numbers per 64-bit draw. On 2 cores that
-    is 3x cheaper than `nn.Dropout` (one `bernoulli_` float draw per element: 4.6 ms per
-    million elements, a quarter of a `wide_deep` training step), and a float mask keeps the
-    rest vectorised (bool tensors are not, on CPU)."""
-    n = x.numel()
-    drop = round(p * _MASK_LEVELS)
-    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None)  # all 64 bits
-    mask = torch.empty_like(x)  # 1.0 where kept: a comparison written as floats (6x faster than via bool)
-    torch.ge(words.view(torch.int16)[:n].view(x.shape), drop - _MASK_LEVELS // 2, out=mask)  # int16: [-2^15, 2^15)
-    return mask.mul_(_MASK_LEVELS / (_MASK_LEVELS - drop))
-
-
 class Dropout(nn.Module):
-    """Inverted dropout (Srivastava et al. 2014) with a cheaper mask than `nn.Dropout`'s
-    (see `_dropout_scale`): in training, out = x * m / (1 - p) with m ~ Bernoulli(1 - p) per
-    element; in eval, out = x. Right after a ReLU, `MLP` fuses the two: relu(x) * m / (1 - p)
-    = x * (m [x > 0] / (1 - p)), one multiplication by one mask, which is also all the
-    backward needs (grad * mask)."""
+    """Inverted dropout (Srivastava et al. 2014): in training, out = x * m / (1 - p) with
+    m ~ Bernoulli(1 - p) per element; in eval, out = x. Right after a ReLU, `MLP` fuses the
+    two into one pass, relu(x) * m / (1 - p) (`models.kernels.dropout`: a counter-based mask
+    that the backward recomputes, drawn from torch's default generator, in C when a compiler
+    is at hand; `nn.Dropout`'s bernoulli_ mask and the separate ReLU took a quarter of a
+    `wide_deep` training step on 2 cores)."""
 
     def __init__(self, p: float):
         super().__init__()
@@ -178,10 +161,7 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return torch.relu(x) if relu else x
-        mask = _dropout_scale(x, self.p)
-        if relu:
-            mask.mul_(x.detach().relu().sign_())  # [x > 0] as a float
-        return x * mask
+        return kernels.dropout(x, self.p, relu)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -234,6 +214,8 @@ class MLP(nn.Module):
         while i < len(layers):
             if isinstance(layers[i], nn.ReLU) and i + 1 < len(layers) and isinstance(layers[i + 1], Dropout):
                 x, i = layers[i + 1](x, relu=True), i + 2  # one fused pass (see Dropout)
+            elif isinstance(layers[i], nn.Linear):
+                x, i = kernels.linear(x, layers[i].weight, layers[i].bias), i + 1  # oneDNN (see kernels.linear)
             else:
                 x, i = layers[i](x), i + 1
         return x

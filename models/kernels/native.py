@@ -1,0 +1,106 @@
+"""The C kernels next to this file, compiled on first use with the machine's C compiler and
+loaded through ctypes.
+
+The shared library is cached under `$XDG_CACHE_HOME/recloop/kernels` (default
+`~/.cache/recloop/kernels`), named by a hash of the source, the flags and the compiler's
+version, so an edited kernel or another compiler builds afresh and concurrent processes (DDP
+ranks) never load a half-written file: each compiles into a file of its own and renames it
+into place. Without a compiler, or when the build fails, `load` returns None once with a
+warning, and the callers use their torch implementation (the same bits, slower).
+`python -m models.kernels` builds ahead of time (`make install` and the Dockerfile do).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SOURCE_DIR = Path(__file__).parent
+CFLAGS = ("-O3", "-fPIC", "-shared", "-fno-strict-aliasing")
+BUILD_TIMEOUT_S = 120
+_enabled = True
+
+
+class KernelBuildError(RuntimeError):
+    """The C compiler is missing or rejected a kernel."""
+
+
+@contextlib.contextmanager
+def use_native(enabled: bool) -> Iterator[None]:
+    """Within the block, the native paths (the C kernels, oneDNN products) are on or off for
+    this process; off runs plain torch ops instead. On by default."""
+    global _enabled
+    previous, _enabled = _enabled, bool(enabled)
+    try:
+        yield
+    finally:
+        _enabled = previous
+
+
+def enabled() -> bool:
+    return _enabled
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "recloop" / "kernels"
+
+
+def compiler() -> str | None:
+    return shutil.which(os.environ.get("CC", "cc"))
+
+
+def _compiler_version(cc: str) -> str:
+    out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
+    return out.stdout.splitlines()[0] if out.stdout else ""
+
+
+def build(name: str) -> Path:
+    """The compiled `<name>.c`, built now unless a build of this very source is cached.
+    Raises KernelBuildError with the compiler's message."""
+    source = SOURCE_DIR / f"{name}.c"
+    cc = compiler()
+    if cc is None:
+        raise KernelBuildError(f"no C compiler ({os.environ.get('CC', 'cc')!r} is not on PATH) to build {source}")
+    digest = hashlib.sha256(source.read_bytes())
+    digest.update(" ".join((*CFLAGS, _compiler_version(cc))).encode())
+    target = cache_dir() / f"{name}-{digest.hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(prefix=f".{name}-", suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        out = subprocess.run([cc, *CFLAGS, "-o", partial, str(source)], capture_output=True, text=True,
+                             timeout=BUILD_TIMEOUT_S)
+        if out.returncode != 0:
+            raise KernelBuildError(f"{cc} failed on {source} (exit {out.returncode}): {out.stderr.strip()[-2000:]}")
+        os.replace(partial, target)
+    except subprocess.TimeoutExpired as exc:
+        raise KernelBuildError(f"{cc} took over {BUILD_TIMEOUT_S} s on {source}") from exc
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return target
+
+
+@functools.cache
+def load(name: str) -> ctypes.CDLL | None:
+    """The kernel library `name`, or None (warned once) when it cannot be built or loaded."""
+    try:
+        return ctypes.CDLL(str(build(name)))
+    except (KernelBuildError, OSError, subprocess.SubprocessError) as exc:
+        log.warning("native kernel %r unavailable, using its torch implementation (same results, slower): %s",
+                    name, exc)
+        return None

@@ -1,0 +1,90 @@
+/* Inverted dropout, optionally fused with the ReLU before it, in one pass over the
+ * activations (see models/kernels/relu_dropout.py, which holds the same computation in torch ops
+ * and checks that both give the same bits).
+ *
+ * The mask is a counter-based random function of (key, element index): element i is kept
+ * when mix32(mix32(i ^ k1) ^ k2) >= drop, so it depends neither on the number of threads
+ * nor on the order of the work, and the backward pass recomputes it instead of storing it.
+ * mix32 is "lowbias32" from Chris Wellons' hash-prospector (two multiply-xorshift rounds).
+ *
+ *   forward:  y[i] = keep(i) && (!relu || x[i] > 0) ? x[i] * scale : 0
+ *   backward: dx[i] = (relu ? y[i] > 0 : keep(i)) ? dy[i] * scale : 0
+ * (after a ReLU, y > 0 exactly where the element was kept and x > 0, as scale >= 1).
+ *
+ * float32 and bfloat16 (stored as uint16; products rounded to nearest even, as torch does).
+ * Single-threaded on purpose: no second OpenMP runtime beside torch's, and one pass over a
+ * (1024, 256) activation costs tens of microseconds. */
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define MULTIVERSION
+#endif
+
+static inline uint32_t mix32(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7feb352dU;
+    x ^= x >> 15;
+    x *= 0x846ca68bU;
+    x ^= x >> 16;
+    return x;
+}
+
+static inline int keep(int64_t i, uint32_t k1, uint32_t k2, uint32_t drop) {
+    return mix32(mix32((uint32_t)i ^ k1) ^ k2) >= drop;
+}
+
+static inline float bf16_to_f32(uint16_t h) {
+    union { uint32_t u; float f; } v = {(uint32_t)h << 16};
+    return v.f;
+}
+
+static inline uint16_t f32_to_bf16(float f) {  /* round to nearest even; a NaN stays a (quiet) NaN */
+    union { float f; uint32_t u; } v = {f};
+    if (f != f) return (uint16_t)((v.u >> 16) | 0x40U);
+    return (uint16_t)((v.u + 0x7fffU + ((v.u >> 16) & 1U)) >> 16);
+}
+
+MULTIVERSION
+void relu_dropout_forward_f32(const float *x, float *y, int64_t n, uint32_t k1, uint32_t k2,
+                              uint32_t drop, float scale, int relu) {
+    if (relu) {
+        for (int64_t i = 0; i < n; i++)
+            y[i] = (keep(i, k1, k2, drop) && x[i] > 0.0f) ? x[i] * scale : 0.0f;
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            y[i] = keep(i, k1, k2, drop) ? x[i] * scale : 0.0f;
+    }
+}
+
+MULTIVERSION
+void relu_dropout_backward_f32(const float *dy, const float *y, float *dx, int64_t n, uint32_t k1,
+                               uint32_t k2, uint32_t drop, float scale, int relu) {
+    if (relu) {
+        for (int64_t i = 0; i < n; i++)
+            dx[i] = y[i] > 0.0f ? dy[i] * scale : 0.0f;
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            dx[i] = keep(i, k1, k2, drop) ? dy[i] * scale : 0.0f;
+    }
+}
+
+MULTIVERSION
+void relu_dropout_forward_bf16(const uint16_t *x, uint16_t *y, int64_t n, uint32_t k1, uint32_t k2,
+                               uint32_t drop, float scale, int relu) {
+    for (int64_t i = 0; i < n; i++) {
+        float v = bf16_to_f32(x[i]);
+        y[i] = (keep(i, k1, k2, drop) && (!relu || v > 0.0f)) ? f32_to_bf16(v * scale) : 0;
+    }
+}
+
+MULTIVERSION
+void relu_dropout_backward_bf16(const uint16_t *dy, const uint16_t *y, uint16_t *dx, int64_t n, uint32_t k1,
+                                uint32_t k2, uint32_t drop, float scale, int relu) {
+    for (int64_t i = 0; i < n; i++) {
+        int pass = relu ? bf16_to_f32(y[i]) > 0.0f : keep(i, k1, k2, drop);
+        dx[i] = pass ? f32_to_bf16(bf16_to_f32(dy[i]) * scale) : 0;
+    }
+}

@@ -1,0 +1,186 @@
+"""models/kernels: the C dropout kernel against its torch reference (bit for bit), its masks,
+its build cache and the fallback without a compiler; the oneDNN linear against F.linear."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from models import kernels
+from models.kernels import native, onednn
+from models.kernels import relu_dropout as rd
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    return t.view(torch.int16 if t.dtype == torch.bfloat16 else torch.int32)
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """An empty kernel cache, and `native.load` forgetting what it loaded."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    native.load.cache_clear()
+    yield tmp_path / "cache" / "recloop" / "kernels"
+    native.load.cache_clear()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("shape", [(1024, 256), (7, 13), (1, 1)])
+def test_the_c_kernel_and_the_torch_ops_give_the_same_bits(dtype, relu, shape):
+    assert native.load("relu_dropout") is not None, "the C kernel did not build on this machine"
+    torch.manual_seed(0)
+    x = torch.randn(shape).to(dtype)
+    x.view(-1)[:3] = torch.tensor([0.0, -0.0, float("inf")])[: x.numel()].to(dtype)
+    dy = torch.randn(shape).to(dtype)
+    drop, scale = rd.threshold(0.3)
+    k1, k2 = 0x9E3779B9, 12345
+    y = rd.fused_forward(x, k1, k2, drop, scale, relu)
+    y_ref = rd.reference_forward(x, k1, k2, drop, scale, relu)
+    assert torch.equal(bits(y), bits(y_ref))
+    dx = rd.fused_backward(dy, y if relu else None, k1, k2, drop, scale, relu)
+    dx_ref = rd.reference_backward(dy, y_ref if relu else None, k1, k2, drop, scale, relu)
+    assert torch.equal(bits(dx), bits(dx_ref))
+    # a strided input gives what its contiguous copy gives
+    wide = torch.randn(shape[0], 2 * shape[1]).to(dtype)
+    assert torch.equal(bits(rd.fused_forward(wide[:, ::2], k1, k2, drop, scale, relu)),
+                       bits(rd.reference_forward(wide[:, ::2].contiguous(), k1, k2, drop, scale, relu)))
+
+
+def test_nan_stays_nan_and_is_dropped_by_the_relu():
+    x = torch.tensor([[float("nan"), 1.0]])
+    drop, scale = rd.threshold(0.0)
+    assert torch.isnan(rd.fused_forward(x, 1, 2, drop, scale, False)[0, 0])
+    assert rd.fused_forward(x, 1, 2, drop, scale, True)[0, 0] == 0
+    xb = x.to(torch.bfloat16)
+    assert torch.isnan(rd.fused_forward(xb, 1, 2, drop, scale, False)[0, 0].float())
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_masks_keep_one_minus_p_are_seeded_independent_and_the_same_at_any_thread_count(p):
+    x = torch.ones(1000, 1000)
+    torch.manual_seed(5)
+    first, second = kernels.dropout(x, p), kernels.dropout(x, p)
+    for out in (first, second):
+        kept = (out != 0).float().mean().item()
+        assert abs(kept - (1 - p)) < 0.002  # 1M elements: the standard error is at most 0.0005
+        assert abs(out.mean().item() - 1.0) < 0.004
+    both = ((first != 0) & (second != 0)).float().mean().item()
+    assert abs(both - (1 - p) ** 2) < 0.002  # two calls' masks are independent, not shifted copies
+    rows = (first != 0).float().mean(dim=1)
+    assert rows.std().item() < 3 * (p * (1 - p) / 1000) ** 0.5  # no row is favoured
+    before = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            torch.manual_seed(5)
+            outs.append(kernels.dropout(x, p))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(outs[0], first) and torch.equal(outs[1], first)
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_the_gradient_is_the_masks_scale_where_the_output_passed(relu):
+    def fn(x):
+        torch.manual_seed(3)  # gradcheck calls it repeatedly: the same mask every time
+        return kernels.dropout(x, 0.4, relu)
+
+    x = torch.randn(6, 5, dtype=torch.float64)
+    x = torch.where(x.abs() < 0.05, 0.5, x).requires_grad_()  # away from the ReLU's kink
+    assert torch.autograd.gradcheck(fn, (x,))
+    x32 = x.detach().float().requires_grad_()
+    y = fn(x32)
+    y.backward(torch.ones_like(y))
+    _, scale = rd.threshold(0.4)
+    passed = y != 0 if relu else torch.where(x32 != 0, y != 0, True)
+    assert torch.equal(x32.grad, torch.where(passed, torch.tensor(scale, dtype=torch.float32), 0.0))
+
+
+def test_without_a_compiler_the_torch_ops_run_with_the_same_masks(fresh_cache, monkeypatch, caplog):
+    x = torch.randn(64, 32)
+    native.load.cache_clear()
+    torch.manual_seed(9)
+    with_c = kernels.dropout(x, 0.2, relu=True)
+    assert kernels.kernel_in_use() == "native"
+    native.load.cache_clear()
+    monkeypatch.setenv("CC", "no-such-cc")
+    with caplog.at_level(logging.WARNING, logger="models.kernels.native"):
+        assert kernels.kernel_in_use() == "torch"
+        torch.manual_seed(9)
+        without = kernels.dropout(x, 0.2, relu=True)
+    assert torch.equal(bits(with_c), bits(without))
+    assert "no-such-cc" in caplog.text and "relu_dropout" in caplog.text
+    assert sum("unavailable" in r.getMessage() for r in caplog.records) == 1  # warned once, not per call
+
+
+def test_a_kernel_is_built_once_and_a_broken_source_names_the_file(fresh_cache, monkeypatch, tmp_path):
+    first = native.build("relu_dropout")
+    assert first.parent == fresh_cache and first.exists()
+    stamp = first.stat().st_mtime_ns
+    assert native.build("relu_dropout") == first and first.stat().st_mtime_ns == stamp
+    sources = tmp_path / "src"
+    sources.mkdir()
+    (sources / "relu_dropout.c").write_text((native.SOURCE_DIR / "relu_dropout.c").read_text() + "\n/* edited */\n")
+    (sources / "broken.c").write_text("int f(void) { return undeclared; }\n")
+    monkeypatch.setattr(native, "SOURCE_DIR", sources)
+    assert native.build("relu_dropout") != first  # another source, another build
+    with pytest.raises(native.KernelBuildError, match=r"broken\.c.*undeclared"):
+        native.build("broken")
+    assert not [p for p in fresh_cache.iterdir() if p.name.startswith(".")]  # no partial files left
+
+
+def test_processes_building_at_once_all_get_a_whole_library(tmp_path):
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-m", "models.kernels"], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0]
+    built = sorted((tmp_path / "recloop" / "kernels").iterdir())
+    assert len(built) == 1 and all(str(built[0]) in out for out in outs)
+
+
+@pytest.mark.parametrize("shape", [(1024, 213, 256), (1000, 64, 1), (3, 5, 8)])
+def test_the_onednn_linear_matches_f_linear_and_not_the_thread_count(shape):
+    assert onednn._onednn(), "oneDNN's matmul is not usable in this torch"
+    b, k, n = shape
+    torch.manual_seed(0)
+    w = torch.randn(n, k, requires_grad=True)
+    bias = torch.randn(n, requires_grad=True)
+    x = torch.randn(b, k, requires_grad=True)
+    dy = torch.randn(b, n)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            y = kernels.linear(x, w, bias)
+            results.append((y, *torch.autograd.grad(y, (x, w, bias), dy)))
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, c) for a, c in zip(*results))  # what the thread tuner needs
+    y_ref = F.linear(x, w, bias)
+    for got, want in zip(results[0], (y_ref, *torch.autograd.grad(y_ref, (x, w, bias), dy))):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_the_linear_falls_back_to_torch_where_onednn_is_not_used():
+    torch.manual_seed(0)
+    w, bias, x = torch.randn(8, 5), torch.randn(8), torch.randn(4, 5)
+    with kernels.use_native(False):
+        assert torch.equal(kernels.linear(x, w, bias), F.linear(x, w, bias))
+        assert kernels.kernel_in_use() == "torch"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert kernels.linear(x, w, bias).dtype == torch.bfloat16
+    assert kernels.linear(torch.randn(0, 5), w, bias).shape == (0, 8)
+    assert kernels.linear(x.double(), w.double(), bias.double()).dtype == torch.float64
