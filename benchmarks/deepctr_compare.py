@@ -239,15 +239,19 @@ def markdown(result: Mapping[str, Any]) -> str:
     lines += ["", "## Speed-up and roofline", "",
               "Roofline: a plain forward + backward of each model's matmuls (every `nn.Linear`, 6 in out "
               "FLOPs per sample) at the same batch size, in the precision of the run (float32, or "
-              "bfloat16 for the opt-in autocast row), measured in this run (`benchmarks.train_speed.roofline`).", "",
+              "bfloat16 for the opt-in autocast row), measured in this run (`benchmarks.train_speed.roofline`) "
+              "by torch's own product (`x @ W^T`: MKL's sgemm in float32, what DeepCTR-Torch's layers "
+              "run) and by oneDNN (`models.kernels.linear`), the faster of the two.", "",
               "| model | recloop | recloop samples/s | DeepCTR-Torch samples/s | speed-up | roofline samples/s "
-              "| matmul GFLOP/s at the roofline | recloop share of the roofline |", "|---|---|---|---|---|---|---|---|"]
+              "| of which torch's product | matmul GFLOP/s at the roofline | recloop share of the roofline |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for mine in (r for r in result["runs"] if "precision" in r):
         peer = next((r for r in result["runs"] if r["model"] == mine["model"] and "precision" not in r), None)
         peer_sps = peer["train_samples_per_s"] if peer else float("nan")
         roof = next(r for r in result["rooflines"] if r["model"] == mine["model"] and r["precision"] == mine["precision"])
         lines.append(f"| {mine['model']} | {mine['precision']} | {mine['train_samples_per_s']:,.0f} | {peer_sps:,.0f} "
                      f"| x{mine['train_samples_per_s'] / peer_sps:.2f} | {roof['samples_per_s']:,.0f} "
+                     f"| {roof.get('torch_product_samples_per_s', float('nan')):,.0f} "
                      f"| {roof['gflops']:.0f} | {mine['roofline_share']:.0%} |")
     if result.get("busy"):
         lines += ["", "## A busy machine", "",
@@ -263,7 +267,8 @@ def markdown(result: Mapping[str, Any]) -> str:
     optimizers = sorted({f"{r['implementation'].split(' (')[0]}: {r['optimizer']}" for r in result["runs"]})
     m = result["machine"]
     lines += ["", f"Optimizers: {'; '.join(optimizers)}.", "",
-              f"torch {m['torch']} with {result['threads']} threads, {m['cpus']} CPUs ({m['platform']}), "
+              f"torch {m['torch']} with {result['threads']} threads, {m['cpus']} CPUs ({m.get('cpu', '?')}, "
+              f"{m['platform']}; recloop's dropout kernel: {m.get('kernels', '?')}), "
               f"1-min load average at start {m.get('load_average_at_start', float('nan')):.1f}. Throughput is "
               "wall-clock: with as many torch threads as busy cores, OpenMP threads wait on each other "
               "and samples/s can drop by an order of magnitude for both implementations.", ""]
@@ -285,10 +290,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.epochs < 1 or args.threads < 1:
         ap.error("--epochs and --threads must be >= 1")
 
-    from benchmarks.train_speed import roofline
+    from benchmarks.train_speed import cpu_model, roofline
     from feature_store.spec import load_spec
     from flows.cli import _quiet_libraries
-    from models import build_model
+    from models import build_model, kernels
     from tasks.preprocess import prepare_frames
     from tasks.settings import get_settings
 
@@ -320,7 +325,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "recloop vs DeepCTR-Torch on UCI Adult",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform(), "torch": torch.__version__,
-                    "numpy": np.__version__, "pandas": pd.__version__, "load_average_at_start": load_at_start},
+                    "numpy": np.__version__, "pandas": pd.__version__, "load_average_at_start": load_at_start,
+                    "cpu": cpu_model(), "kernels": kernels.kernel_in_use()},
         "epochs": args.epochs,
         "threads": args.threads,
         "limit_rows": args.limit_rows,

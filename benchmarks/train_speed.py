@@ -50,6 +50,15 @@ ADULT_HPARAMS = {"embedding_dim": 16, "hidden": (256, 128, 64), "dropout": 0.1}
 
 # --- the roofline -------------------------------------------------------------------------
 
+def cpu_model() -> str:
+    """The processor's name (/proc/cpuinfo): MKL and oneDNN pick their code by it."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
 def linear_shapes(model: nn.Module) -> list[tuple[int, int]]:
     """(in, out) of every `nn.Linear` of a model: its matmuls."""
     return [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)]
@@ -61,29 +70,38 @@ def roofline(model: nn.Module, batch_size: int, dtype: torch.dtype = torch.float
 
         y = x W^T;  dx = dy W;  dW = dy^T x     for every Linear (in, out) of the model
 
-    6 in out FLOPs per sample and layer, in `dtype`. Returns the FLOPs per sample, the GFLOP/s
-    reached and the samples/s it implies (the roofline a training step of the model can approach:
-    embeddings, activations, dropout, interactions and the optimizer come on top)."""
+    6 in out FLOPs per sample and layer, in `dtype`, by torch's own product (`x @ W^T`: MKL's
+    sgemm in float32, oneDNN in bfloat16) and by `models.kernels.linear` (oneDNN in float32),
+    whichever is faster. Returns the FLOPs per sample, the GFLOP/s reached and the samples/s it
+    implies (the roofline a training step of the model can approach: embeddings, activations,
+    dropout, interactions and the optimizer come on top), and the samples/s of each product."""
+    from models import kernels
+
     shapes = linear_shapes(model)
     tensors = [(torch.randn(batch_size, i, dtype=dtype, requires_grad=True),
                 torch.randn(o, i, dtype=dtype, requires_grad=True), torch.randn(batch_size, o, dtype=dtype))
                for i, o in shapes]
+    products = {"torch": lambda x, w: x @ w.t(), "recloop": kernels.linear}
 
-    def once() -> None:
+    def once(product) -> None:
         for x, w, g in tensors:
-            (x @ w.t()).backward(g)
+            product(x, w).backward(g)
 
-    for _ in range(3):
-        once()
-    best = float("inf")
-    for _ in range(3):  # best of three blocks: a roofline is what the hardware can do
-        t0 = time.perf_counter()
-        for _ in range(repeats):
-            once()
-        best = min(best, (time.perf_counter() - t0) / repeats)
+    for product in products.values():
+        for _ in range(3):
+            once(product)
+    best = dict.fromkeys(products, float("inf"))
+    for _ in range(3):  # best of three blocks, interleaved: a roofline is what the hardware can do
+        for name, product in products.items():
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                once(product)
+            best[name] = min(best[name], (time.perf_counter() - t0) / repeats)
     flops = sum(6 * i * o for i, o in shapes)
-    return {"matmul_flops_per_sample": flops, "gflops": flops * batch_size / best / 1e9,
-            "samples_per_s": batch_size / best, "batch_size": batch_size}
+    fastest = min(best.values())
+    return {"matmul_flops_per_sample": flops, "gflops": flops * batch_size / fastest / 1e9,
+            "samples_per_s": batch_size / fastest, "batch_size": batch_size,
+            **{f"{name}_product_samples_per_s": batch_size / t for name, t in best.items()}}
 
 
 # --- a busy machine -----------------------------------------------------------------------
@@ -180,22 +198,25 @@ def spin_rows(payload: Path, values: list[str], threads: int) -> list[dict[str, 
 # --- the levers -----------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def old_pieces(dropout: bool, embedding: bool) -> Iterator[None]:
+def old_pieces(dropout: bool, embedding: bool, linear: bool = False) -> Iterator[None]:
     """Patch the pre-issue implementations back in: `nn.functional.dropout` (bernoulli_ mask)
-    after a separate ReLU, and `nn.Embedding`'s dense gradient."""
-    from models import layers
+    after a separate ReLU, `nn.Embedding`'s dense gradient, torch's own float32 products
+    (`F.linear`: MKL's sgemm) in the MLPs."""
+    from models import kernels, layers
 
-    saved = layers.Dropout.forward, layers._RowLookup.apply
+    saved = layers.Dropout.forward, layers._RowLookup.apply, kernels.linear
     if dropout:
         def forward(self, x, relu=False):
             return nn.functional.dropout(torch.relu(x) if relu else x, self.p, self.training)
         layers.Dropout.forward = forward
     if embedding:
         layers._RowLookup.apply = staticmethod(lambda weight, rows, sparse: nn.functional.embedding(rows, weight))
+    if linear:
+        kernels.linear = nn.functional.linear
     try:
         yield
     finally:
-        layers.Dropout.forward, layers._RowLookup.apply = saved
+        layers.Dropout.forward, layers._RowLookup.apply, kernels.linear = saved
 
 
 def one_adamw(model: nn.Module, lr: float, wide_lr: float) -> torch.optim.Optimizer:
@@ -258,13 +279,13 @@ def lever_rows(data: Any, epochs: int, threads: int) -> list[dict[str, Any]]:
     config = TrainConfig(epochs=epochs, threads=threads, patience=epochs)
     y = data.holdout_labels
 
-    def row(name, adopted, build_opt, *, dropout=False, embedding=False, item=False, batch=None,
+    def row(name, adopted, build_opt, *, dropout=False, embedding=False, linear=False, item=False, batch=None,
             autocast=False, compiled=False):
         cfg = replace(config, batch_size=batch or config.batch_size, lr=config.lr * (1.5 if batch else 1),
                       wide_lr=config.wide_lr * (1.5 if batch else 1))
         model = build_model("wide_deep", data.schema, ADULT_HPARAMS, seed=0)
         load = os.getloadavg()[0]
-        with old_pieces(dropout, embedding):
+        with old_pieces(dropout, embedding, linear):
             sps = loop_samples_per_s(model, data, cfg, build_opt(model, cfg), item, autocast, compiled)
         auc = roc_auc(y, predict_proba(model, data.holdout))
         print(f"{name:58s} {sps:>9,.0f} samples/s  test AUC {auc:.4f}", flush=True)
@@ -286,11 +307,13 @@ def lever_rows(data: Any, epochs: int, threads: int) -> list[dict[str, Any]]:
     torch.set_num_threads(threads)
     rows = [
         row("before: nn.Dropout, dense embedding gradients, one AdamW", True, old_opt,
-            dropout=True, embedding=True, item=True),
-        row("+ 16-bit dropout mask fused with ReLU", True, old_opt, embedding=True, item=True),
-        row("+ row-wise embedding gradients, RowAdam on the tables", True, new_unfused, item=True),
-        row("+ fused AdamW on the dense parameters", True, new_opt, item=True),
-        row("+ loss summed on the device (no loss.item() per step)", True, new_opt),
+            dropout=True, embedding=True, linear=True, item=True),
+        row("+ row-wise embedding gradients, RowAdam on the tables", True, new_unfused, dropout=True,
+            linear=True, item=True),
+        row("+ fused AdamW on the dense parameters", True, new_opt, dropout=True, linear=True, item=True),
+        row("+ loss summed on the device (no loss.item() per step)", True, new_opt, dropout=True, linear=True),
+        row("+ ReLU and dropout in one C pass (models/kernels)", True, new_opt, linear=True),
+        row("+ float32 products by oneDNN instead of MKL (models/kernels)", True, new_opt),
     ]
     model = build_model("wide_deep", data.schema, ADULT_HPARAMS, seed=0)
     load = os.getloadavg()[0]
@@ -369,7 +392,8 @@ def zoo_rows(before: str, epochs: int, threads: int, work: Path) -> list[dict[st
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = ["# Training speed: levers, the zoo before and after, the OpenMP spin count", "",
-             f"torch {m['torch']}, {result['threads']} threads, {m['cpus']} CPUs ({m['platform']}); "
+             f"torch {m['torch']}, {result['threads']} threads, {m['cpus']} CPUs ({m.get('cpu', '?')}, "
+             f"{m['platform']}); "
              f"1-min load average at the start of each row in the JSON.", "",
              "## Levers, in order (Adult wide_deep, embedding 16, MLP 256-128-64, dropout 0.1, "
              f"batch 1024, {result['epochs']} epochs)", "",
@@ -421,7 +445,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "before": args.before, "zoo_epochs": args.zoo_epochs,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "torch": torch.__version__, "numpy": np.__version__,
-                    "gomp_spincount": os.environ.get("GOMP_SPINCOUNT")},
+                    "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"), "cpu": cpu_model()},
     }
     result["roofline"] = roofline(build_model("wide_deep", data.schema, ADULT_HPARAMS, seed=0), 1024)
     result["levers"] = lever_rows(data, args.epochs, args.threads)
