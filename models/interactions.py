@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from models import kernels
+
 
 class FactorizationMachine(nn.Module):
     """Pairwise term of a factorization machine (Rendle 2010, "Factorization Machines", eq. 1
@@ -53,13 +55,7 @@ class CrossNetV1(nn.Module):
         self.biases = nn.Parameter(torch.zeros(n_layers, in_dim))  # (L, N)
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
-        x = x0
-        for w, b in zip(self.weights, self.biases):
-            # x0 * (x w) + b + x: (B, N) * (B, 1) -> (B, N). x w as a matrix product (B, N) @ (N, 1):
-            # w's gradient is then a GEMM, which MKL sums in the same order at any thread count
-            # (MKL_CBWR, flows/__init__.py), where a matrix-vector product's is split across the threads.
-            x = torch.addcmul(x + b, x0, x @ w.unsqueeze(1))
-        return x
+        return kernels.cross_v1(x0, self.weights, self.biases)  # (B, N); in C, or `kernels.cross.reference`
 
 
 class CrossNetV2(nn.Module):

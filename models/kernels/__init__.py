@@ -2,13 +2,15 @@
 training step on the table, each with a torch implementation that gives the same bits.
 
 - `relu_dropout.dropout`: inverted dropout, fused with a preceding ReLU (`relu_dropout.c`).
+- `cross.cross_v1`: DCN-V1's cross network, every layer of a row in one pass (`cross_v1.c`).
 - `onednn.linear`: float32 `F.linear` through oneDNN instead of MKL's sgemm.
 - `native`: compiles and caches the C sources on first use; `use_native(False)` turns every
   native path off for the process.
 """
 
+from models.kernels.cross import cross_v1
 from models.kernels.native import use_native
 from models.kernels.onednn import linear
 from models.kernels.relu_dropout import dropout, kernel_in_use
 
-__all__ = ["dropout", "kernel_in_use", "linear", "use_native"]
+__all__ = ["cross_v1", "dropout", "kernel_in_use", "linear", "use_native"]

@@ -14,7 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from models import kernels
-from models.kernels import native, onednn
+from models.kernels import cross, native, onednn
 from models.kernels import relu_dropout as rd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -147,7 +147,8 @@ def test_processes_building_at_once_all_get_a_whole_library(tmp_path):
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0]
     built = sorted((tmp_path / "recloop" / "kernels").iterdir())
-    assert len(built) == 1 and all(str(built[0]) in out for out in outs)
+    assert len(built) == len(list(native.SOURCE_DIR.glob("*.c")))  # one whole library per source
+    assert all(str(path) in out for path in built for out in outs)
 
 
 @pytest.mark.parametrize("shape", [(1024, 213, 256), (1000, 64, 1), (3, 5, 8)])
@@ -184,3 +185,31 @@ def test_the_linear_falls_back_to_torch_where_onednn_is_not_used():
         assert kernels.linear(x, w, bias).dtype == torch.bfloat16
     assert kernels.linear(torch.randn(0, 5), w, bias).shape == (0, 8)
     assert kernels.linear(x.double(), w.double(), bias.double()).dtype == torch.float64
+
+
+@pytest.mark.parametrize("shape", [(1024, 261, 3), (33, 17, 2), (5, 3, 1)])
+def test_the_c_cross_network_matches_the_torch_ops_and_not_the_thread_count(shape):
+    assert cross._library() is not None, "the C kernel did not build on this machine"
+    rows, n, layers = shape
+    torch.manual_seed(0)
+    x0 = torch.randn(rows, n, requires_grad=True)
+    weights = (torch.randn(layers, n) / n ** 0.5).requires_grad_()
+    biases = torch.randn(layers, n).requires_grad_()
+    g = torch.randn(rows, n)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            y = kernels.cross_v1(x0, weights, biases)
+            results.append((y, *torch.autograd.grad(y, (x0, weights, biases), g)))
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, c) for a, c in zip(*results))
+    y_ref = cross.reference(x0, weights, biases)
+    for got, want in zip(results[0], (y_ref, *torch.autograd.grad(y_ref, (x0, weights, biases), g))):
+        assert (got - want).abs().max() <= 2e-6 * want.abs().max()  # float rounding, other sum orders
+    with kernels.use_native(False):
+        assert torch.equal(kernels.cross_v1(x0, weights, biases), y_ref)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast: the torch ops
+        assert torch.equal(kernels.cross_v1(x0, weights, biases), cross.reference(x0, weights, biases))
