@@ -12,6 +12,8 @@ transformed parquet files. A plain dict passed to `fit`/`predict_proba` is wrapp
 from __future__ import annotations
 
 import copy
+import ctypes
+import functools
 import math
 import os
 import time
@@ -433,6 +435,26 @@ class ThreadTuner:
         self.current = threads
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
+
+@functools.cache
+def _keep_freed_memory() -> None:
+    """Let glibc's malloc keep freed blocks for the next step instead of handing them back.
+
+    By default a block of over 128 KB is mmap'ed and every step's activations (1 MB each at
+    batch 1,024 and width 256) came back as fresh pages: 150-200 page faults per `dcn` step,
+    1.2 us each here, and four 1 MB tensors made and dropped in a loop took 1.5 ms instead of
+    0.07. With blocks up to 32 MB taken from the heap and up to 256 MB of free heap kept,
+    wide_deep and dcn trained 10-15% faster (1-3 faults per step). A no-op without glibc."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
+    except (OSError, AttributeError):
+        pass
+
+
 def train_loop(
     model: nn.Module,
     step_module: nn.Module,
@@ -455,6 +477,7 @@ def train_loop(
     and hence every early-stopping decision are the same on all ranks. `device`: where
     batches go (None: they stay on the CPU).
     """
+    _keep_freed_memory()
     optimizer = build_optimizers(model, config.lr, config.wide_lr, config.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
     autocast_dtype, autocast_device = PRECISIONS[config.precision], device.type if device is not None else "cpu"
