@@ -363,11 +363,9 @@ class ThreadTuner:
     partner's descheduled time slice, every kernel. On 2 cores with one CPU-bound process per
     core, `wide_deep` trained at 28% of its quiet samples/s with 2 threads and 44% with 1;
     on a quiet machine 2 threads are 1.7x faster. So the trainer measures: after
-    `warmup_steps` steps it times real training steps with each count, taking turns (the
-    steps train as usual), at least `probe_steps` and `probe_s` seconds of them per count, and
-    keeps the one with the lower time per row over all of its timed steps (not the median: on
-    busy cores the cost of two threads is the occasional step whose partner thread lost its
-    time slice), where more threads must be `margin` times faster than one (a count that is not clearly
+    `warmup_steps` steps it times `probe_steps` real training steps with each count, taking
+    turns (the steps train as usual), and keeps the one with the lower median time per row,
+    where more threads must be `margin` times faster than one (a count that is not clearly
     faster also takes cores from the machine's other processes), until the next probe:
     `reprobe_s / 4` after the first probe (a wrong first pick would otherwise hold for the
     whole of a short training), every `reprobe_s` after that. Each turn is two steps with the
@@ -391,13 +389,11 @@ class ThreadTuner:
     """
 
     def __init__(self, threads: int, adapt: bool = True, probe_steps: int = 3, reprobe_s: float = 20.0,
-                 warmup_steps: int = 3, margin: float = 1.15, probe_s: float = 0.1,
-                 clock: Callable[[], float] = time.perf_counter):
+                 warmup_steps: int = 3, margin: float = 1.15, clock: Callable[[], float] = time.perf_counter):
         self.options = (threads, 1) if adapt and threads > 1 else (threads,)
         self.probe_steps, self.reprobe_s, self.margin, self.clock = probe_steps, reprobe_s, margin, clock
-        self.probe_s = probe_s
         self.current = self.options[0]
-        self._probe: dict[int, list[float]] | None = None  # threads -> [timed steps, seconds, rows]
+        self._probe: list[tuple[int, float]] | None = None  # (threads, seconds per row) per timed step
         self._probe_step = 0  # steps into the current probe
         self._probes = 0  # probes finished
         self._warmup = warmup_steps  # the first steps build kernels and caches: not timed
@@ -412,7 +408,7 @@ class ThreadTuner:
 
     def threads(self) -> int:
         if len(self.options) > 1 and self._probe is None and self._warmup <= 0 and self.clock() >= self._next_probe:
-            self._probe, self._probe_step = {t: [0, 0.0, 0] for t in self.options}, 0
+            self._probe, self._probe_step = [], 0
         if self._probe is not None:  # the counts take turns of two steps, so a passing burst of load hits both
             self._set(self.options[self._probe_step // 2 % len(self.options)])
         self._t0 = self.clock()
@@ -424,14 +420,11 @@ class ThreadTuner:
         if self._probe is None:
             return
         if self._probe_step % 2:  # the second step of a turn: timed
-            timed = self._probe[self.current]
-            timed[0] += 1
-            timed[1] += self.clock() - self._t0
-            timed[2] += rows
+            self._probe.append((self.current, (self.clock() - self._t0) / max(rows, 1)))
         self._probe_step += 1
-        if all(n >= self.probe_steps and secs >= self.probe_s for n, secs, _ in self._probe.values()):
-            per_row = {t: secs / max(rows, 1) for t, (_, secs, rows) in self._probe.items()}
-            self._set(min(self.options, key=lambda t: (per_row[t] * (self.margin if t > 1 else 1.0), t)))
+        if len(self._probe) == self.probe_steps * len(self.options):
+            median = {t: float(np.median([s for u, s in self._probe if u == t])) for t in self.options}
+            self._set(min(self.options, key=lambda t: (median[t] * (self.margin if t > 1 else 1.0), t)))
             self._probes += 1
             interval = self.reprobe_s / 4 if self._probes == 1 else self.reprobe_s
             self._probe, self._next_probe = None, self.clock() + interval

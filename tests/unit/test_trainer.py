@@ -329,41 +329,6 @@ def test_thread_tuner_takes_more_threads_only_when_clearly_faster(two_threads_fa
         torch.set_num_threads(before)
 
 
-def test_thread_tuner_counts_the_steps_whose_partner_thread_lost_its_time_slice():
-    """On busy cores most two-thread steps ran fast and one in three waited out a descheduled
-    partner: the median said two threads, the time per row over all timed steps says one.
-    A probe also lasts `probe_s` of timed steps per count, however short the steps."""
-    from models.trainer import ThreadTuner
-
-    class Stalls(FakeClock):
-        two_thread_steps = 0
-
-        def step(self, tuner, rows=100):
-            threads = tuner.threads()
-            if threads == 2:
-                self.two_thread_steps += 1
-                self.now += (8e-3 if self.two_thread_steps % 3 == 0 else 0.5e-3) * rows
-            else:
-                self.now += self.per_row[1] * rows
-            tuner.done(rows)
-            return threads
-
-    before = torch.get_num_threads()
-    clock = Stalls({1: 1e-3})  # two threads: 0.5, 0.5, 8 ms per row in turn (mean 3, median 0.5)
-    tuner = ThreadTuner(2, probe_steps=3, probe_s=2.0, warmup_steps=0, clock=clock)
-    try:
-        while not tuner.probing:
-            clock.step(tuner)
-        steps = 0
-        while tuner.probing:
-            clock.step(tuner)
-            steps += 1
-        assert tuner.current == 1 == torch.get_num_threads()
-        assert steps >= 2 * 2 * 20 - 1  # 0.1 s per one-thread step: 20 timed steps make probe_s
-    finally:
-        torch.set_num_threads(before)
-
-
 def test_thread_tuner_does_not_time_the_step_after_a_switch():
     """On busy cores one thread is faster, but a one-thread step right after a two-thread one
     pays for the switch (here 10x: the idle OpenMP thread spinning out its wait beside it).
