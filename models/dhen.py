@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from models.interactions import CrossNetV2, DotInteraction, InteractingLayer
-from models.layers import FieldEmbedding, id_fields, id_inputs
+from models.layers import FieldEmbedding, Linear, id_fields, id_inputs
 from models.schema import InputSchema
 
 MODULES = ("dot", "self_attention", "linear", "cross")
@@ -63,13 +63,13 @@ class DHENLayer(nn.Module):
             raise ValueError(f"the 'dot' module needs at least two fields, got {n}")
         self.shape = (n, d)
         blocks = {
-            "dot": lambda: nn.Sequential(DotInteraction(), nn.Linear(n * (n - 1) // 2, n * d)),
+            "dot": lambda: nn.Sequential(DotInteraction(), Linear(n * (n - 1) // 2, n * d)),
             "self_attention": lambda: InteractingLayer(d, n_heads, d // n_heads),
-            "linear": lambda: nn.Linear(n * d, n * d),
+            "linear": lambda: Linear(n * d, n * d),
             "cross": lambda: CrossNetV2(n * d, n_layers=1),
         }
         self.ensemble = nn.ModuleDict({name: blocks[name]() for name in modules})
-        self.merge = nn.Linear(len(modules) * d, d)
+        self.merge = Linear(len(modules) * d, d)
         self.norm = nn.LayerNorm(d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from models import kernels
+from models.layers import Linear
 
 
 class FactorizationMachine(nn.Module):
@@ -84,7 +85,7 @@ class CrossNetV2(nn.Module):
         self.rank, self.n_experts = rank, n_experts
         n, k = in_dim, n_experts
         if rank is None:
-            self.W = nn.ModuleList(nn.Linear(n, n) for _ in range(n_layers))
+            self.W = nn.ModuleList(Linear(n, n) for _ in range(n_layers))
         else:
             r = rank
             self.U = nn.Parameter(torch.randn(n_layers, k, n, r) / math.sqrt(r))
@@ -92,7 +93,7 @@ class CrossNetV2(nn.Module):
             self.b = nn.Parameter(torch.zeros(n_layers, n))
             if k > 1:
                 self.C = nn.Parameter(torch.randn(n_layers, k, r, r) / math.sqrt(r))
-                self.gates = nn.ModuleList(nn.Linear(n, k, bias=False) for _ in range(n_layers))
+                self.gates = nn.ModuleList(Linear(n, k, bias=False) for _ in range(n_layers))
         self.n_layers = n_layers
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
@@ -131,8 +132,8 @@ class GatedCrossNet(nn.Module):
 
     def __init__(self, in_dim: int, n_layers: int):
         super().__init__()
-        self.W = nn.ModuleList(nn.Linear(in_dim, in_dim) for _ in range(n_layers))
-        self.W_gate = nn.ModuleList(nn.Linear(in_dim, in_dim) for _ in range(n_layers))
+        self.W = nn.ModuleList(Linear(in_dim, in_dim) for _ in range(n_layers))
+        self.W_gate = nn.ModuleList(Linear(in_dim, in_dim) for _ in range(n_layers))
 
     def forward(self, c0: torch.Tensor) -> torch.Tensor:
         c = c0
@@ -183,10 +184,10 @@ class InteractingLayer(nn.Module):
         super().__init__()
         out = n_heads * head_dim
         self.n_heads, self.head_dim, self.out_dim = n_heads, head_dim, out
-        self.query = nn.Linear(in_dim, out, bias=False)
-        self.key = nn.Linear(in_dim, out, bias=False)
-        self.value = nn.Linear(in_dim, out, bias=False)
-        self.residual = nn.Linear(in_dim, out, bias=False)
+        self.query = Linear(in_dim, out, bias=False)
+        self.key = Linear(in_dim, out, bias=False)
+        self.value = Linear(in_dim, out, bias=False)
+        self.residual = Linear(in_dim, out, bias=False)
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         b, f, _ = emb.shape
@@ -221,7 +222,7 @@ class CIN(nn.Module):
         super().__init__()
         prev, layers = n_fields, []
         for h in layer_sizes:
-            layers.append(nn.Linear(prev * n_fields, h, bias=False))  # W^k: (H_k, H_{k-1} F)
+            layers.append(Linear(prev * n_fields, h, bias=False))  # W^k: (H_k, H_{k-1} F)
             prev = h
         self.layers = nn.ModuleList(layers)
         self.out_dim = sum(layer_sizes)
@@ -281,7 +282,7 @@ class FeatureGating(nn.Module):
     def __init__(self, in_dim: int, ctx_dim: int, hidden: int):
         super().__init__()
         self.context = nn.Parameter(torch.randn(ctx_dim))
-        self.gate = nn.Sequential(nn.Linear(ctx_dim, hidden), nn.ReLU(), nn.Linear(hidden, in_dim))
+        self.gate = nn.Sequential(Linear(ctx_dim, hidden), nn.ReLU(), Linear(hidden, in_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return 2 * torch.sigmoid(self.gate(self.context)) * x  # (in_dim,) * (B, in_dim)
