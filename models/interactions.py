@@ -184,10 +184,10 @@ class InteractingLayer(nn.Module):
         super().__init__()
         out = n_heads * head_dim
         self.n_heads, self.head_dim, self.out_dim = n_heads, head_dim, out
-        self.query = Linear(in_dim, out, bias=False)
-        self.key = Linear(in_dim, out, bias=False)
-        self.value = Linear(in_dim, out, bias=False)
-        self.residual = Linear(in_dim, out, bias=False)
+        self.query = nn.Linear(in_dim, out, bias=False)
+        self.key = nn.Linear(in_dim, out, bias=False)
+        self.value = nn.Linear(in_dim, out, bias=False)
+        self.residual = nn.Linear(in_dim, out, bias=False)
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         b, f, _ = emb.shape
@@ -222,7 +222,7 @@ class CIN(nn.Module):
         super().__init__()
         prev, layers = n_fields, []
         for h in layer_sizes:
-            layers.append(Linear(prev * n_fields, h, bias=False))  # W^k: (H_k, H_{k-1} F)
+            layers.append(nn.Linear(prev * n_fields, h, bias=False))  # W^k: (H_k, H_{k-1} F)
             prev = h
         self.layers = nn.ModuleList(layers)
         self.out_dim = sum(layer_sizes)

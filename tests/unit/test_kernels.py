@@ -213,3 +213,19 @@ def test_the_c_cross_network_matches_the_torch_ops_and_not_the_thread_count(shap
         assert torch.equal(kernels.cross_v1(x0, weights, biases), y_ref)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast: the torch ops
         assert torch.equal(kernels.cross_v1(x0, weights, biases), cross.reference(x0, weights, biases))
+
+
+def test_layers_linear_loads_nn_linear_checkpoints_and_takes_any_leading_dimensions():
+    from torch import nn
+
+    from models.layers import Linear
+
+    torch.manual_seed(0)
+    plain, fast = nn.Linear(6, 4), Linear(6, 4)
+    fast.load_state_dict(plain.state_dict())  # same parameter names and shapes
+    for shape in [(5, 6), (3, 5, 6), (2, 3, 5, 6)]:
+        x = torch.randn(shape, requires_grad=True)
+        got, want = fast(x), plain(x)
+        assert got.shape == want.shape == (*shape[:-1], 4)
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(torch.autograd.grad(got.sum(), x)[0], torch.autograd.grad(want.sum(), x)[0])
