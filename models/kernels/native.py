@@ -6,7 +6,8 @@ The shared library is cached under `$XDG_CACHE_HOME/recloop/kernels` (default
 version, so an edited kernel or another compiler builds afresh and concurrent processes (DDP
 ranks) never load a half-written file: each compiles into a file of its own and renames it
 into place. Without a compiler, or when the build fails, `load` returns None once with a
-warning, and the callers use their torch implementation (the same bits, slower).
+warning, and the callers use their torch implementation (slower; the same bits for the dropout,
+equal to float rounding for the cross network).
 `python -m models.kernels` builds ahead of time (`make install` and the Dockerfile do).
 """
 
