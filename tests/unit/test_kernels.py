@@ -151,6 +151,20 @@ def test_processes_building_at_once_all_get_a_whole_library(tmp_path):
     assert all(str(path) in out for path in built for out in outs)
 
 
+def at_one_and_two_threads(fn, inputs, grad):
+    """[(output, *input gradients) with 1 thread, the same with 2 threads]."""
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            y = fn(*inputs)
+            results.append((y, *torch.autograd.grad(y, inputs, grad)))
+    finally:
+        torch.set_num_threads(before)
+    return results
+
+
 @pytest.mark.parametrize("shape", [(1024, 213, 256), (1000, 64, 1), (3, 5, 8)])
 def test_the_onednn_linear_matches_f_linear_and_not_the_thread_count(shape):
     assert onednn._onednn(), "oneDNN's matmul is not usable in this torch"
@@ -160,15 +174,7 @@ def test_the_onednn_linear_matches_f_linear_and_not_the_thread_count(shape):
     bias = torch.randn(n, requires_grad=True)
     x = torch.randn(b, k, requires_grad=True)
     dy = torch.randn(b, n)
-    before = torch.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            y = kernels.linear(x, w, bias)
-            results.append((y, *torch.autograd.grad(y, (x, w, bias), dy)))
-    finally:
-        torch.set_num_threads(before)
+    results = at_one_and_two_threads(kernels.linear, (x, w, bias), dy)
     assert all(torch.equal(a, c) for a, c in zip(*results))  # what the thread tuner needs
     y_ref = F.linear(x, w, bias)
     for got, want in zip(results[0], (y_ref, *torch.autograd.grad(y_ref, (x, w, bias), dy))):
@@ -196,15 +202,7 @@ def test_the_c_cross_network_matches_the_torch_ops_and_not_the_thread_count(shap
     weights = (torch.randn(layers, n) / n ** 0.5).requires_grad_()
     biases = torch.randn(layers, n).requires_grad_()
     g = torch.randn(rows, n)
-    before = torch.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            y = kernels.cross_v1(x0, weights, biases)
-            results.append((y, *torch.autograd.grad(y, (x0, weights, biases), g)))
-    finally:
-        torch.set_num_threads(before)
+    results = at_one_and_two_threads(kernels.cross_v1, (x0, weights, biases), g)
     assert all(torch.equal(a, c) for a, c in zip(*results))
     y_ref = cross.reference(x0, weights, biases)
     for got, want in zip(results[0], (y_ref, *torch.autograd.grad(y_ref, (x0, weights, biases), g))):
