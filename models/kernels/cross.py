@@ -32,21 +32,13 @@ def reference(x0: torch.Tensor, weights: torch.Tensor, biases: torch.Tensor) -> 
     return x
 
 
-def _library() -> ctypes.CDLL | None:
-    lib = native.load("cross_v1") if native.enabled() else None
-    if lib is not None and not getattr(lib, "_recloop_typed", False):
-        i64, ptr = ctypes.c_int64, ctypes.c_void_p
-        lib.cross_v1_forward.argtypes = [ptr] * 6 + [i64] * 3
-        lib.cross_v1_backward.argtypes = [ptr] * 9 + [i64] * 3
-        lib.cross_v1_forward.restype = lib.cross_v1_backward.restype = None
-        lib._recloop_typed = True
-    return lib
+_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
+SIGNATURES = {"cross_v1_forward": [_PTR] * 6 + [_I64] * 3, "cross_v1_backward": [_PTR] * 9 + [_I64] * 3}
 
 
 class _CrossV1(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x0: torch.Tensor, weights: torch.Tensor, biases: torch.Tensor) -> torch.Tensor:
-        lib = _library()
+    def forward(ctx, x0: torch.Tensor, weights: torch.Tensor, biases: torch.Tensor, lib: ctypes.CDLL) -> torch.Tensor:
         x0, weights, biases = x0.contiguous(), weights.contiguous(), biases.contiguous()
         (rows, n), layers = x0.shape, weights.shape[0]
         out = torch.empty_like(x0)
@@ -55,6 +47,7 @@ class _CrossV1(torch.autograd.Function):
         lib.cross_v1_forward(x0.data_ptr(), weights.data_ptr(), biases.data_ptr(), out.data_ptr(), xs.data_ptr(),
                              s.data_ptr(), rows, n, layers)
         ctx.save_for_backward(x0, weights, xs, s)
+        ctx.lib = lib  # the backward needs the forward's xs and s: the same kernel, whatever the setting by then
         return out
 
     @staticmethod
@@ -66,9 +59,9 @@ class _CrossV1(torch.autograd.Function):
         dx0 = torch.empty_like(x0)
         dw, db = torch.zeros_like(weights), torch.zeros_like(weights)
         work = x0.new_empty(n)
-        _library().cross_v1_backward(g.data_ptr(), x0.data_ptr(), weights.data_ptr(), xs.data_ptr(), s.data_ptr(),
-                                     dx0.data_ptr(), dw.data_ptr(), db.data_ptr(), work.data_ptr(), rows, n, layers)
-        return dx0, dw, db
+        ctx.lib.cross_v1_backward(g.data_ptr(), x0.data_ptr(), weights.data_ptr(), xs.data_ptr(), s.data_ptr(),
+                                  dx0.data_ptr(), dw.data_ptr(), db.data_ptr(), work.data_ptr(), rows, n, layers)
+        return dx0, dw, db, None
 
 
 def cross_v1(x0: torch.Tensor, weights: torch.Tensor, biases: torch.Tensor) -> torch.Tensor:
@@ -76,6 +69,7 @@ def cross_v1(x0: torch.Tensor, weights: torch.Tensor, biases: torch.Tensor) -> t
     native_ok = (x0.dim() == 2 and x0.shape[0] > 0 and x0.device.type == "cpu"
                  and x0.dtype == weights.dtype == biases.dtype == torch.float32
                  and not torch.is_autocast_enabled("cpu"))
-    if native_ok and _library() is not None:
-        return _CrossV1.apply(x0, weights, biases)
+    lib = native.library("cross_v1", SIGNATURES) if native_ok else None
+    if lib is not None:
+        return _CrossV1.apply(x0, weights, biases, lib)
     return reference(x0, weights, biases)

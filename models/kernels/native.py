@@ -22,7 +22,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,17 @@ def load(name: str) -> ctypes.CDLL | None:
     try:
         return ctypes.CDLL(str(build(name)))
     except (KernelBuildError, OSError, subprocess.SubprocessError) as exc:
-        log.warning("native kernel %r unavailable, using its torch implementation (same results, slower): %s",
-                    name, exc)
+        log.warning("native kernel %r unavailable, using its torch implementation (slower): %s", name, exc)
         return None
+
+
+def library(name: str, signatures: Mapping[str, Sequence[type]]) -> ctypes.CDLL | None:
+    """The kernel library `name` with the argument types of its functions set (`signatures`:
+    function -> ctypes argument types; every kernel returns void), or None when the native
+    paths are off or it cannot be built."""
+    lib = load(name) if _enabled else None
+    if lib is not None and not getattr(lib, "_recloop_typed", False):
+        for function, argtypes in signatures.items():
+            getattr(lib, function).argtypes, getattr(lib, function).restype = list(argtypes), None
+        lib._recloop_typed = True
+    return lib

@@ -31,18 +31,13 @@ _LEVELS = 1 << 32
 _NATIVE_DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16"}
 
 
+_TAIL = [ctypes.c_int64, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_float, ctypes.c_int]
+SIGNATURES = {**{f"relu_dropout_forward_{t}": [ctypes.c_void_p] * 2 + _TAIL for t in _NATIVE_DTYPES.values()},
+              **{f"relu_dropout_backward_{t}": [ctypes.c_void_p] * 3 + _TAIL for t in _NATIVE_DTYPES.values()}}
+
+
 def _library() -> ctypes.CDLL | None:
-    if not native.enabled():
-        return None
-    lib = native.load("relu_dropout")
-    if lib is not None and not getattr(lib, "_recloop_typed", False):
-        for suffix in _NATIVE_DTYPES.values():
-            fwd, bwd = getattr(lib, f"relu_dropout_forward_{suffix}"), getattr(lib, f"relu_dropout_backward_{suffix}")
-            tail = [ctypes.c_int64, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_float, ctypes.c_int]
-            fwd.argtypes, fwd.restype = [ctypes.c_void_p] * 2 + tail, None
-            bwd.argtypes, bwd.restype = [ctypes.c_void_p] * 3 + tail, None
-        lib._recloop_typed = True
-    return lib
+    return native.library("relu_dropout", SIGNATURES)
 
 
 def kernel_in_use() -> str:

@@ -195,7 +195,7 @@ def test_the_linear_falls_back_to_torch_where_onednn_is_not_used():
 
 @pytest.mark.parametrize("shape", [(1024, 261, 3), (33, 17, 2), (5, 3, 1)])
 def test_the_c_cross_network_matches_the_torch_ops_and_not_the_thread_count(shape):
-    assert cross._library() is not None, "the C kernel did not build on this machine"
+    assert native.library("cross_v1", cross.SIGNATURES) is not None, "the C kernel did not build on this machine"
     rows, n, layers = shape
     torch.manual_seed(0)
     x0 = torch.randn(rows, n, requires_grad=True)
@@ -209,6 +209,9 @@ def test_the_c_cross_network_matches_the_torch_ops_and_not_the_thread_count(shap
         assert (got - want).abs().max() <= 2e-6 * want.abs().max()  # float rounding, other sum orders
     with kernels.use_native(False):
         assert torch.equal(kernels.cross_v1(x0, weights, biases), y_ref)
+    y = kernels.cross_v1(x0, weights, biases)
+    with kernels.use_native(False):  # a C forward's backward runs the C backward, whatever the setting now
+        assert all(torch.equal(a, c) for a, c in zip(torch.autograd.grad(y, (x0, weights, biases), g), results[0][1:]))
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast: the torch ops
         assert torch.equal(kernels.cross_v1(x0, weights, biases), cross.reference(x0, weights, biases))
 
