@@ -71,8 +71,8 @@ class TrainConfig:
     # other processes keep busy, one thread outran two by 1.5-4x (benchmarks/results/train_levers.md).
     adapt_threads: bool = True
     # The native paths of models/kernels: ReLU + dropout and DCN's cross network in C, float32
-    # products by oneDNN (1.5x the samples/s of wide_deep on a 2-core AMD EPYC, where MKL's sgemm
-    # takes its AVX2 path). False: plain torch ops, the same dropout masks, the rest equal up to
+    # products by oneDNN on CPUs where it beats MKL (1.5x the samples/s of wide_deep on a 2-core
+    # AMD EPYC with AVX-512, where MKL's sgemm takes its AVX2 path). False: plain torch ops, the same dropout masks, the rest equal up to
     # float rounding; also the path when no C compiler is at hand.
     native_kernels: bool = True
 

@@ -3,7 +3,7 @@ training step on the table, each with a torch implementation that gives the same
 
 - `relu_dropout.dropout`: inverted dropout, fused with a preceding ReLU (`relu_dropout.c`).
 - `cross.cross_v1`: DCN-V1's cross network, every layer of a row in one pass (`cross_v1.c`).
-- `onednn.linear`: float32 `F.linear` through oneDNN instead of MKL's sgemm.
+- `onednn.linear`: float32 `F.linear` through oneDNN instead of MKL's sgemm, on CPUs where that is faster.
 - `native`: compiles and caches the C sources on first use; `use_native(False)` turns every
   native path off for the process.
 """

@@ -174,14 +174,26 @@ def test_the_onednn_linear_matches_f_linear_and_not_the_thread_count(shape):
     bias = torch.randn(n, requires_grad=True)
     x = torch.randn(b, k, requires_grad=True)
     dy = torch.randn(b, n)
-    results = at_one_and_two_threads(kernels.linear, (x, w, bias), dy)
+    results = at_one_and_two_threads(onednn._Linear.apply, (x, w, bias), dy)  # whatever this CPU prefers
     assert all(torch.equal(a, c) for a, c in zip(*results))  # what the thread tuner needs
     y_ref = F.linear(x, w, bias)
     for got, want in zip(results[0], (y_ref, *torch.autograd.grad(y_ref, (x, w, bias), dy))):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
 
 
-def test_the_linear_falls_back_to_torch_where_onednn_is_not_used():
+@pytest.mark.parametrize("faster", [True, False])
+def test_the_linear_runs_onednn_only_on_cpus_where_it_beats_mkl(monkeypatch, faster):
+    monkeypatch.setattr(onednn, "faster_than_mkl", lambda: faster)
+    torch.manual_seed(0)
+    w, bias, x = torch.randn(256, 213, requires_grad=True), torch.randn(256), torch.randn(64, 213)
+    y = kernels.linear(x, w, bias)
+    assert (y.grad_fn.name() == "_LinearBackward") is faster
+    if not faster:
+        assert torch.equal(y, F.linear(x, w, bias))
+
+
+def test_the_linear_falls_back_to_torch_where_onednn_is_not_used(monkeypatch):
+    monkeypatch.setattr(onednn, "faster_than_mkl", lambda: True)
     torch.manual_seed(0)
     w, bias, x = torch.randn(8, 5), torch.randn(8), torch.randn(4, 5)
     with kernels.use_native(False):
