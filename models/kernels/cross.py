@@ -33,7 +33,8 @@ def reference(x0: torch.Tensor, weights: torch.Tensor, biases: torch.Tensor) -> 
 
 
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
-SIGNATURES = {"cross_v1_forward": [_PTR] * 6 + [_I64] * 3, "cross_v1_backward": [_PTR] * 9 + [_I64] * 3}
+SIGNATURES = {"cross_v1_forward": [_PTR] * 6 + [_I64] * 3, "cross_v1_backward": [_PTR] * 10 + [_I64] * 3}
+BLOCK = 64  # cross_v1.c's rows per block of the backward's sums
 
 
 class _CrossV1(torch.autograd.Function):
@@ -57,10 +58,12 @@ class _CrossV1(torch.autograd.Function):
         g = g.contiguous()
         (rows, n), layers = x0.shape, weights.shape[0]
         dx0 = torch.empty_like(x0)
-        dw, db = torch.zeros_like(weights), torch.zeros_like(weights)
-        work = x0.new_empty(n)
+        dw, db = torch.empty_like(weights), torch.empty_like(weights)
+        blocks = -(-rows // BLOCK)
+        partial, work = x0.new_empty(blocks, 2, layers, n), x0.new_empty(blocks, n)
         ctx.lib.cross_v1_backward(g.data_ptr(), x0.data_ptr(), weights.data_ptr(), xs.data_ptr(), s.data_ptr(),
-                                  dx0.data_ptr(), dw.data_ptr(), db.data_ptr(), work.data_ptr(), rows, n, layers)
+                                  dx0.data_ptr(), dw.data_ptr(), db.data_ptr(), partial.data_ptr(), work.data_ptr(),
+                                  rows, n, layers)
         return dx0, dw, db, None
 
 

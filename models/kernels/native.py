@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 SOURCE_DIR = Path(__file__).parent
 CFLAGS = ("-O3", "-fPIC", "-shared", "-fno-strict-aliasing")
+# The kernels' `omp parallel` loops: the library then needs libgomp.so.1, and in a process that
+# has imported torch that name resolves to the copy torch loaded (one runtime, one thread pool;
+# torch.set_num_threads sets the count for both). A compiler without OpenMP builds them serial.
+OPENMP = "-fopenmp"
 BUILD_TIMEOUT_S = 120
 _enabled = True
 
@@ -75,7 +79,7 @@ def build(name: str) -> Path:
     if cc is None:
         raise KernelBuildError(f"no C compiler ({os.environ.get('CC', 'cc')!r} is not on PATH) to build {source}")
     digest = hashlib.sha256(source.read_bytes())
-    digest.update(" ".join((*CFLAGS, _compiler_version(cc))).encode())
+    digest.update(" ".join((*CFLAGS, OPENMP, _compiler_version(cc))).encode())
     target = cache_dir() / f"{name}-{digest.hexdigest()[:16]}.so"
     if target.exists():
         return target
@@ -83,8 +87,11 @@ def build(name: str) -> Path:
     fd, partial = tempfile.mkstemp(prefix=f".{name}-", suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        out = subprocess.run([cc, *CFLAGS, "-o", partial, str(source)], capture_output=True, text=True,
-                             timeout=BUILD_TIMEOUT_S)
+        for flags in ((*CFLAGS, OPENMP), CFLAGS):
+            out = subprocess.run([cc, *flags, "-o", partial, str(source)], capture_output=True, text=True,
+                                 timeout=BUILD_TIMEOUT_S)
+            if out.returncode == 0:
+                break
         if out.returncode != 0:
             raise KernelBuildError(f"{cc} failed on {source} (exit {out.returncode}): {out.stderr.strip()[-2000:]}")
         os.replace(partial, target)
@@ -99,6 +106,8 @@ def build(name: str) -> Path:
 @functools.cache
 def load(name: str) -> ctypes.CDLL | None:
     """The kernel library `name`, or None (warned once) when it cannot be built or loaded."""
+    import torch  # noqa: F401  (loaded first, so the kernels' libgomp.so.1 is torch's)
+
     try:
         return ctypes.CDLL(str(build(name)))
     except (KernelBuildError, OSError, subprocess.SubprocessError) as exc:

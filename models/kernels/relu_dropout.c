@@ -16,8 +16,8 @@
  * vectorizes `keep && x > 0 ? x * scale : 0` only with AVX-512's masked operations; on an
  * AVX2 CPU (AMD Zen 3) that loop stayed scalar, with a mispredicted branch per element:
  * 2.0 ms for (1024, 256) instead of tens of microseconds.
- * Single-threaded on purpose: no second OpenMP runtime beside torch's, and one pass over a
- * (1024, 256) activation costs tens of microseconds. */
+ * Large tensors are split across torch's own OpenMP threads (see native.py: the library links
+ * libgomp.so.1, which resolves to the copy torch has loaded, so torch.set_num_threads holds). */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,6 +26,9 @@
 #else
 #define MULTIVERSION
 #endif
+
+/* Elementwise, so any split gives the same bits; small tensors stay on one thread. */
+#define PARALLEL _Pragma("omp parallel for schedule(static) if(n >= 65536)")
 
 static inline uint32_t mix32(uint32_t x) {
     x ^= x >> 16;
@@ -67,9 +70,11 @@ MULTIVERSION
 void relu_dropout_forward_f32(const float *x, float *y, int64_t n, uint32_t k1, uint32_t k2,
                               uint32_t drop, float scale, int relu) {
     if (relu) {
+        PARALLEL
         for (int64_t i = 0; i < n; i++)
             y[i] = select_f32(keep(i, k1, k2, drop) & (x[i] > 0.0f), x[i] * scale);
     } else {
+        PARALLEL
         for (int64_t i = 0; i < n; i++)
             y[i] = select_f32(keep(i, k1, k2, drop), x[i] * scale);
     }
@@ -79,9 +84,11 @@ MULTIVERSION
 void relu_dropout_backward_f32(const float *dy, const float *y, float *dx, int64_t n, uint32_t k1,
                                uint32_t k2, uint32_t drop, float scale, int relu) {
     if (relu) {
+        PARALLEL
         for (int64_t i = 0; i < n; i++)
             dx[i] = select_f32(y[i] > 0.0f, dy[i] * scale);
     } else {
+        PARALLEL
         for (int64_t i = 0; i < n; i++)
             dx[i] = select_f32(keep(i, k1, k2, drop), dy[i] * scale);
     }
@@ -90,6 +97,7 @@ void relu_dropout_backward_f32(const float *dy, const float *y, float *dx, int64
 MULTIVERSION
 void relu_dropout_forward_bf16(const uint16_t *x, uint16_t *y, int64_t n, uint32_t k1, uint32_t k2,
                                uint32_t drop, float scale, int relu) {
+    PARALLEL
     for (int64_t i = 0; i < n; i++) {
         float v = bf16_to_f32(x[i]);
         y[i] = select_bf16(keep(i, k1, k2, drop) & (!relu | (v > 0.0f)), f32_to_bf16(v * scale));
@@ -99,6 +107,7 @@ void relu_dropout_forward_bf16(const uint16_t *x, uint16_t *y, int64_t n, uint32
 MULTIVERSION
 void relu_dropout_backward_bf16(const uint16_t *dy, const uint16_t *y, uint16_t *dx, int64_t n, uint32_t k1,
                                 uint32_t k2, uint32_t drop, float scale, int relu) {
+    PARALLEL
     for (int64_t i = 0; i < n; i++) {
         int pass = relu ? bf16_to_f32(y[i]) > 0.0f : keep(i, k1, k2, drop);
         dx[i] = select_bf16(pass, f32_to_bf16(bf16_to_f32(dy[i]) * scale));

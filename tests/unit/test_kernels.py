@@ -140,6 +140,19 @@ def test_a_kernel_is_built_once_and_a_broken_source_names_the_file(fresh_cache, 
     assert not [p for p in fresh_cache.iterdir() if p.name.startswith(".")]  # no partial files left
 
 
+def test_the_kernels_run_on_torchs_openmp_and_build_serial_without_one(fresh_cache, monkeypatch):
+    for name in ("relu_dropout", "cross_v1"):
+        assert native.load(name) is not None
+        assert b"GOMP_parallel" in native.build(name).read_bytes()  # its loops are OpenMP's
+    with open("/proc/self/maps") as maps:
+        gomp = {line.split()[-1] for line in maps if "libgomp" in line}
+    torch_lib = (Path(torch.__file__).parent / "lib").resolve()
+    assert gomp and all(Path(path).resolve().parent == torch_lib for path in gomp), gomp  # one runtime: torch's
+    monkeypatch.setattr(native, "OPENMP", "-fno-such-openmp-flag")  # a compiler without OpenMP
+    serial = native.build("relu_dropout")
+    assert serial.exists() and "GOMP" not in serial.read_bytes().decode("latin-1")
+
+
 def test_processes_building_at_once_all_get_a_whole_library(tmp_path):
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "PYTHONPATH": str(REPO)}
     procs = [subprocess.Popen([sys.executable, "-m", "models.kernels"], env=env, stdout=subprocess.PIPE, text=True)
