@@ -3,14 +3,16 @@ training step on the table, each with a torch implementation that gives the same
 
 - `relu_dropout.dropout`: inverted dropout, fused with a preceding ReLU (`relu_dropout.c`).
 - `cross.cross_v1`: DCN-V1's cross network, every layer of a row in one pass (`cross_v1.c`).
+- `factorization.fm`: a factorization machine's pairwise term, forward and backward in one pass each (`fm.c`).
 - `onednn.linear`: float32 `F.linear` through oneDNN instead of MKL's sgemm, on CPUs where that is faster.
 - `native`: compiles and caches the C sources on first use; `use_native(False)` turns every
   native path off for the process.
 """
 
 from models.kernels.cross import cross_v1
+from models.kernels.factorization import fm
 from models.kernels.native import use_native
 from models.kernels.onednn import linear
 from models.kernels.relu_dropout import dropout, kernel_in_use
 
-__all__ = ["cross_v1", "dropout", "kernel_in_use", "linear", "use_native"]
+__all__ = ["cross_v1", "dropout", "fm", "kernel_in_use", "linear", "use_native"]

@@ -14,7 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from models import kernels
-from models.kernels import cross, native, onednn
+from models.kernels import cross, factorization, native, onednn
 from models.kernels import relu_dropout as rd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -216,6 +216,26 @@ def test_the_linear_falls_back_to_torch_where_onednn_is_not_used(monkeypatch):
         assert kernels.linear(x, w, bias).dtype == torch.bfloat16
     assert kernels.linear(torch.randn(0, 5), w, bias).shape == (0, 8)
     assert kernels.linear(x.double(), w.double(), bias.double()).dtype == torch.float64
+
+
+@pytest.mark.parametrize("shape", [(1024, 13, 16), (33, 2, 5), (4, 1, 3)])
+def test_the_c_factorization_machine_matches_the_torch_ops_and_not_the_thread_count(shape):
+    assert native.library("fm", factorization.SIGNATURES) is not None, "the C kernel did not build on this machine"
+    torch.manual_seed(0)
+    v = torch.randn(*shape, requires_grad=True)
+    g = torch.randn(shape[0], 1)
+    results = at_one_and_two_threads(kernels.fm, (v,), g)
+    assert all(torch.equal(a, c) for a, c in zip(*results))
+    y_ref = factorization.reference(v)
+    for got, want in zip(results[0], (y_ref, *torch.autograd.grad(y_ref, (v,), g))):
+        assert got.shape == want.shape
+        assert (got - want).abs().max() <= 1e-5 * want.abs().max() + 1e-6  # float rounding, other sum orders
+    if shape[1] == 1:
+        assert not results[0][0].any()  # one field: no pairs
+    with kernels.use_native(False):
+        assert torch.equal(kernels.fm(v), y_ref)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert kernels.fm(v.bfloat16()).dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("shape", [(1024, 261, 3), (33, 17, 2), (5, 3, 1)])
