@@ -14,7 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from models import kernels
-from models.kernels import cross, factorization, native, onednn
+from models.kernels import cross, factorization, native, onednn, rows
 from models.kernels import relu_dropout as rd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -216,6 +216,28 @@ def test_the_linear_falls_back_to_torch_where_onednn_is_not_used(monkeypatch):
         assert kernels.linear(x, w, bias).dtype == torch.bfloat16
     assert kernels.linear(torch.randn(0, 5), w, bias).shape == (0, 8)
     assert kernels.linear(x.double(), w.double(), bias.double()).dtype == torch.float64
+
+
+@pytest.mark.parametrize(("out_rows", "n", "dim"), [(12000, 9216, 16), (30000, 9216, 1), (7, 5000, 3), (5, 0, 4)])
+def test_row_sums_equal_index_add_at_any_thread_count(out_rows, n, dim):
+    assert native.library("rows", rows.SIGNATURES) is not None, "the C kernel did not build on this machine"
+    torch.manual_seed(0)
+    index, src = torch.randint(0, out_rows, (n,)), torch.randn(n, dim)
+    before, outs = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            outs.append(kernels.rows_add(out_rows, index, src))
+    finally:
+        torch.set_num_threads(before)
+    want = rows.reference(out_rows, index, src)
+    assert torch.equal(outs[0], outs[1])
+    torch.testing.assert_close(outs[0], want, rtol=1e-6, atol=1e-6)  # duplicates summed, other rows 0
+    untouched = torch.ones(out_rows, dtype=torch.bool)
+    untouched[index] = False
+    assert not outs[0][untouched].any()
+    with kernels.use_native(False):
+        assert torch.equal(kernels.rows_add(out_rows, index, src), want)
 
 
 @pytest.mark.parametrize("shape", [(1024, 13, 16), (33, 2, 5), (4, 1, 3)])
