@@ -198,13 +198,15 @@ def spin_rows(payload: Path, values: list[str], threads: int) -> list[dict[str, 
 # --- the levers -----------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def old_pieces(dropout: bool, embedding: bool, linear: bool = False) -> Iterator[None]:
+def old_pieces(dropout: bool, embedding: bool, linear: bool = False, row_sums: bool = False) -> Iterator[None]:
     """Patch the pre-issue implementations back in: `nn.functional.dropout` (bernoulli_ mask)
     after a separate ReLU, `nn.Embedding`'s dense gradient, torch's own float32 products
-    (`F.linear`: MKL's sgemm) in the MLPs."""
+    (`F.linear`: MKL's sgemm) in the MLPs, torch's `index_add_` for the embedding gradients' row
+    sums."""
     from models import kernels, layers
+    from models.kernels import rows
 
-    saved = layers.Dropout.forward, layers._RowLookup.apply, kernels.linear
+    saved = layers.Dropout.forward, layers._RowLookup.apply, kernels.linear, kernels.rows_add
     if dropout:
         def forward(self, x, relu=False):
             return nn.functional.dropout(torch.relu(x) if relu else x, self.p, self.training)
@@ -213,10 +215,12 @@ def old_pieces(dropout: bool, embedding: bool, linear: bool = False) -> Iterator
         layers._RowLookup.apply = staticmethod(lambda weight, rows, sparse: nn.functional.embedding(rows, weight))
     if linear:
         kernels.linear = nn.functional.linear
+    if row_sums:
+        kernels.rows_add = rows.reference
     try:
         yield
     finally:
-        layers.Dropout.forward, layers._RowLookup.apply, kernels.linear = saved
+        layers.Dropout.forward, layers._RowLookup.apply, kernels.linear, kernels.rows_add = saved
 
 
 def one_adamw(model: nn.Module, lr: float, wide_lr: float) -> torch.optim.Optimizer:
@@ -272,6 +276,7 @@ def lever_rows(data: Any, epochs: int, threads: int) -> list[dict[str, Any]]:
     from dataclasses import replace
 
     from models import build_model, kernels
+    from models.kernels import onednn
     from models.metrics import roc_auc
     from models.optim import build_optimizers
     from models.trainer import TrainConfig, fit, predict_proba
@@ -279,13 +284,13 @@ def lever_rows(data: Any, epochs: int, threads: int) -> list[dict[str, Any]]:
     config = TrainConfig(epochs=epochs, threads=threads, patience=epochs)
     y = data.holdout_labels
 
-    def row(name, adopted, build_opt, *, dropout=False, embedding=False, linear=False, item=False, batch=None,
-            autocast=False, compiled=False, native=True):
+    def row(name, adopted, build_opt, *, dropout=False, embedding=False, linear=False, row_sums=False, item=False,
+            batch=None, autocast=False, compiled=False, native=True):
         cfg = replace(config, batch_size=batch or config.batch_size, lr=config.lr * (1.5 if batch else 1),
                       wide_lr=config.wide_lr * (1.5 if batch else 1))
         model = build_model("wide_deep", data.schema, ADULT_HPARAMS, seed=0)
         load = os.getloadavg()[0]
-        with old_pieces(dropout, embedding, linear), kernels.use_native(native):
+        with old_pieces(dropout, embedding, linear, row_sums), kernels.use_native(native):
             sps = loop_samples_per_s(model, data, cfg, build_opt(model, cfg), item, autocast, compiled)
         auc = roc_auc(y, predict_proba(model, data.holdout))
         print(f"{name:58s} {sps:>9,.0f} samples/s  test AUC {auc:.4f}", flush=True)
@@ -309,11 +314,15 @@ def lever_rows(data: Any, epochs: int, threads: int) -> list[dict[str, Any]]:
         row("before: nn.Dropout, dense embedding gradients, one AdamW", True, old_opt,
             dropout=True, embedding=True, linear=True, item=True),
         row("+ row-wise embedding gradients, RowAdam on the tables", True, new_unfused, dropout=True,
-            linear=True, item=True),
-        row("+ fused AdamW on the dense parameters", True, new_opt, dropout=True, linear=True, item=True),
-        row("+ loss summed on the device (no loss.item() per step)", True, new_opt, dropout=True, linear=True),
-        row("+ ReLU and dropout in one C pass (models/kernels)", True, new_opt, linear=True),
-        row("+ float32 products by oneDNN instead of MKL (models/kernels)", True, new_opt),
+            linear=True, row_sums=True, item=True),
+        row("+ fused AdamW on the dense parameters", True, new_opt, dropout=True, linear=True, row_sums=True,
+            item=True),
+        row("+ loss summed on the device (no loss.item() per step)", True, new_opt, dropout=True, linear=True,
+            row_sums=True),
+        row("+ ReLU and dropout in one C pass (models/kernels)", True, new_opt, linear=True, row_sums=True),
+        row(f"+ float32 products by oneDNN instead of MKL{'' if onednn.faster_than_mkl() else ' (not on this CPU)'}",
+            True, new_opt, row_sums=True),
+        row("+ embedding gradients' row sums in C (models/kernels)", True, new_opt),
     ]
     model = build_model("wide_deep", data.schema, ADULT_HPARAMS, seed=0)
     load = os.getloadavg()[0]
