@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from models import ARCHITECTURES, build_model
+from models import ARCHITECTURES, build_model, trainer
 from models.metrics import log_loss, roc_auc
 from models.optim import build_optimizers
 from models.schema import Field, InputSchema
@@ -213,7 +213,7 @@ def test_bfloat16_training_learns_the_planted_signal_as_well_and_predicts_in_flo
         TrainConfig(precision="fp16")
 
 
-def test_tensor_batches_every_row_once_seeded_per_epoch():
+def test_tensor_batches_every_row_once_seeded_per_epoch(monkeypatch):
     schema, data = planted(1000, seed=8)
     data["row_id"] = torch.arange(1000)
     src = TensorBatches(data, batch_size=96, seed=4)
@@ -224,6 +224,11 @@ def test_tensor_batches_every_row_once_seeded_per_epoch():
     assert not torch.equal(order[1], order[2])
     again = torch.cat([b["row_id"] for b in TensorBatches(data, batch_size=96, seed=4).batches(1)])
     assert torch.equal(order[1], again)
+    monkeypatch.setattr(trainer, "GATHER_ROWS", 200)  # gathered two batches at a time: the same batches
+    blocks = list(TensorBatches(data, batch_size=96, seed=4).batches(1))
+    assert [b["row_id"].shape[0] for b in blocks] == [96] * 10 + [40]
+    assert torch.equal(torch.cat([b["row_id"] for b in blocks]), order[1])
+    assert all(torch.equal(b["cat"], data["cat"][b["row_id"]]) for b in blocks)
     checked = []
     assert [b["cat"].shape[0] for b in src.batches(None, check=checked.append)][-1] == 1000 - 96 * 10
     assert len(checked) == 1 and checked[0]["cat"].shape[0] == 1000  # one check per chunk
