@@ -70,10 +70,11 @@ class TrainConfig:
     # Between `threads` and 1, use whichever trains faster right now (`ThreadTuner`): on cores
     # other processes keep busy, one thread outran two by 1.5-4x (benchmarks/results/train_levers.md).
     adapt_threads: bool = True
-    # The native paths of models/kernels: ReLU + dropout and DCN's cross network in C, float32
-    # products by oneDNN on CPUs where it beats MKL (1.5x the samples/s of wide_deep on a 2-core
-    # AMD EPYC with AVX-512, where MKL's sgemm takes its AVX2 path). False: plain torch ops, the same dropout masks, the rest equal up to
-    # float rounding; also the path when no C compiler is at hand.
+    # The native paths of models/kernels: ReLU + dropout, DCN's cross network, the FM term and the
+    # embedding gradients' row sums in C, float32 products by oneDNN on CPUs where it beats MKL
+    # (wide_deep 1.5x the samples/s on a 2-core AMD Zen 3, 2.0x with AVX-512). False: plain
+    # torch ops, the same dropout masks and row sums, the rest equal up to float rounding; also
+    # the path when no C compiler is at hand.
     native_kernels: bool = True
 
     def __post_init__(self):
