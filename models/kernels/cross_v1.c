@@ -14,12 +14,7 @@
  * tensors per step; here it is one pass over the rows. */
 #include <stdint.h>
 #include <string.h>
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define MULTIVERSION
-#endif
+#include "kernels.h"
 
 #define LANES 16
 #define BLOCK 64  /* rows per block of the backward's sums: fixed, so the order of every sum is */

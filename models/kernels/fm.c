@@ -10,12 +10,7 @@
  * Rows are independent and run on torch's OpenMP threads; each row's sums run in field
  * order, so the results do not depend on the thread count. float32 only. */
 #include <stdint.h>
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define MULTIVERSION
-#endif
+#include "kernels.h"
 
 static inline void accumulate(float *restrict s, const float *restrict v, int64_t d) {
     for (int64_t i = 0; i < d; i++) s[i] += v[i];

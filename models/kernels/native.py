@@ -79,6 +79,8 @@ def build(name: str) -> Path:
     if cc is None:
         raise KernelBuildError(f"no C compiler ({os.environ.get('CC', 'cc')!r} is not on PATH) to build {source}")
     digest = hashlib.sha256(source.read_bytes())
+    for header in sorted(SOURCE_DIR.glob("*.h")):  # what the sources include
+        digest.update(header.read_bytes())
     digest.update(" ".join((*CFLAGS, OPENMP, _compiler_version(cc))).encode())
     target = cache_dir() / f"{name}-{digest.hexdigest()[:16]}.so"
     if target.exists():

@@ -20,12 +20,7 @@
  * libgomp.so.1, which resolves to the copy torch has loaded, so torch.set_num_threads holds). */
 #include <stddef.h>
 #include <stdint.h>
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define MULTIVERSION
-#endif
+#include "kernels.h"
 
 /* Elementwise, so any split gives the same bits; small tensors stay on one thread. */
 #define PARALLEL _Pragma("omp parallel for schedule(static) if(n >= 65536)")

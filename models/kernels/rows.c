@@ -11,12 +11,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define MULTIVERSION
-#endif
+#include "kernels.h"
 
 static inline void add_row(float *restrict out, const float *restrict src, int64_t dim) {
     for (int64_t d = 0; d < dim; d++) out[d] += src[d];

@@ -132,6 +132,8 @@ def test_a_kernel_is_built_once_and_a_broken_source_names_the_file(fresh_cache, 
     sources = tmp_path / "src"
     sources.mkdir()
     (sources / "relu_dropout.c").write_text((native.SOURCE_DIR / "relu_dropout.c").read_text() + "\n/* edited */\n")
+    for header in native.SOURCE_DIR.glob("*.h"):
+        (sources / header.name).write_text(header.read_text())
     (sources / "broken.c").write_text("int f(void) { return undeclared; }\n")
     monkeypatch.setattr(native, "SOURCE_DIR", sources)
     assert native.build("relu_dropout") != first  # another source, another build
