@@ -63,8 +63,8 @@ from models.trainer import (
     TrainResult,
     _predict,
     as_source,
-    check_batch,
     check_sizes,
+    chunk_check,
     train_loop,
 )
 
@@ -184,13 +184,7 @@ def run_rank(job: TrainJob, result_path: str | Path | None, events=None) -> Trai
         ddp = DistributedDataParallel(model, device_ids=[local_rank] if cuda else None)
         train = _shardable(job.train, "train").shard(rank, world, per_rank)
         val = _shardable(job.val, "val").shard(rank, world, PREDICT_BATCH_SIZE)
-        schema = model.schema
-
-        def check_train(chunk):
-            return check_batch(schema, chunk, need_label=True, where="train")
-
-        def check_val(chunk):
-            return check_batch(schema, chunk, need_label=True, where="val")
+        check_train, check_val = chunk_check(model.schema, "train"), chunk_check(model.schema, "val")
 
         def all_sum(values: list[float]) -> list[float]:
             t = torch.tensor(values, dtype=torch.float64, device=device)

@@ -152,6 +152,12 @@ def check_batch(schema, batch: Mapping[str, torch.Tensor], *, need_label: bool, 
 
 Batch = dict[str, torch.Tensor]
 ChunkCheck = Callable[[Mapping[str, torch.Tensor]], object]
+
+
+def chunk_check(schema, where: str) -> ChunkCheck:
+    """What a source runs on every chunk it loads for `where` ("train", "val" or "predict"):
+    `check_batch` against the model's schema, labels required except for "predict"."""
+    return functools.partial(check_batch, schema, need_label=where != "predict", where=where)
 PREDICT_BATCH_SIZE = 8192
 _PROGRESS_INTERVAL_S = 0.5  # on_progress at most twice a second (plus a final call)
 
@@ -336,16 +342,10 @@ def fit(
 
         return fit_distributed(model, train, val, config, on_epoch, on_progress, on_rank_epoch)
     torch.set_num_threads(config.threads)
-    schema = model.schema
     train = as_source(train, config.batch_size, config.seed)
     val = as_source(val, PREDICT_BATCH_SIZE)
     check_sizes(train.rows, val.rows)
-
-    def check_train(chunk):
-        return check_batch(schema, chunk, need_label=True, where="train")
-
-    def check_val(chunk):
-        return check_batch(schema, chunk, need_label=True, where="val")
+    check_train, check_val = chunk_check(model.schema, "train"), chunk_check(model.schema, "val")
 
     def hook(epoch: int) -> None:
         if on_rank_epoch is not None:
@@ -579,12 +579,7 @@ def predict_proba(
     `model.schema` first (one cheap pass over the ids). Returns float64 (rows,), clipped
     into the open interval (0, 1).
     """
-    schema = model.schema
-
-    def check(chunk):
-        return check_batch(schema, chunk, need_label=False, where="predict")
-
-    p, _ = _predict(model, as_source(source, batch_size), check, with_labels=False)
+    p, _ = _predict(model, as_source(source, batch_size), chunk_check(model.schema, "predict"), with_labels=False)
     return p
 
 
@@ -595,12 +590,7 @@ def evaluate(
 ) -> tuple[float, float]:
     """(logloss, AUC) of `model` over every row of a labelled source, computed as `fit`
     validates after each epoch (e.g. where a warm-started model starts, before its first step)."""
-    schema = model.schema
-
-    def check(chunk):
-        return check_batch(schema, chunk, need_label=True, where="val")
-
-    p, y = _predict(model, as_source(source, batch_size), check, with_labels=True)
+    p, y = _predict(model, as_source(source, batch_size), chunk_check(model.schema, "val"), with_labels=True)
     return log_loss(y, p), roc_auc(y, p)
 
 
