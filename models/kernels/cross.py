@@ -5,9 +5,10 @@ pass, forward and backward in C (`cross_v1.c`):
 
 In torch ops each layer is a matrix-vector product and a few elementwise passes over (B, N)
 and its backward about eight more, each a fresh (B, N) tensor: 1 ms of a `dcn` training step
-on Adult (B 1,024, N 261, 3 layers) on 2 cores; the C kernel, one thread, takes about a tenth.
-Its sums run in a fixed order, so the result is the same at any thread count, and it agrees
-with the torch ops (`reference`) to float rounding. Anything but float32 CPU tensors outside
+on Adult (B 1,024, N 261, 3 layers) on 2 cores; the C kernel takes 0.34 ms at one thread with
+AVX-512, 0.42-0.48 ms at two with AVX2. Its sums run in a fixed order (the backward's weight
+sums per block of `BLOCK` rows, then over the blocks), so the result is the same at any
+thread count, and it agrees with the torch ops (`reference`) to float rounding. Anything but float32 CPU tensors outside
 autocast, or no compiler, runs `reference`.
 """
 

@@ -7,7 +7,9 @@ convolutions) ran the MLP's products 2.2x faster there (AMD EPYC with AVX-512, 1
 AVX-512 (AMD EPYC Zen 3) both libraries run AVX2 code and MKL was as fast or faster (forward
 646 vs 686 us, dx 734 vs 720, dW 754 vs 963: oneDNN's weight gradient needs both operands
 transposed), so there, and on Intel CPUs (where MKL uses all the CPU has; not measured here),
-`linear` is torch's own `F.linear`: `faster_than_mkl()` decides, from the CPU. The forward and both backward products go through
+`linear` is torch's own `F.linear`: `faster_than_mkl()` decides, from the CPU.
+
+Where oneDNN runs, the forward and both backward products go through
 `torch.ops.mkldnn._linear_pointwise` on plain dense tensors (what inductor emits for CPU
 linears), with the bias fused; its results were bitwise the same at 1 and 2 threads for every
 shape tried, which the thread tuner needs (tests/unit/test_kernels.py checks it here).
