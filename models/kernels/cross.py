@@ -8,8 +8,8 @@ and its backward about eight more, each a fresh (B, N) tensor: 1 ms of a `dcn` t
 on Adult (B 1,024, N 261, 3 layers) on 2 cores; the C kernel takes 0.34 ms at one thread with
 AVX-512, 0.42-0.48 ms at two with AVX2. Its sums run in a fixed order (the backward's weight
 sums per block of `BLOCK` rows, then over the blocks), so the result is the same at any
-thread count, and it agrees with the torch ops (`reference`) to float rounding. Anything but float32 CPU tensors outside
-autocast, or no compiler, runs `reference`.
+thread count, and it agrees with the torch ops (`reference`) to float rounding. Anything but
+float32 CPU tensors outside autocast (`native.plain_float32`), or no compiler, runs `reference`.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def reference(x0: torch.Tensor, weights: torch.Tensor, biases: torch.Tensor) -> 
 
 
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
-SIGNATURES = {"cross_v1_forward": [_PTR] * 6 + [_I64] * 3, "cross_v1_backward": [_PTR] * 10 + [_I64] * 3}
-BLOCK = 64  # cross_v1.c's rows per block of the backward's sums
+SIGNATURES = {"cross_v1_forward": [_PTR] * 6 + [_I64] * 3, "cross_v1_backward": [_PTR] * 10 + [_I64] * 4}
+BLOCK = 64  # rows per block of the backward's weight sums: fixed, so their order is too
 
 
 class _CrossV1(torch.autograd.Function):
@@ -64,15 +64,13 @@ class _CrossV1(torch.autograd.Function):
         partial, work = x0.new_empty(blocks, 2, layers, n), x0.new_empty(blocks, n)
         ctx.lib.cross_v1_backward(g.data_ptr(), x0.data_ptr(), weights.data_ptr(), xs.data_ptr(), s.data_ptr(),
                                   dx0.data_ptr(), dw.data_ptr(), db.data_ptr(), partial.data_ptr(), work.data_ptr(),
-                                  rows, n, layers)
+                                  rows, n, layers, BLOCK)
         return dx0, dw, db, None
 
 
 def cross_v1(x0: torch.Tensor, weights: torch.Tensor, biases: torch.Tensor) -> torch.Tensor:
     """x0 (B, N), weights and biases (L, N) -> x_L (B, N)."""
-    native_ok = (x0.dim() == 2 and x0.shape[0] > 0 and x0.device.type == "cpu"
-                 and x0.dtype == weights.dtype == biases.dtype == torch.float32
-                 and not torch.is_autocast_enabled("cpu"))
+    native_ok = x0.dim() == 2 and x0.shape[0] > 0 and native.plain_float32(x0, weights, biases)
     lib = native.library("cross_v1", SIGNATURES) if native_ok else None
     if lib is not None:
         return _CrossV1.apply(x0, weights, biases, lib)

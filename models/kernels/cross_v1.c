@@ -7,7 +7,7 @@
  *             and finally dx0 += g (x_0 is x0).
  *
  * Rows are independent in the forward, which runs them on torch's OpenMP threads. The backward
- * sums dw and db over the rows: each block of BLOCK rows sums its own in row order (into
+ * sums dw and db over the rows: each block of `block` rows sums its own in row order (into
  * `partial`), then the blocks' sums are added in block order; with the 16 partial sums of each
  * dot product combined the same way every time, no result depends on the thread count.
  * float32 only. In torch ops the backward is some 25 passes over (B, N)
@@ -17,7 +17,6 @@
 #include "kernels.h"
 
 #define LANES 16
-#define BLOCK 64  /* rows per block of the backward's sums: fixed, so the order of every sum is */
 
 static inline float dot(const float *restrict a, const float *restrict b, int64_t n) {
     float acc[LANES] = {0};
@@ -68,19 +67,20 @@ void cross_v1_forward(const float *restrict x0, const float *restrict w, const f
 }
 
 /* g: (B, N) the gradient of out; writes dx0 (B, N) and dw, db (L, N); partial: (blocks, 2, L, N)
- * and work: (blocks, N) floats of scratch, blocks = ceil(B / BLOCK). */
+ * and work: (blocks, N) floats of scratch, blocks = ceil(B / block) (block: fixed by the caller,
+ * so that the order of every sum is fixed). */
 MULTIVERSION
 void cross_v1_backward(const float *restrict g, const float *restrict x0, const float *restrict w,
                        const float *restrict xs, const float *restrict s, float *restrict dx0,
                        float *restrict dw, float *restrict db, float *restrict partial, float *restrict work,
-                       int64_t rows, int64_t n, int64_t layers) {
-    int64_t blocks = (rows + BLOCK - 1) / BLOCK, size = layers * n;
+                       int64_t rows, int64_t n, int64_t layers, int64_t block) {
+    int64_t blocks = (rows + block - 1) / block, size = layers * n;
     #pragma omp parallel for schedule(static) if(rows * n * layers >= 32768)
     for (int64_t k = 0; k < blocks; k++) {
         float *pw = partial + k * 2 * size, *pb = pw + size, *wk = work + k * n;
         memset(pw, 0, (size_t)(2 * size) * sizeof(float));
-        int64_t end = (k + 1) * BLOCK < rows ? (k + 1) * BLOCK : rows;
-        for (int64_t r = k * BLOCK; r < end; r++) {
+        int64_t end = (k + 1) * block < rows ? (k + 1) * block : rows;
+        for (int64_t r = k * block; r < end; r++) {
             const float *x0r = x0 + r * n;
             float *d0 = dx0 + r * n;
             memcpy(wk, g + r * n, (size_t)n * sizeof(float));

@@ -6,8 +6,8 @@ The shared library is cached under `$XDG_CACHE_HOME/recloop/kernels` (default
 version, so an edited kernel or another compiler builds afresh and concurrent processes (DDP
 ranks) never load a half-written file: each compiles into a file of its own and renames it
 into place. Without a compiler, or when the build fails, `load` returns None once with a
-warning, and the callers use their torch implementation (slower; the same bits for the dropout,
-equal to float rounding for the cross network).
+warning, and the callers use their torch implementation (slower; the same bits for the dropout
+and the row sums, equal to float rounding for the others).
 `python -m models.kernels` builds ahead of time (`make install` and the Dockerfile do).
 """
 
@@ -24,6 +24,8 @@ import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,13 @@ def use_native(enabled: bool) -> Iterator[None]:
 
 def enabled() -> bool:
     return _enabled
+
+
+def plain_float32(*tensors) -> bool:
+    """The kernels' inputs: float32 tensors on the CPU, outside autocast (which asks for other
+    dtypes inside the op); anything else runs the torch implementations."""
+    return (all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
+            and not torch.is_autocast_enabled("cpu"))
 
 
 def cache_dir() -> Path:
@@ -107,9 +116,8 @@ def build(name: str) -> Path:
 
 @functools.cache
 def load(name: str) -> ctypes.CDLL | None:
-    """The kernel library `name`, or None (warned once) when it cannot be built or loaded."""
-    import torch  # noqa: F401  (loaded first, so the kernels' libgomp.so.1 is torch's)
-
+    """The kernel library `name`, or None (warned once) when it cannot be built or loaded.
+    torch is imported by then (this module imports it), so the kernels' libgomp.so.1 is torch's."""
     try:
         return ctypes.CDLL(str(build(name)))
     except (KernelBuildError, OSError, subprocess.SubprocessError) as exc:

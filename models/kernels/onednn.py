@@ -82,7 +82,7 @@ class _Linear(torch.autograd.Function):
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear(x, weight, bias)` for x (B, K); float32 CPU products by oneDNN where `faster_than_mkl()`."""
-    if (x.dim() == 2 and x.shape[0] > 0 and x.dtype == weight.dtype == torch.float32 and x.device.type == "cpu"
-            and native.enabled() and not torch.is_autocast_enabled("cpu") and faster_than_mkl() and _onednn()):
+    if (x.dim() == 2 and x.shape[0] > 0 and native.plain_float32(x, weight) and native.enabled()
+            and faster_than_mkl() and _onednn()):
         return _Linear.apply(x, weight, bias)
     return F.linear(x, weight, bias)
