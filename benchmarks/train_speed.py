@@ -197,22 +197,53 @@ def spin_rows(payload: Path, values: list[str], threads: int) -> list[dict[str, 
 
 # --- the levers -----------------------------------------------------------------------------
 
+class _IndexSelect(torch.autograd.Function):
+    """The lookup before its rows were gathered into one matrix: index_select, whose output
+    view and cat are autograd's, the row sums by `kernels.rows_add` over a copied gradient."""
+
+    @staticmethod
+    def forward(ctx, weight, rows, sparse):
+        ctx.save_for_backward(rows)
+        ctx.table_shape, ctx.sparse = weight.shape, sparse
+        return weight.index_select(0, rows)
+
+    @staticmethod
+    def backward(ctx, grad):
+        from models import kernels, layers
+
+        (rows,) = ctx.saved_tensors
+        def sums(n, index):
+            return kernels.rows_add(n, index, grad.contiguous())
+        return layers._table_gradient(ctx.table_shape, ctx.sparse, rows, sums), None, None
+
+
 @contextlib.contextmanager
-def old_pieces(dropout: bool, embedding: bool, linear: bool = False, row_sums: bool = False) -> Iterator[None]:
+def old_pieces(dropout: bool, embedding: bool, linear: bool = False, row_sums: bool = False,
+               lookups: bool = False) -> Iterator[None]:
     """Patch the pre-issue implementations back in: `nn.functional.dropout` (bernoulli_ mask)
     after a separate ReLU, `nn.Embedding`'s dense gradient, torch's own float32 products
     (`F.linear`: MKL's sgemm) in the MLPs, torch's `index_add_` for the embedding gradients' row
-    sums."""
+    sums, and lookups as index_select, view and cat (or sum) in autograd."""
     from models import kernels, layers
     from models.kernels import rows
 
-    saved = layers.Dropout.forward, layers._RowLookup.apply, kernels.linear, kernels.rows_add
+    saved = (layers.Dropout.forward, layers._RowLookup.apply, layers._RowSum.apply, kernels.linear,
+             kernels.rows_add)
     if dropout:
         def forward(self, x, relu=False):
             return nn.functional.dropout(torch.relu(x) if relu else x, self.p, self.training)
         layers.Dropout.forward = forward
-    if embedding:
-        layers._RowLookup.apply = staticmethod(lambda weight, rows, sparse: nn.functional.embedding(rows, weight))
+    if embedding or lookups:
+        def select(weight, index, sparse):
+            return nn.functional.embedding(index, weight) if embedding else _IndexSelect.apply(weight, index, sparse)
+
+        def lookup(weight, index, fields, tail, sparse):
+            out = select(weight, index, sparse).view(-1, fields * weight.shape[1])
+            return out if tail is None else torch.cat([out, tail], dim=1)
+
+        def row_sum(weight, index, fields, sparse):
+            return select(weight, index, sparse).view(-1, fields, weight.shape[1]).sum(dim=1)
+        layers._RowLookup.apply, layers._RowSum.apply = staticmethod(lookup), staticmethod(row_sum)
     if linear:
         kernels.linear = nn.functional.linear
     if row_sums:
@@ -220,7 +251,8 @@ def old_pieces(dropout: bool, embedding: bool, linear: bool = False, row_sums: b
     try:
         yield
     finally:
-        layers.Dropout.forward, layers._RowLookup.apply, kernels.linear, kernels.rows_add = saved
+        (layers.Dropout.forward, layers._RowLookup.apply, layers._RowSum.apply, kernels.linear,
+         kernels.rows_add) = saved
 
 
 def one_adamw(model: nn.Module, lr: float, wide_lr: float) -> torch.optim.Optimizer:
@@ -284,13 +316,13 @@ def lever_rows(data: Any, epochs: int, threads: int) -> list[dict[str, Any]]:
     config = TrainConfig(epochs=epochs, threads=threads, patience=epochs)
     y = data.holdout_labels
 
-    def row(name, adopted, build_opt, *, dropout=False, embedding=False, linear=False, row_sums=False, item=False,
-            batch=None, autocast=False, compiled=False, native=True):
+    def row(name, adopted, build_opt, *, dropout=False, embedding=False, linear=False, row_sums=False,
+            lookups=False, item=False, batch=None, autocast=False, compiled=False, native=True):
         cfg = replace(config, batch_size=batch or config.batch_size, lr=config.lr * (1.5 if batch else 1),
                       wide_lr=config.wide_lr * (1.5 if batch else 1))
         model = build_model("wide_deep", data.schema, ADULT_HPARAMS, seed=0)
         load = os.getloadavg()[0]
-        with old_pieces(dropout, embedding, linear, row_sums), kernels.use_native(native):
+        with old_pieces(dropout, embedding, linear, row_sums, lookups), kernels.use_native(native):
             sps = loop_samples_per_s(model, data, cfg, build_opt(model, cfg), item, autocast, compiled)
         auc = roc_auc(y, predict_proba(model, data.holdout))
         print(f"{name:58s} {sps:>9,.0f} samples/s  test AUC {auc:.4f}", flush=True)
@@ -319,10 +351,12 @@ def lever_rows(data: Any, epochs: int, threads: int) -> list[dict[str, Any]]:
             item=True),
         row("+ loss summed on the device (no loss.item() per step)", True, new_opt, dropout=True, linear=True,
             row_sums=True),
-        row("+ ReLU and dropout in one C pass (models/kernels)", True, new_opt, linear=True, row_sums=True),
+        row("+ ReLU and dropout in one C pass (models/kernels)", True, new_opt, linear=True, row_sums=True,
+            lookups=True),
         row(f"+ float32 products by oneDNN instead of MKL{'' if onednn.faster_than_mkl() else ' (not on this CPU)'}",
-            True, new_opt, row_sums=True),
-        row("+ embedding gradients' row sums in C (models/kernels)", True, new_opt),
+            True, new_opt, row_sums=True, lookups=True),
+        row("+ embedding gradients' row sums in C (models/kernels)", True, new_opt, lookups=True),
+        row("+ lookups gathered into one matrix, their row sums read in place (C)", True, new_opt),
     ]
     model = build_model("wide_deep", data.schema, ADULT_HPARAMS, seed=0)
     load = os.getloadavg()[0]

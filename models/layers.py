@@ -41,11 +41,25 @@ def check_embedding_args(dim: int, init_std: float) -> None:
 SPARSE_TABLE_VALUES = 1 << 20  # tables larger than this (4 MB of float32) get sparse row gradients
 
 
+def _table_gradient(table_shape: torch.Size, sparse: bool, rows: torch.Tensor, sums) -> torch.Tensor:
+    """The gradient of a table read at `rows`: dense, or with `sparse` a coalesced sparse COO
+    tensor of the distinct rows (sorted). `sums(out_rows, index)` adds up the output gradient's
+    rows landing on each index (`kernels.rows_add`)."""
+    if not sparse:
+        return sums(table_shape[0], rows)
+    distinct, position = torch.unique(rows, return_inverse=True)  # sorted, so coalesced
+    return torch.sparse_coo_tensor(distinct.unsqueeze(0), sums(len(distinct), position), table_shape,
+                                   is_coalesced=True, check_invariants=False)
+
+
 class _RowLookup(torch.autograd.Function):
-    """out = weight[rows]. With `sparse`, the gradient for `weight` is a coalesced sparse COO
-    tensor: the distinct rows of the batch (sorted) and the sum of their output gradients;
-    without, a dense one from one `index_add_` into zeros (cheaper for small tables, most of
-    whose rows are in every batch anyway); both sums by `kernels.rows_add`.
+    """out[b] = [weight[rows[b F]], ..., weight[rows[b F + F - 1]], tail[b]]: (B, F D + T), the
+    F looked-up rows of each batch row and an optional tail (B, T) in one matrix (one pass in
+    C, `kernels.rows_gather`, where index_select, view and cat took three and two autograd
+    nodes). The gradient for `weight` is a dense one (cheaper for small tables, most of whose
+    rows are in every batch anyway) or with `sparse` a coalesced sparse COO tensor of the
+    batch's distinct rows; both sum the rows in place from the (B, F D + T) output gradient
+    (`kernels.rows_add`).
 
     `nn.Embedding`'s dense backward sorts the ids and accumulates row by row; on 2 cores that
     took 2-3.5 ms per step for Adult's tables of 177 and 12k rows (0.3 and 0.1 ms here) and
@@ -53,21 +67,41 @@ class _RowLookup(torch.autograd.Function):
     touching only those rows instead of the whole table)."""
 
     @staticmethod
-    def forward(ctx, weight: torch.Tensor, rows: torch.Tensor, sparse: bool) -> torch.Tensor:
+    def forward(ctx, weight: torch.Tensor, rows: torch.Tensor, fields: int, tail: torch.Tensor | None,
+                sparse: bool) -> torch.Tensor:
         ctx.save_for_backward(rows)
-        ctx.table_shape, ctx.sparse = weight.shape, sparse
-        return weight.index_select(0, rows)  # (N,) -> (N, D)
+        ctx.table_shape, ctx.fields, ctx.sparse = weight.shape, fields, sparse
+        return kernels.rows_gather(weight, rows, fields, tail)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+    def backward(ctx, grad: torch.Tensor):
         (rows,) = ctx.saved_tensors
-        if not ctx.sparse:
-            return kernels.rows_add(ctx.table_shape[0], rows, grad), None, None
-        distinct, position = torch.unique(rows, return_inverse=True)  # sorted, so coalesced
-        summed = kernels.rows_add(len(distinct), position, grad)
-        sparse = torch.sparse_coo_tensor(distinct.unsqueeze(0), summed, ctx.table_shape,
-                                         is_coalesced=True, check_invariants=False)
-        return sparse, None, None
+        fields, dim = ctx.fields, ctx.table_shape[1]
+        weight_grad = _table_gradient(ctx.table_shape, ctx.sparse, rows, lambda n, index: kernels.rows_add(
+            n, index, grad, fields=fields, dim=dim))
+        tail_grad = grad[:, fields * dim:] if ctx.needs_input_grad[3] else None
+        return weight_grad, None, None, tail_grad, None
+
+
+class _RowSum(torch.autograd.Function):
+    """out[b] = sum_f weight[rows[b F + f]]: (B, D), the looked-up rows summed over the F fields
+    (a linear model's logit when D = 1). Its gradient gives every field's row the batch row's
+    output gradient, summed in place (`kernels.rows_add(broadcast=True)`), where autograd
+    expanded and copied it through two nodes first."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, rows: torch.Tensor, fields: int, sparse: bool) -> torch.Tensor:
+        ctx.save_for_backward(rows)
+        ctx.table_shape, ctx.fields, ctx.sparse = weight.shape, fields, sparse
+        return weight.index_select(0, rows).view(-1, fields, weight.shape[1]).sum(dim=1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (rows,) = ctx.saved_tensors
+        fields, dim = ctx.fields, ctx.table_shape[1]
+        weight_grad = _table_gradient(ctx.table_shape, ctx.sparse, rows, lambda n, index: kernels.rows_add(
+            n, index, grad, fields=fields, dim=dim, broadcast=True))
+        return weight_grad, None, None, None
 
 
 class FusedEmbedding(nn.Module):
@@ -133,12 +167,28 @@ class FusedEmbedding(nn.Module):
         return len(self.cardinalities)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if ids.shape[1] != self.num_fields:
+        return self.flat(ids).view(*ids.shape, self.dim)  # (B, F, D)
+
+    def flat(self, ids: torch.Tensor, tail: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, F D + T): each batch row's F embeddings side by side, then `tail` (B, T) if given
+        (the continuous inputs of an MLP's input, say), written in one pass."""
+        if self.num_fields == 0:
+            return self.embedding.weight.new_zeros(len(ids), 0) if tail is None else tail
+        return _RowLookup.apply(self.embedding.weight, self._rows(ids), self.num_fields, tail,
+                                self.embedding.sparse)
+
+    def field_sum(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, D): the sum of each batch row's F embeddings."""
+        if self.num_fields == 0:
+            return self.embedding.weight.new_zeros(len(ids), self.dim)
+        return _RowSum.apply(self.embedding.weight, self._rows(ids), self.num_fields, self.embedding.sparse)
+
+    def _rows(self, ids: torch.Tensor) -> torch.Tensor:
+        if ids.dim() != 2 or ids.shape[1] != self.num_fields:
             raise ValueError(
                 f"expected ids of shape (B, {self.num_fields}), got {tuple(ids.shape)}"
             )
-        rows = (ids + self.offsets).reshape(-1)  # (B F,)
-        return _RowLookup.apply(self.embedding.weight, rows, self.embedding.sparse).view(*ids.shape, self.dim)
+        return (ids + self.offsets).reshape(-1)  # (B F,)
 
     def extra_repr(self) -> str:
         return f"fields={self.num_fields}, rows={sum(self.cardinalities)}, dim={self.dim}"
@@ -261,7 +311,7 @@ class WideLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1))
 
     def forward(self, ids: torch.Tensor, cont: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.weights(ids).sum(dim=1) + self.bias  # (B, F, 1) -> (B, 1)
+        out = self.weights.field_sum(ids) + self.bias  # (B, 1)
         if self.dense is not None:
             if cont is None:
                 raise ValueError("WideLinear was built with continuous inputs; pass `cont`")
@@ -298,10 +348,10 @@ class FieldEmbedding(nn.Module):
         self.dim = int(dim)
 
     def forward(self, ids: torch.Tensor, cont: torch.Tensor) -> torch.Tensor:
-        emb = self.ids(ids)  # (B, F, D)
         if self.cont is None:
-            return emb
-        return torch.cat([emb, cont.unsqueeze(2) * self.cont], dim=1)  # (B, F + C, D)
+            return self.ids(ids)  # (B, F, D)
+        tail = (cont.unsqueeze(2) * self.cont).flatten(1)  # (B, C D)
+        return self.ids.flat(ids, tail).view(ids.shape[0], self.num_fields, self.dim)  # (B, F + C, D)
 
 
 def id_fields(schema, use_crosses: bool) -> list:
@@ -343,8 +393,7 @@ class FlatFeatures(nn.Module):
         self.out_dim = len(fields) * dim + n_cont  # N
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        emb = self.embedding(id_inputs(batch, self.use_crosses))  # (B, F', D)
-        return torch.cat([emb.flatten(1), batch["cont"]], dim=1)  # (B, N)
+        return self.embedding.flat(id_inputs(batch, self.use_crosses), batch["cont"])  # (B, F' D + C)
 
 
 CROSS_STRUCTURES = ("stacked", "parallel")

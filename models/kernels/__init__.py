@@ -5,7 +5,8 @@ same bits for the dropout and the row sums, equal to float rounding for the othe
 - `relu_dropout.dropout`: inverted dropout, fused with a preceding ReLU (`relu_dropout.c`).
 - `cross.cross_v1`: DCN-V1's cross network, every layer of a row in one pass (`cross_v1.c`).
 - `factorization.fm`: a factorization machine's pairwise term, one pass each way (`fm.c`).
-- `rows.rows_add`: the row sums of an embedding lookup's backward (`rows.c`).
+- `rows.rows_gather`, `rows.rows_add`: an embedding lookup's rows gathered into one matrix,
+  and its backward's row sums (`rows.c`).
 - `onednn.linear`: float32 `F.linear` through oneDNN instead of MKL's sgemm, on CPUs where that is faster.
 - `native`: compiles and caches the C sources on first use; `use_native(False)` turns every
   native path off for the process.
@@ -16,6 +17,6 @@ from models.kernels.factorization import fm
 from models.kernels.native import use_native
 from models.kernels.onednn import linear
 from models.kernels.relu_dropout import dropout, kernel_in_use
-from models.kernels.rows import rows_add
+from models.kernels.rows import rows_add, rows_gather
 
-__all__ = ["cross_v1", "dropout", "fm", "kernel_in_use", "linear", "rows_add", "use_native"]
+__all__ = ["cross_v1", "dropout", "fm", "kernel_in_use", "linear", "rows_add", "rows_gather", "use_native"]

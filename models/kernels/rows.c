@@ -1,7 +1,14 @@
-/* out = zeros(out_rows, dim); out[index[i]] += src[i] for every i in order (torch's
- * `new_zeros(...).index_add_(0, index, src)`, the backward of an embedding lookup; see
- * models/kernels/rows.py).
+/* The two sides of an embedding lookup (see models/kernels/rows.py).
  *
+ * rows_gather: out[b] = [W[index[b F]], ..., W[index[b F + F - 1]], tail[b]], the looked-up
+ * rows of F fields and a tail of T floats per batch row, written straight into one (B, F D + T)
+ * matrix (what index_select, view and cat made in three passes).
+ *
+ * rows_add: out = zeros(out_rows, dim); out[index[i]] += src row i for every i in order (torch's
+ * `new_zeros(...).index_add_(0, index, src)`, the lookup's backward). Row i = b F + f lies at
+ * src + b ld + f fs: (ld, fs) = (dim, 0) with F = 1 is a plain (N, dim) matrix; (L, dim) reads the
+ * fields' columns of a (B, L) gradient in place; (dim, 0) reads row b for every field (the
+ * gradient of a sum over the fields).
  * Each of torch's OpenMP threads owns a range of output rows, zeroes it, and scans the whole
  * index for its rows; a row's sum therefore runs in index order whatever the thread count.
  * Indices must lie in [0, out_rows) (the caller's lookups have already read those rows).
@@ -19,7 +26,7 @@ static inline void add_row(float *restrict out, const float *restrict src, int64
 
 MULTIVERSION
 void rows_add(const float *restrict src, const int64_t *restrict index, float *restrict out, int64_t n,
-              int64_t dim, int64_t out_rows) {
+              int64_t dim, int64_t out_rows, int64_t fields, int64_t ld, int64_t fs) {
     #pragma omp parallel if(n * dim >= 32768)
     {
         int64_t lo = 0, hi = out_rows;
@@ -29,9 +36,27 @@ void rows_add(const float *restrict src, const int64_t *restrict index, float *r
         hi = out_rows * (t + 1) / threads;
 #endif
         memset(out + lo * dim, 0, (size_t)((hi - lo) * dim) * sizeof(float));
-        for (int64_t i = 0; i < n; i++) {
-            int64_t r = index[i];
-            if (r >= lo && r < hi) add_row(out + r * dim, src + i * dim, dim);
+        for (int64_t i = 0, b = 0; i < n; b++) {
+            const float *row = src + b * ld;
+            for (int64_t f = 0; f < fields; f++, i++) {
+                int64_t r = index[i];
+                if (r >= lo && r < hi) add_row(out + r * dim, row + f * fs, dim);
+            }
         }
+    }
+}
+
+MULTIVERSION
+void rows_gather(const float *restrict w, const int64_t *restrict index, const float *restrict tail,
+                 float *restrict out, int64_t batch, int64_t fields, int64_t dim, int64_t tail_width) {
+    int64_t ld = fields * dim + tail_width;
+    #pragma omp parallel for schedule(static) if(batch * ld >= 65536)
+    for (int64_t b = 0; b < batch; b++) {
+        float *o = out + b * ld;
+        const int64_t *ix = index + b * fields;
+        for (int64_t f = 0; f < fields; f++)
+            memcpy(o + f * dim, w + ix[f] * dim, (size_t)dim * sizeof(float));
+        if (tail_width)
+            memcpy(o + fields * dim, tail + b * tail_width, (size_t)tail_width * sizeof(float));
     }
 }

@@ -242,6 +242,59 @@ def test_row_sums_equal_index_add_at_any_thread_count(out_rows, n, dim):
         assert torch.equal(kernels.rows_add(out_rows, index, src), want)
 
 
+def at_thread_counts(f, counts=(1, 2)):
+    before = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in counts:
+            torch.set_num_threads(threads)
+            outs.append(f())
+        return outs
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("batch", "fields", "dim", "tail", "broadcast"),
+                         [(1024, 13, 16, 5, False), (700, 3, 4, 0, False), (1024, 21, 1, 0, True),
+                          (9, 4, 3, 2, True), (6, 1, 2, 3, False)])
+def test_row_sums_read_a_flat_gradient_in_place(batch, fields, dim, tail, broadcast):
+    """rows_add over a lookup's (B, F D + T) gradient, or one (B, D) row per field (broadcast),
+    at any thread count and from a strided view, as the rows copied out and index_add_."""
+    assert native.library("rows", rows.SIGNATURES) is not None, "the C kernel did not build on this machine"
+    torch.manual_seed(1)
+    out_rows = 50
+    index = torch.randint(0, out_rows, (batch * fields,))
+    width = dim if broadcast else fields * dim + tail
+    grad = torch.randn(batch, width + 3)[:, 1 : width + 1]  # a strided view, as autograd may pass
+    copied = (grad[:, :dim].unsqueeze(1).expand(-1, fields, -1) if broadcast
+              else grad[:, : fields * dim].reshape(batch, fields, dim)).reshape(-1, dim)
+    want = torch.zeros(out_rows, dim).index_add_(0, index, copied)
+    outs = at_thread_counts(lambda: kernels.rows_add(out_rows, index, grad, fields=fields, dim=dim,
+                                                     broadcast=broadcast))
+    assert torch.equal(outs[0], outs[1])
+    assert torch.equal(outs[0], kernels.rows_add(out_rows, index, copied))  # in place = copied out
+    torch.testing.assert_close(outs[0], want, rtol=1e-6, atol=1e-6)
+    with kernels.use_native(False):
+        assert torch.equal(kernels.rows_add(out_rows, index, grad, fields=fields, dim=dim, broadcast=broadcast),
+                           rows.reference(out_rows, index, grad, fields, dim, broadcast))
+    with pytest.raises(ValueError, match="do not fit"):
+        kernels.rows_add(out_rows, index[1:], grad, fields=fields, dim=dim, broadcast=broadcast)
+
+
+@pytest.mark.parametrize(("batch", "fields", "dim", "tail"), [(1024, 13, 16, 5), (3000, 2, 4, 0), (5, 1, 3, 7)])
+def test_rows_gather_equals_index_select_and_cat_at_any_thread_count(batch, fields, dim, tail):
+    assert native.library("rows", rows.SIGNATURES) is not None, "the C kernel did not build on this machine"
+    torch.manual_seed(2)
+    weight, index = torch.randn(40, dim), torch.randint(0, 40, (batch * fields,))
+    extra = torch.randn(batch, tail + 2)[:, 2:] if tail else None  # strided
+    want = weight[index].reshape(batch, fields * dim)
+    want = want if extra is None else torch.cat([want, extra], dim=1)
+    for out in at_thread_counts(lambda: kernels.rows_gather(weight, index, fields, extra)):
+        assert torch.equal(out, want)
+    with kernels.use_native(False):
+        assert torch.equal(kernels.rows_gather(weight, index, fields, extra), want)
+
+
 @pytest.mark.parametrize("shape", [(1024, 13, 16), (33, 2, 5), (4, 1, 3)])
 def test_the_c_factorization_machine_matches_the_torch_ops_and_not_the_thread_count(shape):
     assert native.library("fm", factorization.SIGNATURES) is not None, "the C kernel did not build on this machine"

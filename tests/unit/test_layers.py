@@ -81,6 +81,39 @@ def test_mlp_rejects_bad_arguments(kwargs, match):
         MLP(4, **kwargs)
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("native", [True, False])
+def test_flat_lookups_and_field_sums_have_the_gradients_of_the_plain_ops(sparse, native):
+    """`flat` (embeddings side by side, then a tail) and `field_sum` against nn.functional.embedding,
+    cat and sum: the same outputs, table gradients (dense, or sparse rows) and tail gradient."""
+    from models import kernels
+
+    torch.manual_seed(3)
+    fused = FusedEmbedding(CARDS, 4, init_std=1.0)
+    fused.embedding.sparse = sparse
+    ids, tail = _ids(CARDS, n=64), torch.randn(64, 3, requires_grad=True)
+    weight = fused.embedding.weight
+    plain = nn.functional.embedding(ids + fused.offsets, weight)  # (B, F, D)
+    want_flat = torch.cat([plain.flatten(1), tail], dim=1)
+    want_sum = plain.sum(dim=1)
+    g_flat, g_sum = torch.randn_like(want_flat), torch.randn_like(want_sum)
+    want = torch.autograd.grad([want_flat, want_sum], [weight, tail], [g_flat, g_sum])
+    with kernels.use_native(native):
+        flat, total = fused.flat(ids, tail), fused.field_sum(ids)
+        assert torch.equal(flat, want_flat) and torch.equal(total, want_sum)
+        assert torch.equal(fused(ids), plain)
+        got_flat = torch.autograd.grad(flat, [weight, tail], g_flat)
+        got_sum = torch.autograd.grad(total, [weight], g_sum)[0]
+    assert got_flat[0].is_sparse == sparse and got_sum.is_sparse == sparse
+    torch.testing.assert_close(got_flat[0].to_dense() + got_sum.to_dense(), want[0])
+    assert torch.equal(got_flat[1], want[1])
+    empty = FusedEmbedding([], 4)
+    none = torch.zeros(5, 0, dtype=torch.long)
+    few = tail[:5]
+    assert empty.flat(none).shape == (5, 0) and empty.flat(none, few) is few
+    assert torch.equal(empty.field_sum(none), torch.zeros(5, 4))
+
+
 def test_wide_linear_equals_brute_force_sum_of_weights():
     torch.manual_seed(1)
     layer = WideLinear(CARDS, n_continuous=3)
