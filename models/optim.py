@@ -80,6 +80,48 @@ class RowAdam(torch.optim.Optimizer):
                     p.index_copy_(0, rows, w)
 
 
+class FusedAdamW(torch.optim.AdamW):
+    """`torch.optim.AdamW(fused=True)` with less Python per step: each group's tensors go
+    straight to the same fused kernel (`torch._fused_adamw_`) with the same arguments, so the
+    update is bitwise torch's. torch's `step` also regroups the tensors by device and dtype,
+    checks options and runs profiler hooks: 160 us a step for `wide_deep`'s 16 tensors on 2
+    cores, the fused kernel itself 90. The first step (which creates the state), a closure, and
+    options this path does not cover (amsgrad, maximize, capturable, differentiable, a group
+    without `fused`, tensors off the CPU or not float32) run torch's own `step`."""
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3):
+        super().__init__(params, lr=lr, fused=True)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        groups = [] if closure is None else None
+        for group in self.param_groups if groups is not None else ():
+            if group["amsgrad"] or group["maximize"] or group["capturable"] or group["differentiable"] \
+                    or not group["fused"]:
+                groups = None
+                break
+            params = [p for p in group["params"] if p.grad is not None]
+            if not all(p in self.state and p.dtype == torch.float32 and p.device.type == "cpu"
+                       and not p.grad.is_sparse for p in params):
+                groups = None
+                break
+            groups.append((group, params))
+        if groups is None:
+            return super().step(closure)
+        for group, params in groups:
+            if not params:
+                continue
+            states = [self.state[p] for p in params]
+            steps = [s["step"] for s in states]
+            beta1, beta2 = group["betas"]
+            torch._foreach_add_(steps, 1)
+            torch._fused_adamw_(params, [p.grad for p in params], [s["exp_avg"] for s in states],
+                                [s["exp_avg_sq"] for s in states], [], steps, amsgrad=False, lr=group["lr"],
+                                beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
+                                maximize=False, grad_scale=None, found_inf=None)
+        return None
+
+
 class Optimizers:
     """The optimizers of one model as one: `zero_grad()` and `step()` on each."""
 
@@ -88,7 +130,12 @@ class Optimizers:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for o in self.optimizers:
-            o.zero_grad(set_to_none=set_to_none)
+            if not set_to_none:
+                o.zero_grad(set_to_none=False)
+                continue
+            for group in o.param_groups:  # torch's zero_grad: the same, with profiler hooks (60 us a step)
+                for p in group["params"]:
+                    p.grad = None
 
     def step(self) -> None:
         for o in self.optimizers:
@@ -122,6 +169,6 @@ def build_optimizers(model: nn.Module, lr: float, wide_lr: float | None, weight_
 
     dense_groups, row_groups = groups(dense), groups(rows)
     return Optimizers([
-        *([torch.optim.AdamW(dense_groups, lr=lr, fused=True)] if dense_groups else []),
+        *([FusedAdamW(dense_groups, lr=lr)] if dense_groups else []),
         *([RowAdam(row_groups, lr=lr)] if row_groups else []),
     ])

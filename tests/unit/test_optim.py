@@ -115,3 +115,39 @@ def test_outer_product_gradients_equal_autograds():
     (x.unsqueeze(2) * e.unsqueeze(1)).backward(upstream)
     torch.testing.assert_close(gx, x.grad)
     torch.testing.assert_close(ge, e.grad)
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_fused_adamw_updates_bitwise_as_torchs_fused_adamw(amsgrad, monkeypatch):
+    """The direct kernel call (and, with amsgrad, torch's own step) against torch.optim.AdamW(fused=True),
+    over steps where one parameter has no gradient at first and groups differ in lr and decay."""
+    from models.optim import FusedAdamW
+
+    torch.manual_seed(0)
+    shapes = [(7, 5), (5,), (3, 4)]
+    ours = [nn.Parameter(torch.randn(s)) for s in shapes]
+    theirs = [nn.Parameter(p.detach().clone()) for p in ours]
+
+    def groups(ps):
+        return [{"params": ps[:2], "lr": 2e-3, "weight_decay": 0.1}, {"params": ps[2:], "lr": 1e-2, "weight_decay": 0.0}]
+
+    opt = FusedAdamW(groups(ours), lr=1e-3)
+    ref = torch.optim.AdamW(groups(theirs), lr=1e-3, fused=True)
+    for g in (*opt.param_groups, *ref.param_groups):
+        g["amsgrad"] = amsgrad
+    torchs_steps = []
+    torch_step = torch.optim.AdamW.step
+    monkeypatch.setattr(torch.optim.AdamW, "step",
+                        lambda self, closure=None: (torchs_steps.append(self is opt), torch_step(self, closure))[1])
+    for step in range(6):
+        grads = [torch.randn(s) for s in shapes]
+        for ps in (ours, theirs):
+            for i, (p, g) in enumerate(zip(ps, grads)):
+                p.grad = None if (i == 2 and step < 2) else g.clone()
+        opt.step()
+        ref.step()
+        for a, b in zip(ours, theirs):
+            assert torch.equal(a, b)
+    assert opt.state_dict()["state"].keys() == ref.state_dict()["state"].keys()
+    # torch's step: the first (it creates the state), the third (a parameter's first gradient), or all with amsgrad
+    assert sum(torchs_steps) == (6 if amsgrad else 2)
