@@ -367,6 +367,40 @@ def check_sizes(train_rows: int, val_rows: int) -> None:
         raise ValueError(f"need at least 2 training rows and 1 validation row, got {train_rows} and {val_rows}")
 
 
+class OtherLoad:
+    """The cores' worth of CPU time that other processes took, since the previous call (or the
+    construction), on the CPUs this process may run on: their busy time in /proc/stat (steal
+    included: a hypervisor running someone else) minus this process's own. None where
+    /proc/stat cannot be read (not Linux)."""
+
+    def __init__(self):
+        self.cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._last = self._read()
+
+    def _read(self) -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return None
+        busy = 0
+        for line in lines:
+            name, *values = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and (self.cpus is None or int(name[3:]) in self.cpus):
+                v = [int(x) for x in values] + [0] * 8
+                busy += v[0] + v[1] + v[2] + v[5] + v[6] + v[7]  # user nice system irq softirq steal
+        own = os.times()
+        return busy / self.tick, own.user + own.system, time.monotonic()
+
+    def __call__(self) -> float | None:
+        now, last = self._read(), self._last
+        self._last = now
+        if now is None or last is None or now[2] <= last[2]:
+            return None
+        return max(0.0, (now[0] - last[0]) - (now[1] - last[1])) / (now[2] - last[2])
+
+
 class ThreadTuner:
     """Picks the torch thread count that trains fastest right now, between `threads` and 1.
 
@@ -395,13 +429,23 @@ class ThreadTuner:
     Dockerfile set): without it, on some CPUs MKL splits a product's inner sum across threads.
     `TrainConfig.adapt_threads=False` keeps `threads` fixed.
 
+    A probe costs a few steps at the slower count (six one-thread steps on a quiet machine,
+    where two threads are 1.3-1.7x faster). With `others` (the trainer passes `OtherLoad`),
+    the first probe waits until `first_window_s` have passed and runs only if other processes
+    used at least `quiet_cores` of the process's CPUs meanwhile: the early probe is there so
+    that a busy machine does not train for `reprobe_s / 4` at the wrong count; on a quiet one
+    the later probes still check the pick. Without `others`, the first probe follows the
+    warm-up steps.
+
     Use: `threads()` before a step (sets torch's count when it changes), `done(rows)` after it.
     `adapt=False`: always `threads`. `clock` is injectable for tests. `steps`: the steps
-    taken with each count.
+    taken with each count; `skipped_first`: whether the first probe was left out.
     """
 
     def __init__(self, threads: int, adapt: bool = True, probe_steps: int = 3, reprobe_s: float = 20.0,
-                 warmup_steps: int = 3, margin: float = 1.15, clock: Callable[[], float] = time.perf_counter):
+                 warmup_steps: int = 3, margin: float = 1.15, clock: Callable[[], float] = time.perf_counter,
+                 others: Callable[[], float | None] | None = None, first_window_s: float = 0.2,
+                 quiet_cores: float = 0.25):
         self.options = (threads, 1) if adapt and threads > 1 else (threads,)
         self.probe_steps, self.reprobe_s, self.margin, self.clock = probe_steps, reprobe_s, margin, clock
         self.current = self.options[0]
@@ -411,6 +455,9 @@ class ThreadTuner:
         self._warmup = warmup_steps  # the first steps build kernels and caches: not timed
         self._next_probe = -math.inf
         self._t0 = 0.0
+        self.others, self.first_window_s, self.quiet_cores = others, first_window_s, quiet_cores
+        self._created = clock()
+        self.skipped_first = False
         self.steps: dict[int, int] = {}  # steps taken per thread count
 
     @property
@@ -419,7 +466,8 @@ class ThreadTuner:
         return self._probe is not None
 
     def threads(self) -> int:
-        if len(self.options) > 1 and self._probe is None and self._warmup <= 0 and self.clock() >= self._next_probe:
+        if (len(self.options) > 1 and self._probe is None and self._warmup <= 0 and self.clock() >= self._next_probe
+                and self._first_probe_wanted()):
             self._probe, self._probe_step = [], 0
         if self._probe is not None:  # the counts take turns of two steps, so a passing burst of load hits both
             self._set(self.options[self._probe_step // 2 % len(self.options)])
@@ -440,6 +488,20 @@ class ThreadTuner:
             self._probes += 1
             interval = self.reprobe_s / 4 if self._probes == 1 else self.reprobe_s
             self._probe, self._next_probe = None, self.clock() + interval
+
+    def _first_probe_wanted(self) -> bool:
+        """True for every probe but a first one that `others` says the machine does not need
+        (after which the next probe is due `reprobe_s / 4` later, as after a first probe)."""
+        if self._probes or self.others is None:
+            return True
+        if self.clock() - self._created < self.first_window_s:
+            return False
+        load = self.others()
+        if load is None or load >= self.quiet_cores:
+            return True
+        self._probes, self.skipped_first = 1, True
+        self._next_probe = self.clock() + self.reprobe_s / 4
+        return False
 
     def _set(self, threads: int) -> None:
         if threads != self.current or torch.get_num_threads() != threads:
@@ -495,7 +557,7 @@ def train_loop(
     autocast_dtype, autocast_device = PRECISIONS[config.precision], device.type if device is not None else "cpu"
     result = TrainResult()
     threads = torch.get_num_threads()
-    tuner = ThreadTuner(threads, adapt=config.adapt_threads)
+    tuner = ThreadTuner(threads, adapt=config.adapt_threads, others=OtherLoad() if config.adapt_threads else None)
     progress.add(0)
     best_state = None
     bad_epochs, train_seconds, samples = 0, 0.0, 0

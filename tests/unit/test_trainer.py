@@ -4,6 +4,9 @@ that every architecture must find."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -313,6 +316,46 @@ def test_thread_tuner_keeps_the_faster_count_and_probes_again(faster):
     fixed = ThreadTuner(2, adapt=False, clock=clock)
     assert {clock.step(fixed) for _ in range(20)} == {2}
     assert fixed.steps == {2: 20}
+
+
+@pytest.mark.parametrize("other_cores", [0.0, 1.0, None])
+def test_the_first_probe_runs_only_when_other_processes_are_busy(other_cores):
+    """With `others`: quiet (0.0 cores) -> no probe until reprobe_s / 4, all steps at 2 threads;
+    busy (1.0) or unknown (None) -> the first probe starts once first_window_s has passed."""
+    from models.trainer import ThreadTuner
+
+    before = torch.get_num_threads()
+    clock = FakeClock({1: 1e-3, 2: 5e-4})  # 100 rows per step: 0.05 s at 2 threads
+    calls = []
+    tuner = ThreadTuner(2, warmup_steps=2, reprobe_s=40.0, first_window_s=0.2, clock=clock,
+                        others=lambda: calls.append(clock.now) or other_cores)
+    try:
+        counts = []
+        while not tuner.probing and clock.now < 30.0:
+            counts.append(clock.step(tuner))
+        if other_cores == 0.0:
+            assert tuner.skipped_first and len(calls) == 1 and 0.2 <= calls[0] < 0.3
+            assert set(counts[:-1]) == {2} and 10.2 <= clock.now < 10.4  # the next probe: reprobe_s / 4 on
+        else:
+            assert not tuner.skipped_first and 0.2 <= clock.now < 0.3 and len(counts) == 5
+        assert tuner.probing
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_other_load_counts_other_processes_not_this_one():
+    from models.trainer import OtherLoad
+
+    load = OtherLoad()
+    end = time.monotonic() + 0.5
+    while time.monotonic() < end:  # this process busy: not counted
+        pass
+    mine = load()
+    spin = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 0.8\nwhile time.time() < end: pass"])
+    spin.wait()
+    theirs = load()
+    assert mine is not None and theirs is not None
+    assert mine < 0.5 <= theirs
 
 
 @pytest.mark.parametrize(("two_threads_faster", "kept"), [(1.1, 1), (1.3, 2)])
