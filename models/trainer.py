@@ -434,8 +434,12 @@ class ThreadTuner:
     the first probe waits until `first_window_s` have passed and runs only if other processes
     used at least `quiet_cores` of the process's CPUs meanwhile: the early probe is there so
     that a busy machine does not train for `reprobe_s / 4` at the wrong count; on a quiet one
-    the later probes still check the pick. Without `others`, the first probe follows the
-    warm-up steps.
+    the later probes still check the pick. Beside busy processes (at least `quiet_cores`),
+    more threads must be `busy_margin` times faster: a probe's few steps time two threads too
+    kindly there (a partner descheduled for a whole time slice hits some steps, not all), and
+    in the benchmark's busy runs probes with margin 1.15 still kept two threads in about a
+    third of the runs (17-20% of the quiet samples/s, against 31-45% with one thread).
+    Without `others`, the first probe follows the warm-up steps.
 
     Use: `threads()` before a step (sets torch's count when it changes), `done(rows)` after it.
     `adapt=False`: always `threads`. `clock` is injectable for tests. `steps`: the steps
@@ -445,7 +449,7 @@ class ThreadTuner:
     def __init__(self, threads: int, adapt: bool = True, probe_steps: int = 3, reprobe_s: float = 20.0,
                  warmup_steps: int = 3, margin: float = 1.15, clock: Callable[[], float] = time.perf_counter,
                  others: Callable[[], float | None] | None = None, first_window_s: float = 0.2,
-                 quiet_cores: float = 0.25):
+                 quiet_cores: float = 0.25, busy_margin: float = 1.5):
         self.options = (threads, 1) if adapt and threads > 1 else (threads,)
         self.probe_steps, self.reprobe_s, self.margin, self.clock = probe_steps, reprobe_s, margin, clock
         self.current = self.options[0]
@@ -456,6 +460,7 @@ class ThreadTuner:
         self._next_probe = -math.inf
         self._t0 = 0.0
         self.others, self.first_window_s, self.quiet_cores = others, first_window_s, quiet_cores
+        self.busy_margin, self._probe_margin = busy_margin, margin
         self._created = clock()
         self.skipped_first = False
         self.steps: dict[int, int] = {}  # steps taken per thread count
@@ -467,7 +472,7 @@ class ThreadTuner:
 
     def threads(self) -> int:
         if (len(self.options) > 1 and self._probe is None and self._warmup <= 0 and self.clock() >= self._next_probe
-                and self._first_probe_wanted()):
+                and self._probe_wanted()):
             self._probe, self._probe_step = [], 0
         if self._probe is not None:  # the counts take turns of two steps, so a passing burst of load hits both
             self._set(self.options[self._probe_step // 2 % len(self.options)])
@@ -484,20 +489,23 @@ class ThreadTuner:
         self._probe_step += 1
         if len(self._probe) == self.probe_steps * len(self.options):
             median = {t: float(np.median([s for u, s in self._probe if u == t])) for t in self.options}
-            self._set(min(self.options, key=lambda t: (median[t] * (self.margin if t > 1 else 1.0), t)))
+            self._set(min(self.options, key=lambda t: (median[t] * (self._probe_margin if t > 1 else 1.0), t)))
             self._probes += 1
             interval = self.reprobe_s / 4 if self._probes == 1 else self.reprobe_s
             self._probe, self._next_probe = None, self.clock() + interval
 
-    def _first_probe_wanted(self) -> bool:
+    def _probe_wanted(self) -> bool:
         """True for every probe but a first one that `others` says the machine does not need
-        (after which the next probe is due `reprobe_s / 4` later, as after a first probe)."""
-        if self._probes or self.others is None:
+        (after which the next probe is due `reprobe_s / 4` later, as after a first probe).
+        Sets the probe's margin: `busy_margin` when other processes keep the CPUs busy."""
+        if self.others is None:
             return True
-        if self.clock() - self._created < self.first_window_s:
+        if not self._probes and self.clock() - self._created < self.first_window_s:
             return False
         load = self.others()
-        if load is None or load >= self.quiet_cores:
+        quiet = load is not None and load < self.quiet_cores
+        self._probe_margin = self.margin if quiet or load is None else self.busy_margin
+        if self._probes or not quiet:
             return True
         self._probes, self.skipped_first = 1, True
         self._next_probe = self.clock() + self.reprobe_s / 4

@@ -334,11 +334,31 @@ def test_the_first_probe_runs_only_when_other_processes_are_busy(other_cores):
         while not tuner.probing and clock.now < 30.0:
             counts.append(clock.step(tuner))
         if other_cores == 0.0:
-            assert tuner.skipped_first and len(calls) == 1 and 0.2 <= calls[0] < 0.3
+            assert tuner.skipped_first and len(calls) == 2 and 0.2 <= calls[0] < 0.3
             assert set(counts[:-1]) == {2} and 10.2 <= clock.now < 10.4  # the next probe: reprobe_s / 4 on
         else:
             assert not tuner.skipped_first and 0.2 <= clock.now < 0.3 and len(counts) == 5
         assert tuner.probing
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("other_cores", "kept"), [(1.0, 1), (0.0, 2)])
+def test_beside_busy_processes_more_threads_must_win_by_the_busy_margin(other_cores, kept):
+    """Two threads 1.3x faster in the probe: enough on a quiet machine (margin 1.15), not beside
+    busy processes (busy_margin 1.5), where two threads' steps wait on a descheduled partner
+    and a probe's few steps time them too kindly."""
+    from models.trainer import ThreadTuner
+
+    before = torch.get_num_threads()
+    clock = FakeClock({1: 1e-3, 2: 1e-3 / 1.3})
+    tuner = ThreadTuner(2, warmup_steps=0, clock=clock, others=lambda: other_cores)
+    try:
+        while not tuner.probing:
+            clock.step(tuner)
+        while tuner.probing:
+            clock.step(tuner)
+        assert tuner.current == kept == torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
 
