@@ -219,16 +219,17 @@ class _IndexSelect(torch.autograd.Function):
 
 @contextlib.contextmanager
 def old_pieces(dropout: bool, embedding: bool, linear: bool = False, row_sums: bool = False,
-               lookups: bool = False) -> Iterator[None]:
+               lookups: bool = False, mlp_modules: bool = False) -> Iterator[None]:
     """Patch the pre-issue implementations back in: `nn.functional.dropout` (bernoulli_ mask)
     after a separate ReLU, `nn.Embedding`'s dense gradient, torch's own float32 products
     (`F.linear`: MKL's sgemm) in the MLPs, torch's `index_add_` for the embedding gradients' row
-    sums, and lookups as index_select, view and cat (or sum) in autograd."""
+    sums, lookups as index_select, view and cat (or sum) in autograd, and the MLPs' layers as
+    modules (autograd nodes per layer) instead of one node."""
     from models import kernels, layers
     from models.kernels import rows
 
     saved = (layers.Dropout.forward, layers._RowLookup.apply, layers._RowSum.apply, kernels.linear,
-             kernels.rows_add)
+             kernels.rows_add, kernels.mlp)
     if dropout:
         def forward(self, x, relu=False):
             return nn.functional.dropout(torch.relu(x) if relu else x, self.p, self.training)
@@ -248,11 +249,13 @@ def old_pieces(dropout: bool, embedding: bool, linear: bool = False, row_sums: b
         kernels.linear = nn.functional.linear
     if row_sums:
         kernels.rows_add = rows.reference
+    if mlp_modules or dropout:  # the one-node MLP runs the C dropout
+        kernels.mlp = lambda x, linears, p: None
     try:
         yield
     finally:
         (layers.Dropout.forward, layers._RowLookup.apply, layers._RowSum.apply, kernels.linear,
-         kernels.rows_add) = saved
+         kernels.rows_add, kernels.mlp) = saved
 
 
 def one_adamw(model: nn.Module, lr: float, wide_lr: float) -> torch.optim.Optimizer:
@@ -317,12 +320,12 @@ def lever_rows(data: Any, epochs: int, threads: int) -> list[dict[str, Any]]:
     y = data.holdout_labels
 
     def row(name, adopted, build_opt, *, dropout=False, embedding=False, linear=False, row_sums=False,
-            lookups=False, item=False, batch=None, autocast=False, compiled=False, native=True):
+            lookups=False, mlp_modules=False, item=False, batch=None, autocast=False, compiled=False, native=True):
         cfg = replace(config, batch_size=batch or config.batch_size, lr=config.lr * (1.5 if batch else 1),
                       wide_lr=config.wide_lr * (1.5 if batch else 1))
         model = build_model("wide_deep", data.schema, ADULT_HPARAMS, seed=0)
         load = os.getloadavg()[0]
-        with old_pieces(dropout, embedding, linear, row_sums, lookups), kernels.use_native(native):
+        with old_pieces(dropout, embedding, linear, row_sums, lookups, mlp_modules), kernels.use_native(native):
             sps = loop_samples_per_s(model, data, cfg, build_opt(model, cfg), item, autocast, compiled)
         auc = roc_auc(y, predict_proba(model, data.holdout))
         print(f"{name:58s} {sps:>9,.0f} samples/s  test AUC {auc:.4f}", flush=True)
@@ -352,11 +355,13 @@ def lever_rows(data: Any, epochs: int, threads: int) -> list[dict[str, Any]]:
         row("+ loss summed on the device (no loss.item() per step)", True, new_opt, dropout=True, linear=True,
             row_sums=True),
         row("+ ReLU and dropout in one C pass (models/kernels)", True, new_opt, linear=True, row_sums=True,
-            lookups=True),
+            lookups=True, mlp_modules=True),
         row(f"+ float32 products by oneDNN instead of MKL{'' if onednn.faster_than_mkl() else ' (not on this CPU)'}",
-            True, new_opt, row_sums=True, lookups=True),
-        row("+ embedding gradients' row sums in C (models/kernels)", True, new_opt, lookups=True),
-        row("+ lookups gathered into one matrix, their row sums read in place (C)", True, new_opt),
+            True, new_opt, row_sums=True, lookups=True, mlp_modules=True),
+        row("+ embedding gradients' row sums in C (models/kernels)", True, new_opt, lookups=True, mlp_modules=True),
+        row("+ lookups gathered into one matrix, their row sums read in place (C)", True, new_opt,
+            mlp_modules=True),
+        row("+ the MLP's Linear-ReLU-dropout layers as one autograd node", True, new_opt),
     ]
     model = build_model("wide_deep", data.schema, ADULT_HPARAMS, seed=0)
     load = os.getloadavg()[0]

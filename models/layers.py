@@ -270,8 +270,15 @@ class MLP(nn.Module):
             width = h
         self.layers = nn.Sequential(*layers)
         self.out_dim = width
+        # Linear -> ReLU -> Dropout throughout: training runs as one autograd node (kernels.mlp)
+        self._fusable = activation == "relu" and not batch_norm and dropout > 0
+        self.dropout = float(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self._fusable:
+            out = kernels.mlp(x, list(self.layers._modules.values())[::3], self.dropout)
+            if out is not None:
+                return out
         layers, i = self.layers, 0  # (B, in_dim) -> (B, hidden[-1])
         while i < len(layers):
             if isinstance(layers[i], nn.ReLU) and i + 1 < len(layers) and isinstance(layers[i + 1], Dropout):

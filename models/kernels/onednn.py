@@ -80,9 +80,13 @@ class _Linear(torch.autograd.Function):
         return dx, dw, db
 
 
+def in_use() -> bool:
+    """Whether `linear` sends float32 CPU products to oneDNN (native paths on, where faster)."""
+    return native.enabled() and faster_than_mkl() and _onednn()
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear(x, weight, bias)` for x (B, K); float32 CPU products by oneDNN where `faster_than_mkl()`."""
-    if (x.dim() == 2 and x.shape[0] > 0 and native.plain_float32(x, weight) and native.enabled()
-            and faster_than_mkl() and _onednn()):
+    if x.dim() == 2 and x.shape[0] > 0 and native.plain_float32(x, weight) and in_use():
         return _Linear.apply(x, weight, bias)
     return F.linear(x, weight, bias)

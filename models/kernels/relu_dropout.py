@@ -109,11 +109,17 @@ def fused_backward(dy: torch.Tensor, y: torch.Tensor | None, k1: int, k2: int, d
     return dx
 
 
+def draw_keys() -> tuple[int, int]:
+    """A mask's key: two 32-bit numbers from torch's default generator."""
+    k1, k2 = torch.randint(0, _LEVELS, (2,), dtype=torch.int64).tolist()
+    return k1, k2
+
+
 class _Dropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float, relu: bool) -> torch.Tensor:
         drop, scale = threshold(p)
-        k1, k2 = torch.randint(0, _LEVELS, (2,), dtype=torch.int64).tolist()  # torch's default generator
+        k1, k2 = draw_keys()
         y = fused_forward(x, k1, k2, drop, scale, relu)
         ctx.params = (k1, k2, drop, scale, relu)
         if relu:

@@ -352,3 +352,33 @@ def test_layers_linear_loads_nn_linear_checkpoints_and_takes_any_leading_dimensi
         assert got.shape == want.shape == (*shape[:-1], 4)
         torch.testing.assert_close(got, want)
         torch.testing.assert_close(torch.autograd.grad(got.sum(), x)[0], torch.autograd.grad(want.sum(), x)[0])
+
+
+@pytest.mark.parametrize(("in_dim", "hidden", "input_grad"), [(213, (256, 128, 64), True), (7, (5,), False),
+                                                               (30, (16, 8), True)])
+def test_the_one_node_mlp_gives_the_module_path_bits(in_dim, hidden, input_grad, monkeypatch):
+    """kernels.mlp (one autograd node for Linear -> ReLU -> dropout layers) against the MLP's
+    modules: the same output and gradients, bit for bit, with the same dropout keys."""
+    from models.layers import MLP
+
+    assert native.library("relu_dropout", rd.SIGNATURES) is not None, "the C kernel did not build on this machine"
+    monkeypatch.setattr(onednn, "faster_than_mkl", lambda: False)  # the products the module path runs here
+    torch.manual_seed(0)
+    mlp = MLP(in_dim, hidden, dropout=0.2)
+    x = torch.randn(300, in_dim)
+    g = torch.randn(300, hidden[-1])
+    results = []
+    for fused in (True, False):
+        mlp._fusable = fused
+        xs = x.clone().requires_grad_(input_grad)
+        torch.manual_seed(7)
+        out = mlp(xs)
+        assert (out.grad_fn.name() == "_ReluDropoutMLPBackward") == fused
+        grads = torch.autograd.grad(out, [*mlp.parameters(), *([xs] if input_grad else [])], g)
+        results.append((out, grads))
+    (out, grads), (want, want_grads) = results
+    assert torch.equal(out, want)
+    assert all(torch.equal(a, b) for a, b in zip(grads, want_grads))
+    mlp._fusable = True
+    with kernels.use_native(False):
+        assert mlp(x).grad_fn.name() != "_ReluDropoutMLPBackward"
