@@ -238,9 +238,9 @@ def old_pieces(dropout: bool, embedding: bool, linear: bool = False, row_sums: b
         def select(weight, index, sparse):
             return nn.functional.embedding(index, weight) if embedding else _IndexSelect.apply(weight, index, sparse)
 
-        def lookup(weight, index, fields, tail, sparse):
+        def lookup(weight, index, fields, tail, vectors, sparse):
             out = select(weight, index, sparse).view(-1, fields * weight.shape[1])
-            return out if tail is None else torch.cat([out, tail], dim=1)
+            return out if tail is None else torch.cat([out, rows.scaled_tail(tail, vectors)], dim=1)
 
         def row_sum(weight, index, fields, sparse):
             return select(weight, index, sparse).view(-1, fields, weight.shape[1]).sum(dim=1)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from models import kernels
+from models.kernels.rows import scaled_tail
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -56,10 +57,11 @@ class _RowLookup(torch.autograd.Function):
     """out[b] = [weight[rows[b F]], ..., weight[rows[b F + F - 1]], tail[b]]: (B, F D + T), the
     F looked-up rows of each batch row and an optional tail (B, T) in one matrix (one pass in
     C, `kernels.rows_gather`, where index_select, view and cat took three and two autograd
-    nodes). The gradient for `weight` is a dense one (cheaper for small tables, most of whose
-    rows are in every batch anyway) or with `sparse` a coalesced sparse COO tensor of the
-    batch's distinct rows; both sum the rows in place from the (B, F D + T) output gradient
-    (`kernels.rows_add`).
+    nodes); with `vectors` (T, V) the tail is tail[b, c] * vectors[c] for each c (continuous
+    fields' embeddings, `FieldEmbedding`). The gradient for `weight` is a dense one (cheaper for
+    small tables, most of whose rows are in every batch anyway) or with `sparse` a coalesced
+    sparse COO tensor of the batch's distinct rows; both sum the rows in place from the
+    (B, F D + T) output gradient (`kernels.rows_add`).
 
     `nn.Embedding`'s dense backward sorts the ids and accumulates row by row; on 2 cores that
     took 2-3.5 ms per step for Adult's tables of 177 and 12k rows (0.3 and 0.1 ms here) and
@@ -68,19 +70,27 @@ class _RowLookup(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight: torch.Tensor, rows: torch.Tensor, fields: int, tail: torch.Tensor | None,
-                sparse: bool) -> torch.Tensor:
-        ctx.save_for_backward(rows)
+                vectors: torch.Tensor | None, sparse: bool) -> torch.Tensor:
+        ctx.save_for_backward(rows, tail, vectors)
         ctx.table_shape, ctx.fields, ctx.sparse = weight.shape, fields, sparse
-        return kernels.rows_gather(weight, rows, fields, tail)
+        return kernels.rows_gather(weight, rows, fields, tail, vectors)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (rows,) = ctx.saved_tensors
+        rows, tail, vectors = ctx.saved_tensors
         fields, dim = ctx.fields, ctx.table_shape[1]
         weight_grad = _table_gradient(ctx.table_shape, ctx.sparse, rows, lambda n, index: kernels.rows_add(
             n, index, grad, fields=fields, dim=dim))
-        tail_grad = grad[:, fields * dim:] if ctx.needs_input_grad[3] else None
-        return weight_grad, None, None, tail_grad, None
+        tail_grad = vectors_grad = None
+        if vectors is None:
+            tail_grad = grad[:, fields * dim:] if ctx.needs_input_grad[3] else None
+        elif ctx.needs_input_grad[3] or ctx.needs_input_grad[4]:
+            scaled = grad[:, fields * dim:].view(grad.shape[0], *vectors.shape)  # (B, T, V)
+            if ctx.needs_input_grad[4]:
+                vectors_grad = (scaled * tail.unsqueeze(2)).sum(0)
+            if ctx.needs_input_grad[3]:
+                tail_grad = (scaled * vectors).sum(2)
+        return weight_grad, None, None, tail_grad, vectors_grad, None
 
 
 class _RowSum(torch.autograd.Function):
@@ -169,12 +179,14 @@ class FusedEmbedding(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.flat(ids).view(*ids.shape, self.dim)  # (B, F, D)
 
-    def flat(self, ids: torch.Tensor, tail: torch.Tensor | None = None) -> torch.Tensor:
+    def flat(self, ids: torch.Tensor, tail: torch.Tensor | None = None,
+             tail_vectors: torch.Tensor | None = None) -> torch.Tensor:
         """(B, F D + T): each batch row's F embeddings side by side, then `tail` (B, T) if given
-        (the continuous inputs of an MLP's input, say), written in one pass."""
+        (the continuous inputs of an MLP's input, say), written in one pass; with `tail_vectors`
+        (T, V), tail[b, c] * tail_vectors[c] for each c (B, F D + T V)."""
         if self.num_fields == 0:
-            return self.embedding.weight.new_zeros(len(ids), 0) if tail is None else tail
-        return _RowLookup.apply(self.embedding.weight, self._rows(ids), self.num_fields, tail,
+            return self.embedding.weight.new_zeros(len(ids), 0) if tail is None else scaled_tail(tail, tail_vectors)
+        return _RowLookup.apply(self.embedding.weight, self._rows(ids), self.num_fields, tail, tail_vectors,
                                 self.embedding.sparse)
 
     def field_sum(self, ids: torch.Tensor) -> torch.Tensor:
@@ -357,8 +369,7 @@ class FieldEmbedding(nn.Module):
     def forward(self, ids: torch.Tensor, cont: torch.Tensor) -> torch.Tensor:
         if self.cont is None:
             return self.ids(ids)  # (B, F, D)
-        tail = (cont.unsqueeze(2) * self.cont).flatten(1)  # (B, C D)
-        return self.ids.flat(ids, tail).view(ids.shape[0], self.num_fields, self.dim)  # (B, F + C, D)
+        return self.ids.flat(ids, cont, self.cont).view(ids.shape[0], self.num_fields, self.dim)  # (B, F + C, D)
 
 
 def id_fields(schema, use_crosses: bool) -> list:

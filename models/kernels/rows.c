@@ -2,7 +2,8 @@
  *
  * rows_gather: out[b] = [W[index[b F]], ..., W[index[b F + F - 1]], tail[b]], the looked-up
  * rows of F fields and a tail of T floats per batch row, written straight into one (B, F D + T)
- * matrix (what index_select, view and cat made in three passes).
+ * matrix (what index_select, view and cat made in three passes); or, with vectors (T, V),
+ * [..., tail[b, 0] vectors[0], ..., tail[b, T - 1] vectors[T - 1]]: (B, F D + T V).
  *
  * rows_add: out = zeros(out_rows, dim); out[index[i]] += src row i for every i in order (torch's
  * `new_zeros(...).index_add_(0, index, src)`, the lookup's backward). Row i = b F + f lies at
@@ -48,15 +49,25 @@ void rows_add(const float *restrict src, const int64_t *restrict index, float *r
 
 MULTIVERSION
 void rows_gather(const float *restrict w, const int64_t *restrict index, const float *restrict tail,
-                 float *restrict out, int64_t batch, int64_t fields, int64_t dim, int64_t tail_width) {
-    int64_t ld = fields * dim + tail_width;
+                 const float *restrict vectors, float *restrict out, int64_t batch, int64_t fields, int64_t dim,
+                 int64_t tail_width, int64_t vector_dim) {
+    /* vectors (tail_width, vector_dim): tail value c scales vector c (a continuous field's
+     * embedding); NULL: the tail values are copied (vector_dim is then 1). */
+    int64_t ld = fields * dim + tail_width * vector_dim;
     #pragma omp parallel for schedule(static) if(batch * ld >= 65536)
     for (int64_t b = 0; b < batch; b++) {
         float *o = out + b * ld;
         const int64_t *ix = index + b * fields;
         for (int64_t f = 0; f < fields; f++)
             memcpy(o + f * dim, w + ix[f] * dim, (size_t)dim * sizeof(float));
-        if (tail_width)
-            memcpy(o + fields * dim, tail + b * tail_width, (size_t)tail_width * sizeof(float));
+        o += fields * dim;
+        const float *t = tail + b * tail_width;
+        if (vectors) {
+            for (int64_t c = 0; c < tail_width; c++)
+                for (int64_t d = 0; d < vector_dim; d++)
+                    o[c * vector_dim + d] = t[c] * vectors[c * vector_dim + d];
+        } else if (tail_width) {
+            memcpy(o, t, (size_t)tail_width * sizeof(float));
+        }
     }
 }

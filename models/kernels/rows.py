@@ -9,8 +9,8 @@ each row's sum runs in index order in both).
   (`fields`), or one row per batch row for every field (`broadcast`: the gradient of a sum
   over the fields), where torch first copied them out.
 - `rows_gather`: the forward, the F looked-up rows of each batch row and a tail of T values (the
-  continuous inputs) written straight into one (B, F D + T) matrix, where index_select, view
-  and cat made three passes and two autograd nodes.
+  continuous inputs, or each one times its field's vector) written straight into one
+  (B, F D + T) matrix, where index_select, view and cat made three passes and two autograd nodes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from models.kernels import native
 
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
-SIGNATURES = {"rows_add": [_PTR] * 3 + [_I64] * 6, "rows_gather": [_PTR] * 4 + [_I64] * 4}
+SIGNATURES = {"rows_add": [_PTR] * 3 + [_I64] * 6, "rows_gather": [_PTR] * 5 + [_I64] * 5}
 
 
 def _library(index: torch.Tensor, *tensors: torch.Tensor):
@@ -68,23 +68,34 @@ def rows_add(out_rows: int, index: torch.Tensor, src: torch.Tensor, fields: int 
     return out
 
 
-def reference_gather(weight: torch.Tensor, index: torch.Tensor, fields: int,
-                     tail: torch.Tensor | None = None) -> torch.Tensor:
+def scaled_tail(tail: torch.Tensor, vectors: torch.Tensor | None) -> torch.Tensor:
+    """(B, T V): tail value c times vector c (vectors (T, V)), or the tail itself (B, T)."""
+    return tail if vectors is None else (tail.unsqueeze(2) * vectors).flatten(1)
+
+
+def reference_gather(weight: torch.Tensor, index: torch.Tensor, fields: int, tail: torch.Tensor | None = None,
+                     vectors: torch.Tensor | None = None) -> torch.Tensor:
     rows = weight.index_select(0, index).view(-1, fields * weight.shape[1])
-    return rows if tail is None else torch.cat([rows, tail], dim=1)
+    return rows if tail is None else torch.cat([rows, scaled_tail(tail, vectors)], dim=1)
 
 
-def rows_gather(weight: torch.Tensor, index: torch.Tensor, fields: int, tail: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, F D + T): row b holds weight[index[b F + f]] for f < F, then tail[b] (B, T), if given.
+def rows_gather(weight: torch.Tensor, index: torch.Tensor, fields: int, tail: torch.Tensor | None = None,
+                vectors: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, F D + T): row b holds weight[index[b F + f]] for f < F, then tail[b] (B, T), if given;
+    with `vectors` (T, V), tail[b, c] * vectors[c] for each c instead (B, F D + T V).
     Not differentiable (see `layers.FusedEmbedding.flat`)."""
-    lib = _library(index, weight, *(() if tail is None else (tail,)))
+    extra = () if tail is None else (tail,) if vectors is None else (tail, vectors)
+    lib = _library(index, weight, *extra)
     if lib is None or fields < 1:
-        return reference_gather(weight, index, fields, tail)
+        return reference_gather(weight, index, fields, tail, vectors)
     batch, dim = index.numel() // fields, weight.shape[1]
     weight, index = weight.contiguous(), index.contiguous()
     tail = None if tail is None else tail.contiguous()
+    vectors = None if vectors is None else vectors.contiguous()
     tail_width = 0 if tail is None else tail.shape[1]
-    out = weight.new_empty(batch, fields * dim + tail_width)
-    lib.rows_gather(weight.data_ptr(), index.data_ptr(), 0 if tail is None else tail.data_ptr(), out.data_ptr(),
-                    batch, fields, dim, tail_width)
+    vector_dim = 1 if vectors is None else vectors.shape[1]
+    out = weight.new_empty(batch, fields * dim + tail_width * vector_dim)
+    lib.rows_gather(weight.data_ptr(), index.data_ptr(), 0 if tail is None else tail.data_ptr(),
+                    0 if vectors is None else vectors.data_ptr(), out.data_ptr(), batch, fields, dim, tail_width,
+                    vector_dim)
     return out

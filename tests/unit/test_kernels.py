@@ -293,6 +293,11 @@ def test_rows_gather_equals_index_select_and_cat_at_any_thread_count(batch, fiel
         assert torch.equal(out, want)
     with kernels.use_native(False):
         assert torch.equal(kernels.rows_gather(weight, index, fields, extra), want)
+    if extra is not None:  # each tail value times its field's vector
+        vectors = torch.randn(tail, 6)
+        want = torch.cat([want[:, : fields * dim], (extra.unsqueeze(2) * vectors).flatten(1)], dim=1)
+        for out in at_thread_counts(lambda: kernels.rows_gather(weight, index, fields, extra, vectors)):
+            assert torch.equal(out, want)
 
 
 @pytest.mark.parametrize("shape", [(1024, 13, 16), (33, 2, 5), (4, 1, 3)])

@@ -92,25 +92,33 @@ def test_flat_lookups_and_field_sums_have_the_gradients_of_the_plain_ops(sparse,
     fused = FusedEmbedding(CARDS, 4, init_std=1.0)
     fused.embedding.sparse = sparse
     ids, tail = _ids(CARDS, n=64), torch.randn(64, 3, requires_grad=True)
+    vectors = torch.randn(3, 4, requires_grad=True)  # continuous fields' vectors (FieldEmbedding)
     weight = fused.embedding.weight
     plain = nn.functional.embedding(ids + fused.offsets, weight)  # (B, F, D)
     want_flat = torch.cat([plain.flatten(1), tail], dim=1)
+    want_scaled = torch.cat([plain.flatten(1), (tail.unsqueeze(2) * vectors).flatten(1)], dim=1)
     want_sum = plain.sum(dim=1)
-    g_flat, g_sum = torch.randn_like(want_flat), torch.randn_like(want_sum)
-    want = torch.autograd.grad([want_flat, want_sum], [weight, tail], [g_flat, g_sum])
+    g_flat, g_scaled, g_sum = torch.randn_like(want_flat), torch.randn_like(want_scaled), torch.randn_like(want_sum)
+    want = torch.autograd.grad([want_flat, want_sum], [weight, tail], [g_flat, g_sum], retain_graph=True)
+    want_scaled_grads = torch.autograd.grad(want_scaled, [weight, tail, vectors], g_scaled)
     with kernels.use_native(native):
-        flat, total = fused.flat(ids, tail), fused.field_sum(ids)
-        assert torch.equal(flat, want_flat) and torch.equal(total, want_sum)
+        flat, total, scaled = fused.flat(ids, tail), fused.field_sum(ids), fused.flat(ids, tail, vectors)
+        assert torch.equal(flat, want_flat) and torch.equal(total, want_sum) and torch.equal(scaled, want_scaled)
         assert torch.equal(fused(ids), plain)
         got_flat = torch.autograd.grad(flat, [weight, tail], g_flat)
         got_sum = torch.autograd.grad(total, [weight], g_sum)[0]
+        got_scaled = torch.autograd.grad(scaled, [weight, tail, vectors], g_scaled)
     assert got_flat[0].is_sparse == sparse and got_sum.is_sparse == sparse
     torch.testing.assert_close(got_flat[0].to_dense() + got_sum.to_dense(), want[0])
     assert torch.equal(got_flat[1], want[1])
+    torch.testing.assert_close(got_scaled[0].to_dense(), want_scaled_grads[0].to_dense())
+    assert torch.equal(got_scaled[2], want_scaled_grads[2])  # the continuous fields' vectors: autograd's sums
+    torch.testing.assert_close(got_scaled[1], want_scaled_grads[1])
     empty = FusedEmbedding([], 4)
     none = torch.zeros(5, 0, dtype=torch.long)
     few = tail[:5]
     assert empty.flat(none).shape == (5, 0) and empty.flat(none, few) is few
+    assert torch.equal(empty.flat(none, few, vectors), (few.unsqueeze(2) * vectors).flatten(1))
     assert torch.equal(empty.field_sum(none), torch.zeros(5, 4))
 
 
