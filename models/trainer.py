@@ -490,13 +490,18 @@ class ThreadTuner:
         if len(self._probe) == self.probe_steps * len(self.options):
             median = {t: float(np.median([s for u, s in self._probe if u == t])) for t in self.options}
             self._set(min(self.options, key=lambda t: (median[t] * (self._probe_margin if t > 1 else 1.0), t)))
-            self._probes += 1
-            interval = self.reprobe_s / 4 if self._probes == 1 else self.reprobe_s
-            self._probe, self._next_probe = None, self.clock() + interval
+            self._probe = None
+            self._schedule_next_probe()
+
+    def _schedule_next_probe(self) -> None:
+        """After a probe (run or skipped): the next one `reprobe_s / 4` after the first, then
+        every `reprobe_s`."""
+        self._probes += 1
+        self._next_probe = self.clock() + (self.reprobe_s / 4 if self._probes == 1 else self.reprobe_s)
 
     def _probe_wanted(self) -> bool:
         """True for every probe but a first one that `others` says the machine does not need
-        (after which the next probe is due `reprobe_s / 4` later, as after a first probe).
+        (then scheduled past as if it had run).
         Sets the probe's margin: `busy_margin` when other processes keep the CPUs busy."""
         if self.others is None:
             return True
@@ -507,8 +512,8 @@ class ThreadTuner:
         self._probe_margin = self.margin if quiet or load is None else self.busy_margin
         if self._probes or not quiet:
             return True
-        self._probes, self.skipped_first = 1, True
-        self._next_probe = self.clock() + self.reprobe_s / 4
+        self.skipped_first = True
+        self._schedule_next_probe()
         return False
 
     def _set(self, threads: int) -> None:
