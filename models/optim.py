@@ -92,20 +92,23 @@ class FusedAdamW(torch.optim.AdamW):
     def __init__(self, params: Iterable[Any], lr: float = 1e-3):
         super().__init__(params, lr=lr, fused=True)
 
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:
-        groups = [] if closure is None else None
-        for group in self.param_groups if groups is not None else ():
-            if group["amsgrad"] or group["maximize"] or group["capturable"] or group["differentiable"] \
-                    or not group["fused"]:
-                groups = None
-                break
+    def _direct_groups(self) -> list[tuple[dict[str, Any], list[torch.Tensor]]] | None:
+        """Each group with its parameters that have a gradient, or None when torch's step is needed."""
+        groups = []
+        for group in self.param_groups:
+            if (group["amsgrad"] or group["maximize"] or group["capturable"] or group["differentiable"]
+                    or not group["fused"]):
+                return None
             params = [p for p in group["params"] if p.grad is not None]
             if not all(p in self.state and p.dtype == torch.float32 and p.device.type == "cpu"
                        and not p.grad.is_sparse for p in params):
-                groups = None
-                break
+                return None
             groups.append((group, params))
+        return groups
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        groups = self._direct_groups() if closure is None else None
         if groups is None:
             return super().step(closure)
         for group, params in groups:
