@@ -75,7 +75,7 @@ class _Linear(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad
         dx = _matmul(dy, weight.t()) if need_x else None  # (B, N) @ (N, K)
-        dw = _matmul(x.t(), dy.t()).t() if need_w else None  # ((K, B) @ (B, N))^T
+        dw = _matmul(dy.t(), x.t()) if need_w else None  # (N, B) @ (B, K): laid out as the weight
         db = dy.sum(0) if need_b and ctx.has_bias else None
         return dx, dw, db
 

@@ -191,6 +191,7 @@ def test_the_onednn_linear_matches_f_linear_and_not_the_thread_count(shape):
     dy = torch.randn(b, n)
     results = at_one_and_two_threads(onednn._Linear.apply, (x, w, bias), dy)  # whatever this CPU prefers
     assert all(torch.equal(a, c) for a, c in zip(*results))  # what the thread tuner needs
+    assert results[0][2].is_contiguous()  # the weight's gradient in its layout: AccumulateGrad copies nothing
     y_ref = F.linear(x, w, bias)
     for got, want in zip(results[0], (y_ref, *torch.autograd.grad(y_ref, (x, w, bias), dy))):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
@@ -384,6 +385,7 @@ def test_the_one_node_mlp_gives_the_module_path_bits(in_dim, hidden, input_grad,
     (out, grads), (want, want_grads) = results
     assert torch.equal(out, want)
     assert all(torch.equal(a, b) for a, b in zip(grads, want_grads))
+    assert all(t.is_contiguous() for t in grads)  # in the parameters' layout: AccumulateGrad copies nothing
     mlp._fusable = True
     with kernels.use_native(False):
         assert mlp(x).grad_fn.name() != "_ReluDropoutMLPBackward"
