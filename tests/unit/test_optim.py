@@ -151,3 +151,32 @@ def test_fused_adamw_updates_bitwise_as_torchs_fused_adamw(amsgrad, monkeypatch)
     assert opt.state_dict()["state"].keys() == ref.state_dict()["state"].keys()
     # torch's step: the first (it creates the state), the third (a parameter's first gradient), or all with amsgrad
     assert sum(torchs_steps) == (6 if amsgrad else 2)
+
+
+def test_fused_adamw_steps_still_run_step_hooks_and_show_in_the_profiler():
+    """Its step skips torch's profiling wrapper only while nothing observes it: a registered step
+    hook (its own or global) and the profiler still see every step."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    from models.optim import FusedAdamW
+
+    p = nn.Parameter(torch.randn(4, 3))
+    opt = FusedAdamW([p], lr=1e-2)
+    seen = []
+    for step in range(4):
+        p.grad = torch.randn(4, 3)
+        if step == 1:
+            pre = opt.register_step_pre_hook(lambda o, args, kwargs: seen.append(("pre", step)))
+            post = opt.register_step_post_hook(lambda o, args, kwargs: seen.append(("post", step)))
+        if step == 2:
+            pre.remove(), post.remove()
+            handle = register_optimizer_step_post_hook(lambda o, a, k: seen.append(("global", step)))
+        if step == 3:
+            handle.remove()
+        opt.step()
+    assert seen == [("pre", 1), ("post", 1), ("global", 2)]
+    p.grad = torch.randn(4, 3)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        opt.step()
+    assert "Optimizer.step#FusedAdamW.step" in {e.name for e in prof.events()}
+    assert opt.state[p]["step"].item() == 5
