@@ -162,15 +162,16 @@ def test_fused_adamw_steps_still_run_step_hooks_and_show_in_the_profiler():
 
     p = nn.Parameter(torch.randn(4, 3))
     opt = FusedAdamW([p], lr=1e-2)
-    seen = []
+    seen, now = [], {"step": 0}
     for step in range(4):
+        now["step"] = step
         p.grad = torch.randn(4, 3)
         if step == 1:
-            pre = opt.register_step_pre_hook(lambda o, args, kwargs: seen.append(("pre", step)))
-            post = opt.register_step_post_hook(lambda o, args, kwargs: seen.append(("post", step)))
+            pre = opt.register_step_pre_hook(lambda o, args, kwargs: seen.append(("pre", now["step"])))
+            post = opt.register_step_post_hook(lambda o, args, kwargs: seen.append(("post", now["step"])))
         if step == 2:
             pre.remove(), post.remove()
-            handle = register_optimizer_step_post_hook(lambda o, a, k: seen.append(("global", step)))
+            handle = register_optimizer_step_post_hook(lambda o, a, k: seen.append(("global", now["step"])))
         if step == 3:
             handle.remove()
         opt.step()
