@@ -65,4 +65,4 @@ class Deep(nn.Module):
         self.head = nn.Linear(self.mlp.out_dim, 1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(self.mlp(self.inputs(batch))).squeeze(1)  # (B, H) -> (B, 1) -> (B,)
+        return self.mlp(self.inputs.lookup(batch), head=self.head).squeeze(1)  # (B, H) -> (B, 1) -> (B,)

@@ -6,6 +6,7 @@ continuous inputs, H = a hidden width.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -39,6 +40,7 @@ def check_embedding_args(dim: int, init_std: float) -> None:
         raise ValueError(f"need embedding_dim >= 1 and embedding_init_std >= 0, got {dim} and {init_std}")
 
 
+FOLD_TABLE_ROWS = 1 << 16  # tables up to this many rows keep each row's field (`FusedEmbedding.lookup`)
 SPARSE_TABLE_VALUES = 1 << 20  # tables larger than this (4 MB of float32) get sparse row gradients
 
 
@@ -167,6 +169,10 @@ class FusedEmbedding(nn.Module):
         offsets = torch.tensor([0, *cards[:-1]], dtype=torch.long).cumsum(0)[: len(cards)]
         # Derived from the cardinalities, so not saved in the state_dict.
         self.register_buffer("offsets", offsets, persistent=False)  # (F,)
+        # The field of each row, for an MLP's first layer folded through a small table (`lookup`)
+        row_field = torch.repeat_interleave(torch.arange(len(cards)), torch.tensor(cards, dtype=torch.long),
+                                            output_size=sum(cards))
+        self.register_buffer("row_field", row_field if sum(cards) <= FOLD_TABLE_ROWS else None, persistent=False)
         if init_std > 0:
             nn.init.normal_(self.embedding.weight, std=init_std)
         else:
@@ -188,6 +194,15 @@ class FusedEmbedding(nn.Module):
             return self.embedding.weight.new_zeros(len(ids), 0) if tail is None else scaled_tail(tail, tail_vectors)
         return _RowLookup.apply(self.embedding.weight, self._rows(ids), self.num_fields, tail, tail_vectors,
                                 self.embedding.sparse)
+
+    def lookup(self, ids: torch.Tensor, tail: torch.Tensor | None = None) -> kernels.Lookup | torch.Tensor:
+        """`flat(ids, tail)` not written out yet, for an MLP (`MLP.forward`) to fold its first layer
+        through this table where that pays (`kernels.fold`); the tensor itself when there are no
+        fields."""
+        if self.num_fields == 0:
+            return self.flat(ids, tail)
+        return kernels.Lookup(self.embedding.weight, self._rows(ids), self.num_fields, self.row_field, tail,
+                              self.embedding.sparse, functools.partial(self.flat, ids, tail))
 
     def field_sum(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, D): the sum of each batch row's F embeddings."""
@@ -286,18 +301,24 @@ class MLP(nn.Module):
         self._fusable = activation == "relu" and not batch_norm and dropout > 0
         self.dropout = float(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | kernels.Lookup, head: nn.Linear | None = None) -> torch.Tensor:
+        """x (B, in_dim), or a `FusedEmbedding.lookup` of it -> (B, hidden[-1]), or `head` of that
+        when given (the model's output layer). In training, Linear -> ReLU -> dropout layers run
+        as one autograd node with the head, the first layer folded through a small table
+        (`kernels.mlp`)."""
         if self.training and self._fusable:
-            out = kernels.mlp(x, list(self.layers._modules.values())[::3], self.dropout)
+            out = kernels.mlp(x, list(self.layers._modules.values())[::3], self.dropout, head)
             if out is not None:
                 return out
-        layers, i = self.layers, 0  # (B, in_dim) -> (B, hidden[-1])
+        if isinstance(x, kernels.Lookup):
+            x = x.flat()
+        layers, i = self.layers, 0
         while i < len(layers):
             if isinstance(layers[i], nn.ReLU) and i + 1 < len(layers) and isinstance(layers[i + 1], Dropout):
                 x, i = layers[i + 1](x, relu=True), i + 2  # one fused pass (see Dropout)
             else:
                 x, i = layers[i](x), i + 1
-        return x
+        return x if head is None else head(x)
 
 
 class WideLinear(nn.Module):
@@ -412,6 +433,10 @@ class FlatFeatures(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.embedding.flat(id_inputs(batch, self.use_crosses), batch["cont"])  # (B, F' D + C)
+
+    def lookup(self, batch: dict[str, torch.Tensor]) -> kernels.Lookup | torch.Tensor:
+        """`forward(batch)` not written out yet, for an `MLP` (see `FusedEmbedding.lookup`)."""
+        return self.embedding.lookup(id_inputs(batch, self.use_crosses), batch["cont"])
 
 
 CROSS_STRUCTURES = ("stacked", "parallel")

@@ -14,7 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from models import kernels
-from models.kernels import cross, factorization, native, onednn, rows
+from models.kernels import cross, factorization, fold, native, onednn, rows
 from models.kernels import relu_dropout as rd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -360,27 +360,30 @@ def test_layers_linear_loads_nn_linear_checkpoints_and_takes_any_leading_dimensi
         torch.testing.assert_close(torch.autograd.grad(got.sum(), x)[0], torch.autograd.grad(want.sum(), x)[0])
 
 
-@pytest.mark.parametrize(("in_dim", "hidden", "input_grad"), [(213, (256, 128, 64), True), (7, (5,), False),
-                                                               (30, (16, 8), True)])
-def test_the_one_node_mlp_gives_the_module_path_bits(in_dim, hidden, input_grad, monkeypatch):
-    """kernels.mlp (one autograd node for Linear -> ReLU -> dropout layers) against the MLP's
-    modules: the same output and gradients, bit for bit, with the same dropout keys."""
+@pytest.mark.parametrize(("in_dim", "hidden", "input_grad", "with_head"),
+                         [(213, (256, 128, 64), True, True), (7, (5,), False, False), (30, (16, 8), True, False)])
+def test_the_one_node_mlp_gives_the_module_path_bits(in_dim, hidden, input_grad, with_head, monkeypatch):
+    """kernels.mlp (one autograd node for Linear -> ReLU -> dropout layers, and the output layer
+    when given) against the MLP's modules: the same output and gradients, bit for bit, with the
+    same dropout keys."""
     from models.layers import MLP
 
     assert native.library("relu_dropout", rd.SIGNATURES) is not None, "the C kernel did not build on this machine"
     monkeypatch.setattr(onednn, "faster_than_mkl", lambda: False)  # the products the module path runs here
     torch.manual_seed(0)
     mlp = MLP(in_dim, hidden, dropout=0.2)
+    head = torch.nn.Linear(hidden[-1], 1) if with_head else None
     x = torch.randn(300, in_dim)
-    g = torch.randn(300, hidden[-1])
+    g = torch.randn(300, 1 if with_head else hidden[-1])
+    params = [*mlp.parameters(), *(head.parameters() if with_head else [])]
     results = []
     for fused in (True, False):
         mlp._fusable = fused
         xs = x.clone().requires_grad_(input_grad)
         torch.manual_seed(7)
-        out = mlp(xs)
+        out = mlp(xs, head=head)
         assert (out.grad_fn.name() == "_ReluDropoutMLPBackward") == fused
-        grads = torch.autograd.grad(out, [*mlp.parameters(), *([xs] if input_grad else [])], g)
+        grads = torch.autograd.grad(out, [*params, *([xs] if input_grad else [])], g)
         results.append((out, grads))
     (out, grads), (want, want_grads) = results
     assert torch.equal(out, want)
@@ -389,3 +392,85 @@ def test_the_one_node_mlp_gives_the_module_path_bits(in_dim, hidden, input_grad,
     mlp._fusable = True
     with kernels.use_native(False):
         assert mlp(x).grad_fn.name() != "_ReluDropoutMLPBackward"
+
+
+ADULT_CARDINALITIES = [9, 16, 7, 15, 6, 5, 2, 42, 17, 21, 12, 8, 15]  # Adult's categorical fields
+
+
+def adult_like_lookup(batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids (B, F), rows (B F,) with the fields' offsets, row_field (R,)) over ADULT_CARDINALITIES."""
+    gen = torch.Generator().manual_seed(seed)
+    cards = torch.tensor(ADULT_CARDINALITIES)
+    ids = torch.stack([torch.randint(0, int(c), (batch,), generator=gen) for c in cards], 1)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), cards.cumsum(0)[:-1]])
+    return ids, (ids + offsets).reshape(-1), torch.repeat_interleave(torch.arange(len(cards)), cards)
+
+
+@pytest.mark.parametrize(("batch", "n_tail"), [(1024, 5), (633, 0), (3, 2)])
+def test_the_folded_first_layer_equals_the_product_with_the_looked_up_rows(batch, n_tail):
+    """fold.forward / backward (the first layer through the table's rows) against the product
+    with the written-out input: equal to float rounding, and the same bits at 1 and 2 threads."""
+    assert native.library("fold", fold.SIGNATURES) is not None, "the C kernel did not build on this machine"
+    _, rows_, row_field = adult_like_lookup(batch)
+    fields, dim, width = len(ADULT_CARDINALITIES), 16, 64
+    torch.manual_seed(0)
+    table = torch.randn(sum(ADULT_CARDINALITIES), dim)
+    weight, bias = torch.randn(width, fields * dim + n_tail) * 0.1, torch.randn(width)
+    tail = torch.randn(batch, n_tail) if n_tail else None
+    dz = torch.randn(batch, width)
+    results = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append((fold.forward(table, weight, bias, rows_, row_field, fields, tail),
+                            *fold.backward(dz, rows_, row_field, fields, tail, table, weight)))
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+    want = (fold.reference_forward(table, weight, bias, rows_, fields, tail),
+            *fold.reference_backward(dz, rows_, fields, tail, table, weight))
+    for got, ref in zip(results[0], want):
+        assert got.shape == ref.shape
+        assert (got - ref).abs().max() <= 1e-5 * ref.abs().max()  # float rounding, other sum orders
+
+
+def test_an_mlp_over_a_small_tables_lookup_folds_its_first_layer_and_a_large_ones_does_not(monkeypatch):
+    """MLP(FusedEmbedding.lookup(ids, cont), head): in training the first layer goes through the
+    table's rows (fold) and gives the written-out input's output and gradients up to float
+    rounding; with folding off, its bits; a table too large to keep its rows' fields is never
+    folded, nor is a batch too small for it to pay."""
+    from torch import nn
+
+    from models.layers import MLP, FusedEmbedding
+
+    monkeypatch.setattr(onednn, "faster_than_mkl", lambda: False)
+    calls = []
+    real_forward = fold.forward
+    monkeypatch.setattr(fold, "forward", lambda *a: (calls.append(1), real_forward(*a))[1])
+    torch.manual_seed(0)
+    emb = FusedEmbedding(ADULT_CARDINALITIES, 16, init_std=0.5)
+    mlp, head = MLP(len(ADULT_CARDINALITIES) * 16 + 5, (64, 32), dropout=0.2), nn.Linear(32, 1)
+    ids, _, _ = adult_like_lookup(512)
+    cont, g = torch.randn(512, 5), torch.randn(512, 1)
+    params = [*emb.parameters(), *mlp.parameters(), *head.parameters()]
+
+    def run(lookup: bool):
+        torch.manual_seed(7)
+        out = mlp(emb.lookup(ids, cont) if lookup else emb.flat(ids, cont), head=head)
+        return out, torch.autograd.grad(out, params, g)
+
+    (out, grads), (want, want_grads) = run(True), run(False)
+    assert len(calls) == 1
+    assert (out - want).abs().max() <= 1e-5 * want.abs().max()
+    assert all((a - b).abs().max() <= 1e-5 * b.abs().max() for a, b in zip(grads, want_grads))
+    monkeypatch.setattr(fold, "ROWS_PER_LOOKUP", 10**9)  # never pays: the input is written out
+    out, grads = run(True)
+    assert len(calls) == 1 and torch.equal(out, want) and all(torch.equal(a, b) for a, b in zip(grads, want_grads))
+    monkeypatch.setattr(fold, "ROWS_PER_LOOKUP", 4)
+    assert mlp(emb.lookup(ids[:8], cont[:8]), head=head).shape == (8, 1) and len(calls) == 1  # 104 rows for 177
+    big = FusedEmbedding([70_000], 4)
+    assert big.row_field is None
+    MLP(4, (8,), dropout=0.2)(big.lookup(torch.randint(0, 70_000, (20_000, 1))))
+    assert len(calls) == 1
+    assert mlp.eval()(emb.lookup(ids, cont), head=head).shape == (512, 1) and len(calls) == 1  # eval: written out
