@@ -65,5 +65,6 @@ class DeepFM(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         linear, emb = self.base(batch)  # (B, 1), (B, F + C, D)
         y_fm = linear + self.fm(emb)  # (B, 1)
-        y_dnn = self.head(self.mlp(emb.flatten(1)))  # (B, (F + C) D) -> (B, 1)
+        # (B, (F + C) D) -> (B, 1); the MLP's input as a lookup: its first layer may fold through the table
+        y_dnn = self.mlp(self.base.embedding.lookup(batch["cat"], batch["cont"]), head=self.head)
         return (y_fm + y_dnn).squeeze(1)  # (B,)

@@ -1,16 +1,17 @@
 /* An MLP's first layer over looked-up embeddings, folded through the table
  * (see models/kernels/fold.py):
  *
- *     z[b] = bias + sum_f W_f e(rows[b F + f]) + W_c tail[b]      x = [e_1 .. e_F, tail], z = W x + bias
- *          = bias + sum_f P[rows[b F + f]] + W_c tail[b]          P[r] = W_{field(r)} e(r)   (R x H)
+ *     z[b] = bias + sum_f W_f e(rows[b F + f]) + T tail[b]      x = [e_1 .. e_F, tail'], z = W x + bias
+ *          = bias + sum_f P[rows[b F + f]] + T tail[b]          P[r] = W_{field(r)} e(r)   (R x H)
  *
- * W_f is the H x D block of W's columns for field f, W_c the H x C block for the tail. Where a
+ * W_f is the H x D block of W's columns for field f; T (H x C) is what the tail's C values are
+ * multiplied by (fold.py: W's tail columns, or with a vector per tail value their products). Where a
  * table's R rows are few next to the B F rows a batch looks up, P costs R D H multiply-adds
  * instead of the B F D H of the product with x, and the backward likewise works per table row:
  *
  *     G[r]     = sum over (b, f) with rows[b F + f] = r of dz[b]          (R x H)
  *     dtable[r] = W_{field(r)}^T G[r]      dW_f = sum_{r in f} G[r] e(r)^T      dbias = sum_b dz[b]
- *     dW_c     = sum_b dz[b] tail[b]^T
+ *     A[c]     = sum_b tail[b, c] dz[b]   (C x H, from which fold.py makes the tail's gradients)
  *
  * Every output element is summed in one fixed order (rows, then fields, then the tail; batch
  * rows in order), whatever the number of threads: the same bits at any thread count. */
@@ -31,10 +32,10 @@ static void transpose(const float *w, int64_t ld, float *wt, int64_t n, int64_t 
 
 MULTIVERSION
 void fold_forward(const float *table, const float *w, int64_t ld, const float *bias, const int64_t *rows,
-                  const int64_t *row_field, const float *tail, int64_t ld_tail, float *wt, float *products,
-                  float *z, int64_t n_rows, int64_t dim, int64_t fields, int64_t n_tail, int64_t width,
-                  int64_t batch) {
-    const int64_t h = width, n = fields * dim + n_tail;
+                  const int64_t *row_field, const float *tail, int64_t ld_tail, const float *tail_w, float *wt,
+                  float *products, float *z, int64_t n_rows, int64_t dim, int64_t fields, int64_t n_tail,
+                  int64_t width, int64_t batch) {
+    const int64_t h = width, n = fields * dim;
 #pragma omp parallel
     {
         transpose(w, ld, wt, n, h); /* ends in a barrier */
@@ -56,7 +57,7 @@ void fold_forward(const float *table, const float *w, int64_t ld, const float *b
                 for (int64_t i = 0; i < h; i++) out[i] += p[i];
             }
             for (int64_t c = 0; c < n_tail; c++) {
-                const float x = tail[b * ld_tail + c], *wc = wt + (fields * dim + c) * h;
+                const float x = tail[b * ld_tail + c], *wc = tail_w + c * h;
                 for (int64_t i = 0; i < h; i++) out[i] += x * wc[i];
             }
         }
@@ -66,12 +67,12 @@ void fold_forward(const float *table, const float *w, int64_t ld, const float *b
 MULTIVERSION
 void fold_backward(const float *dz, const int64_t *rows, const int64_t *row_field, const float *tail,
                    int64_t ld_tail, const float *table, const float *w, int64_t ld, float *g, float *tail_acc,
-                   float *dtable, float *dw, float *dbias, int64_t n_rows, int64_t dim, int64_t fields,
-                   int64_t n_tail, int64_t width, int64_t batch) {
+                   float *dtable, float *dw, int64_t ld_dw, float *dbias, int64_t n_rows, int64_t dim,
+                   int64_t fields, int64_t n_tail, int64_t width, int64_t batch) {
     const int64_t h = width;
 #pragma omp parallel
     {
-        /* G, dbias and dW_c, each thread over its own columns of H: no two threads write one place */
+        /* G, dbias and A, each thread over its own columns of H: no two threads write one place */
 #pragma omp for schedule(static)
         for (int64_t c0 = 0; c0 < h; c0 += CHUNK) {
             const int64_t c1 = c0 + CHUNK < h ? c0 + CHUNK : h;
@@ -94,8 +95,6 @@ void fold_backward(const float *dz, const int64_t *rows, const int64_t *row_fiel
                     for (int64_t i = c0; i < c1; i++) acc[i] += x * d[i];
                 }
             }
-            for (int64_t i = c0; i < c1; i++)
-                for (int64_t c = 0; c < n_tail; c++) dw[i * ld + fields * dim + c] = tail_acc[c * h + i];
         }
         /* dtable[r] = W_{field(r)}^T G[r]: a D-vector accumulated over H, in W's own layout */
 #pragma omp for schedule(static)
@@ -110,7 +109,7 @@ void fold_backward(const float *dz, const int64_t *rows, const int64_t *row_fiel
         /* dW_f[i] = sum over the rows r of field f of G[r, i] e(r) */
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < h; i++) {
-            float *out = dw + i * ld;
+            float *out = dw + i * ld_dw;
             for (int64_t j = 0; j < fields * dim; j++) out[j] = 0.0f;
             for (int64_t r = 0; r < n_rows; r++) {
                 const float x = g[r * h + i], *e = table + r * dim;

@@ -26,21 +26,24 @@ from models.kernels import native
 
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 SIGNATURES = {
-    "fold_forward": [_PTR, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, _I64, _PTR, _PTR, _PTR] + [_I64] * 6,
-    "fold_backward": [_PTR, _PTR, _PTR, _PTR, _I64, _PTR, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, _PTR] + [_I64] * 6,
+    "fold_forward": [_PTR, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, _I64, _PTR, _PTR, _PTR, _PTR] + [_I64] * 6,
+    "fold_backward": [_PTR, _PTR, _PTR, _PTR, _I64, _PTR, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, _I64, _PTR]
+    + [_I64] * 6,
 }
 ROWS_PER_LOOKUP = 4  # fold when the batch looks up at least this many rows per table row
 
 
 class Lookup(NamedTuple):
     """An MLP's input not written out yet: [table[rows[b F]], ..., table[rows[b F + F - 1]], tail[b]]
-    for each batch row b (`layers.FusedEmbedding.lookup`). `flat()` writes it out (B, F D + C)."""
+    for each batch row b (`layers.FusedEmbedding.lookup`). `flat()` writes it out (B, F D + C),
+    or (B, F D + C V) with `tail_vectors`."""
 
     table: torch.Tensor  # (R, D), the embedding table
     rows: torch.Tensor  # (B F,) int64
     fields: int
     row_field: torch.Tensor | None  # (R,) int64, the field of each table row (None: not kept)
     tail: torch.Tensor | None  # (B, C)
+    tail_vectors: torch.Tensor | None  # (C, V): the input has tail[b, c] * tail_vectors[c] for each c
     sparse: bool  # the table's gradient is sparse (large tables)
     flat: Callable[[], torch.Tensor]
 
@@ -59,71 +62,89 @@ def available(*tensors: torch.Tensor) -> bool:
     return native.plain_float32(*tensors) and _library() is not None
 
 
-def _pointer(t: torch.Tensor | None) -> int:
-    return 0 if t is None else t.data_ptr()
+def _unit_stride(t: torch.Tensor | None) -> torch.Tensor | None:
+    return t if t is None or t.stride(-1) == 1 else t.contiguous()
+
+
+def _tail_weight(weight: torch.Tensor, width: int, n_tail: int, vectors: torch.Tensor | None) -> torch.Tensor:
+    """(C, H): what each tail value multiplies, from W's tail columns (H, C), or (H, C V) with a
+    vector per tail value (the value times its vector is the input)."""
+    if vectors is None:
+        return weight.t().contiguous()
+    return (weight.view(width, n_tail, -1) * vectors).sum(2).t().contiguous()
 
 
 def forward(table: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor,
-            row_field: torch.Tensor, fields: int, tail: torch.Tensor | None) -> torch.Tensor:
-    """z (B, H) = weight @ [table[rows[b F]], ..., table[rows[b F + F - 1]], tail[b]] + bias for each
-    batch row b. table (R, D), weight (H, F D + C), bias (H,), rows (B F,) int64, row_field (R,)
-    int64 the field of each table row, tail (B, C) or None."""
-    lib = _library()
+            row_field: torch.Tensor, fields: int, tail: torch.Tensor | None,
+            tail_vectors: torch.Tensor | None = None) -> torch.Tensor:
+    """z (B, H) = weight @ x[b] + bias for each batch row b, x[b] = [table[rows[b F]], ...,
+    table[rows[b F + F - 1]], tail[b]] (with `tail_vectors` (C, V): tail[b, c] * tail_vectors[c]
+    for each c). table (R, D), weight (H, F D + C or C V), bias (H,), rows (B F,) int64,
+    row_field (R,) int64 the field of each table row, tail (B, C) or None."""
     n_rows, dim = table.shape
-    width, batch = weight.shape[0], rows.numel() // fields
-    n_tail = 0 if tail is None else tail.shape[1]
+    width, batch, n_tail = weight.shape[0], rows.numel() // fields, 0 if tail is None else tail.shape[1]
     table, bias, rows, row_field = table.contiguous(), bias.contiguous(), rows.contiguous(), row_field.contiguous()
-    if weight.stride(1) != 1:
-        weight = weight.contiguous()
-    if tail is not None and tail.stride(1) != 1:
-        tail = tail.contiguous()
-    wt = table.new_empty(fields * dim + n_tail, width)  # weight transposed, a scratch
+    weight, tail = _unit_stride(weight), _unit_stride(tail)
+    tail_w = None if tail is None else _tail_weight(weight[:, fields * dim:], width, n_tail, tail_vectors)
+    wt = table.new_empty(fields * dim, width)  # W's embedding columns transposed: a scratch
     products = table.new_empty(n_rows, width)
     z = table.new_empty(batch, width)
-    lib.fold_forward(table.data_ptr(), weight.data_ptr(), weight.stride(0), bias.data_ptr(), rows.data_ptr(),
-                     row_field.data_ptr(), _pointer(tail), 0 if tail is None else tail.stride(0), wt.data_ptr(),
-                     products.data_ptr(), z.data_ptr(), n_rows, dim, fields, n_tail, width, batch)
+    _library().fold_forward(table.data_ptr(), weight.data_ptr(), weight.stride(0), bias.data_ptr(), rows.data_ptr(),
+                            row_field.data_ptr(), _pointer(tail), 0 if tail is None else tail.stride(0),
+                            _pointer(tail_w), wt.data_ptr(), products.data_ptr(), z.data_ptr(), n_rows, dim, fields,
+                            n_tail, width, batch)
     return z
 
 
 def backward(dz: torch.Tensor, rows: torch.Tensor, row_field: torch.Tensor, fields: int, tail: torch.Tensor | None,
-             table: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(d table (R, D), d weight (H, F D + C), d bias (H,)) from dz = d z (B, H)."""
-    lib = _library()
+             table: torch.Tensor, weight: torch.Tensor, tail_vectors: torch.Tensor | None = None,
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(d table (R, D), d weight, d bias (H,), d tail_vectors or None) from dz = d z (B, H)."""
     n_rows, dim = table.shape
-    width, batch = weight.shape[0], rows.numel() // fields
-    n_tail = 0 if tail is None else tail.shape[1]
+    width, batch, n_tail = weight.shape[0], rows.numel() // fields, 0 if tail is None else tail.shape[1]
     dz, table, rows, row_field = dz.contiguous(), table.contiguous(), rows.contiguous(), row_field.contiguous()
-    if weight.stride(1) != 1:
-        weight = weight.contiguous()
-    if tail is not None and tail.stride(1) != 1:
-        tail = tail.contiguous()
-    n = fields * dim + n_tail
+    weight, tail = _unit_stride(weight), _unit_stride(tail)
     g = table.new_empty(n_rows, width)
-    tail_acc = table.new_empty(max(n_tail, 1), width)
-    dtable, dweight, dbias = table.new_empty(n_rows, dim), table.new_empty(width, n), table.new_empty(width)
-    lib.fold_backward(dz.data_ptr(), rows.data_ptr(), row_field.data_ptr(), _pointer(tail),
-                      0 if tail is None else tail.stride(0), table.data_ptr(), weight.data_ptr(), weight.stride(0),
-                      g.data_ptr(), tail_acc.data_ptr(), dtable.data_ptr(), dweight.data_ptr(), dbias.data_ptr(),
-                      n_rows, dim, fields, n_tail, width, batch)
-    return dtable, dweight, dbias
+    tail_acc = table.new_empty(n_tail, width)  # A[c] = sum_b tail[b, c] dz[b]
+    dtable, dweight, dbias = table.new_empty(n_rows, dim), table.new_empty(weight.shape), table.new_empty(width)
+    _library().fold_backward(dz.data_ptr(), rows.data_ptr(), row_field.data_ptr(), _pointer(tail),
+                             0 if tail is None else tail.stride(0), table.data_ptr(), weight.data_ptr(),
+                             weight.stride(0), g.data_ptr(), _pointer(tail_acc), dtable.data_ptr(), dweight.data_ptr(),
+                             dweight.stride(0), dbias.data_ptr(), n_rows, dim, fields, n_tail, width, batch)
+    dvectors = None
+    if tail is not None:
+        if tail_vectors is None:
+            dweight[:, fields * dim:] = tail_acc.t()
+        else:  # W_c u_c took tail[b, c]: d W_c = A[c] u_c^T, d u_c = W_c^T A[c]
+            dweight[:, fields * dim:] = (tail_acc.t().unsqueeze(2) * tail_vectors).flatten(1)
+            dvectors = (weight[:, fields * dim:].view(width, n_tail, -1) * tail_acc.t().unsqueeze(2)).sum(0)
+    return dtable, dweight, dbias, dvectors
 
 
-def _flat_input(table: torch.Tensor, rows: torch.Tensor, fields: int, tail: torch.Tensor | None) -> torch.Tensor:
+def _pointer(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def _flat_input(table: torch.Tensor, rows: torch.Tensor, fields: int, tail: torch.Tensor | None,
+                vectors: torch.Tensor | None) -> torch.Tensor:
     x = table.index_select(0, rows).view(-1, fields * table.shape[1])
-    return x if tail is None else torch.cat([x, tail], dim=1)
+    if tail is None:
+        return x
+    return torch.cat([x, tail if vectors is None else (tail.unsqueeze(2) * vectors).flatten(1)], dim=1)
 
 
 def reference_forward(table: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor,
-                      fields: int, tail: torch.Tensor | None) -> torch.Tensor:
-    x = _flat_input(table, rows, fields, tail)
-    return torch.addmm(bias, x, weight[:, : x.shape[1]].t())
+                      fields: int, tail: torch.Tensor | None, tail_vectors: torch.Tensor | None = None) -> torch.Tensor:
+    return torch.addmm(bias, _flat_input(table, rows, fields, tail, tail_vectors), weight.t())
 
 
 def reference_backward(dz: torch.Tensor, rows: torch.Tensor, fields: int, tail: torch.Tensor | None,
-                       table: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    x = _flat_input(table, rows, fields, tail)
+                       table: torch.Tensor, weight: torch.Tensor, tail_vectors: torch.Tensor | None = None,
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     dim = table.shape[1]
-    dx = dz.mm(weight[:, : fields * dim]).view(-1, dim)
-    dtable = table.new_zeros(table.shape).index_add_(0, rows, dx)
-    return dtable, dz.t().mm(x), dz.sum(0)
+    dx = dz.mm(weight)
+    dtable = table.new_zeros(table.shape).index_add_(0, rows, dx[:, : fields * dim].reshape(-1, dim))
+    dvectors = None
+    if tail_vectors is not None:
+        dvectors = (dx[:, fields * dim:].view(len(dz), *tail_vectors.shape) * tail.unsqueeze(2)).sum(0)
+    return dtable, dz.t().mm(_flat_input(table, rows, fields, tail, tail_vectors)), dz.sum(0), dvectors

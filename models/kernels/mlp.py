@@ -32,24 +32,26 @@ from models.kernels.fold import Lookup
 
 class _ReluDropoutMLP(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, p: float, head: bool, lookup: tuple | None, *params: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, tail_vectors: torch.Tensor | None, p: float, head: bool, lookup: tuple | None,
+                *params: torch.Tensor) -> torch.Tensor:
         """params: (weight, bias) of each layer, then of the head when `head`. With `lookup` =
         (rows, row_field, fields, tail), x is an embedding table and the first layer's input is
-        [x[rows[b F]], ..., x[rows[b F + F - 1]], tail[b]], folded through the table (`fold`)."""
+        [x[rows[b F]], ..., x[rows[b F + F - 1]], tail[b]] (tail[b, c] * tail_vectors[c] for each c
+        when given), folded through the table (`fold`)."""
         drop, scale = rd.threshold(p)
         weights, biases = params[::2], params[1::2]
         h, outputs, keys = x, [], []
         for i, (weight, bias) in enumerate(zip(weights[: len(weights) - head], biases)):
             k1, k2 = rd.draw_keys()
             if i == 0 and lookup is not None:
-                z = fold.forward(x, weight, bias, lookup[0], lookup[1], lookup[2], lookup[3])
+                z = fold.forward(x, weight, bias, *lookup, tail_vectors)
             else:
                 z = torch.addmm(bias, h, weight.t())
             h = rd.fused_forward(z, k1, k2, drop, scale, True)
             outputs.append(h)
             keys.append((k1, k2))
         rows, row_field, fields, tail = lookup if lookup is not None else (None, None, 0, None)
-        ctx.save_for_backward(x, *outputs, *weights, rows, row_field, tail)
+        ctx.save_for_backward(x, *outputs, *weights, rows, row_field, tail, tail_vectors)
         ctx.keys, ctx.drop, ctx.scale, ctx.head, ctx.fields = keys, drop, scale, head, fields
         return torch.addmm(biases[-1], h, weights[-1].t()) if head else h
 
@@ -57,8 +59,8 @@ class _ReluDropoutMLP(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dy: torch.Tensor):
         saved, layers = ctx.saved_tensors, len(ctx.keys)
-        rows, row_field, tail = saved[-3:]
-        saved = saved[:-3]
+        rows, row_field, tail, tail_vectors = saved[-4:]
+        saved, dvectors = saved[:-4], None
         inputs, outputs, weights = saved[:layers], saved[1 : layers + 1], saved[layers + 1 :]
         grads: list[torch.Tensor | None] = [None] * (2 * len(weights))
         dh = dy
@@ -69,12 +71,13 @@ class _ReluDropoutMLP(torch.autograd.Function):
             k1, k2 = ctx.keys[i]
             dz = rd.fused_backward(dh, outputs[i], k1, k2, ctx.drop, ctx.scale, True)
             if i == 0 and rows is not None:
-                dh, grads[0], grads[1] = fold.backward(dz, rows, row_field, ctx.fields, tail, inputs[0], weights[0])
+                dh, grads[0], grads[1], dvectors = fold.backward(dz, rows, row_field, ctx.fields, tail, inputs[0],
+                                                                 weights[0], tail_vectors)
                 break
             grads[2 * i] = dz.t().mm(inputs[i])  # as autograd's addmm: dz^T x, laid out as the weight
             grads[2 * i + 1] = dz.sum(0)
             dh = dz.mm(weights[i]) if i > 0 or ctx.needs_input_grad[0] else None
-        return (dh, None, None, None, *grads)
+        return (dh, dvectors, None, None, None, *grads)
 
 
 def mlp(x: torch.Tensor | Lookup, linears: Sequence[torch.nn.Linear], p: float,
@@ -88,14 +91,15 @@ def mlp(x: torch.Tensor | Lookup, linears: Sequence[torch.nn.Linear], p: float,
     if not (0.0 < p < 1.0 and torch.is_grad_enabled() and all(t is not None for t in params)
             and native.plain_float32(*params) and rd.kernel_in_use() == "native" and not onednn.in_use()):
         return None
-    lookup = None
+    lookup = vectors = None
     if isinstance(x, Lookup):
+        tail = [t for t in (x.tail, x.tail_vectors) if t is not None]
         if (x.row_field is not None and not x.sparse and (x.tail is None or not x.tail.requires_grad)
                 and fold.worthwhile(x.table.shape[0], x.rows.numel() // x.fields, x.fields)
-                and fold.available(x.table, *([] if x.tail is None else [x.tail]))):
-            lookup, x = (x.rows, x.row_field, x.fields, x.tail), x.table
+                and fold.available(x.table, *tail)):
+            lookup, vectors, x = (x.rows, x.row_field, x.fields, x.tail), x.tail_vectors, x.table
         else:
             x = x.flat()
     if not (native.plain_float32(x) and (lookup is not None or (x.dim() == 2 and x.shape[0] > 0))):
         return None
-    return _ReluDropoutMLP.apply(x, p, head is not None, lookup, *params)
+    return _ReluDropoutMLP.apply(x, vectors, p, head is not None, lookup, *params)

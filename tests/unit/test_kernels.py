@@ -406,16 +406,20 @@ def adult_like_lookup(batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Te
     return ids, (ids + offsets).reshape(-1), torch.repeat_interleave(torch.arange(len(cards)), cards)
 
 
-@pytest.mark.parametrize(("batch", "n_tail"), [(1024, 5), (633, 0), (3, 2)])
-def test_the_folded_first_layer_equals_the_product_with_the_looked_up_rows(batch, n_tail):
+@pytest.mark.parametrize(("batch", "n_tail", "vectors"), [(1024, 5, False), (633, 0, False), (3, 2, False),
+                                                        (1024, 5, True)])
+def test_the_folded_first_layer_equals_the_product_with_the_looked_up_rows(batch, n_tail, vectors):
     """fold.forward / backward (the first layer through the table's rows) against the product
-    with the written-out input: equal to float rounding, and the same bits at 1 and 2 threads."""
+    with the written-out input (the tail as it is, or each value times its vector): equal to float
+    rounding, and the same bits at 1 and 2 threads."""
     assert native.library("fold", fold.SIGNATURES) is not None, "the C kernel did not build on this machine"
     _, rows_, row_field = adult_like_lookup(batch)
     fields, dim, width = len(ADULT_CARDINALITIES), 16, 64
     torch.manual_seed(0)
     table = torch.randn(sum(ADULT_CARDINALITIES), dim)
-    weight, bias = torch.randn(width, fields * dim + n_tail) * 0.1, torch.randn(width)
+    tail_vectors = torch.randn(n_tail, dim) if vectors else None
+    weight = torch.randn(width, fields * dim + n_tail * (dim if vectors else 1)) * 0.1
+    bias = torch.randn(width)
     tail = torch.randn(batch, n_tail) if n_tail else None
     dz = torch.randn(batch, width)
     results = []
@@ -423,41 +427,54 @@ def test_the_folded_first_layer_equals_the_product_with_the_looked_up_rows(batch
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            results.append((fold.forward(table, weight, bias, rows_, row_field, fields, tail),
-                            *fold.backward(dz, rows_, row_field, fields, tail, table, weight)))
+            results.append((fold.forward(table, weight, bias, rows_, row_field, fields, tail, tail_vectors),
+                            *fold.backward(dz, rows_, row_field, fields, tail, table, weight, tail_vectors)))
     finally:
         torch.set_num_threads(before)
-    assert all(torch.equal(a, b) for a, b in zip(*results))
-    want = (fold.reference_forward(table, weight, bias, rows_, fields, tail),
-            *fold.reference_backward(dz, rows_, fields, tail, table, weight))
-    for got, ref in zip(results[0], want):
-        assert got.shape == ref.shape
-        assert (got - ref).abs().max() <= 1e-5 * ref.abs().max()  # float rounding, other sum orders
+    assert (results[0][-1] is None) == (not vectors)
+    got = [t for t in results[0] if t is not None]
+    assert all(torch.equal(a, b) for a, b in zip(got, [t for t in results[1] if t is not None]))
+    want = [t for t in (fold.reference_forward(table, weight, bias, rows_, fields, tail, tail_vectors),
+                        *fold.reference_backward(dz, rows_, fields, tail, table, weight, tail_vectors)) if t is not None]
+    assert len(got) == len(want)
+    for a, ref in zip(got, want):
+        assert a.shape == ref.shape
+        assert (a - ref).abs().max() <= 1e-5 * ref.abs().max()  # float rounding, other sum orders
 
 
-def test_an_mlp_over_a_small_tables_lookup_folds_its_first_layer_and_a_large_ones_does_not(monkeypatch):
-    """MLP(FusedEmbedding.lookup(ids, cont), head): in training the first layer goes through the
-    table's rows (fold) and gives the written-out input's output and gradients up to float
-    rounding; with folding off, its bits; a table too large to keep its rows' fields is never
-    folded, nor is a batch too small for it to pay."""
+@pytest.mark.parametrize("field_vectors", [False, True])
+def test_an_mlp_over_a_small_tables_lookup_folds_its_first_layer_and_a_large_ones_does_not(field_vectors, monkeypatch):
+    """MLP(FusedEmbedding.lookup(ids, cont), head), or with a vector per continuous column
+    (FieldEmbedding.lookup, DeepFM's input): in training the first layer goes through the table's
+    rows (fold) and gives the written-out input's output and gradients up to float rounding;
+    with folding off, its bits; a table too large to keep its rows' fields is never folded, nor
+    is a batch too small for it to pay."""
     from torch import nn
 
-    from models.layers import MLP, FusedEmbedding
+    from models.layers import MLP, FieldEmbedding, FusedEmbedding
 
     monkeypatch.setattr(onednn, "faster_than_mkl", lambda: False)
     calls = []
     real_forward = fold.forward
     monkeypatch.setattr(fold, "forward", lambda *a: (calls.append(1), real_forward(*a))[1])
     torch.manual_seed(0)
-    emb = FusedEmbedding(ADULT_CARDINALITIES, 16, init_std=0.5)
-    mlp, head = MLP(len(ADULT_CARDINALITIES) * 16 + 5, (64, 32), dropout=0.2), nn.Linear(32, 1)
+    fields = len(ADULT_CARDINALITIES)
+    if field_vectors:
+        emb = FieldEmbedding(ADULT_CARDINALITIES, 5, 16, init_std=0.5)
+        written_out = lambda ids, cont: emb(ids, cont).flatten(1)  # noqa: E731
+    else:
+        emb = FusedEmbedding(ADULT_CARDINALITIES, 16, init_std=0.5)
+        written_out = emb.flat
+    mlp = MLP(fields * 16 + 5 * (16 if field_vectors else 1), (64, 32), dropout=0.2)
+    head = nn.Linear(32, 1)
     ids, _, _ = adult_like_lookup(512)
     cont, g = torch.randn(512, 5), torch.randn(512, 1)
     params = [*emb.parameters(), *mlp.parameters(), *head.parameters()]
+    assert len(params) == 7 + field_vectors  # the table (and the vectors), 2 layers and the head
 
     def run(lookup: bool):
         torch.manual_seed(7)
-        out = mlp(emb.lookup(ids, cont) if lookup else emb.flat(ids, cont), head=head)
+        out = mlp(emb.lookup(ids, cont) if lookup else written_out(ids, cont), head=head)
         return out, torch.autograd.grad(out, params, g)
 
     (out, grads), (want, want_grads) = run(True), run(False)
