@@ -91,8 +91,9 @@ class AutoInt(nn.Module):
         self.mlp_head = nn.Linear(self.mlp.out_dim, 1, bias=False) if self.mlp is not None else None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        emb = self.embedding(id_inputs(batch, self.config.use_crosses), batch["cont"])  # (B, F + C, D)
+        ids = id_inputs(batch, self.config.use_crosses)
+        emb = self.embedding(ids, batch["cont"])  # (B, F + C, D)
         y = self.head(self.layers(emb).flatten(1))  # (B, F + C, H d') -> (B, 1)
-        if self.mlp is not None:
-            y = y + self.mlp_head(self.mlp(emb.flatten(1)))  # (B, (F + C) D) -> (B, 1)
+        if self.mlp is not None:  # (B, (F + C) D) -> (B, 1), its first layer maybe folded through the table
+            y = y + self.mlp(self.embedding.lookup(ids, batch["cont"], emb.flatten(1)), head=self.mlp_head)
         return y.squeeze(1)  # (B,)

@@ -66,5 +66,5 @@ class DeepFM(nn.Module):
         linear, emb = self.base(batch)  # (B, 1), (B, F + C, D)
         y_fm = linear + self.fm(emb)  # (B, 1)
         # (B, (F + C) D) -> (B, 1); the MLP's input as a lookup: its first layer may fold through the table
-        y_dnn = self.mlp(self.base.embedding.lookup(batch["cat"], batch["cont"]), head=self.head)
+        y_dnn = self.mlp(self.base.embedding.lookup(batch["cat"], batch["cont"], emb.flatten(1)), head=self.head)
         return (y_fm + y_dnn).squeeze(1)  # (B,)

@@ -195,15 +195,17 @@ class FusedEmbedding(nn.Module):
         return _RowLookup.apply(self.embedding.weight, self._rows(ids), self.num_fields, tail, tail_vectors,
                                 self.embedding.sparse)
 
-    def lookup(self, ids: torch.Tensor, tail: torch.Tensor | None = None,
-               tail_vectors: torch.Tensor | None = None) -> kernels.Lookup | torch.Tensor:
+    def lookup(self, ids: torch.Tensor, tail: torch.Tensor | None = None, tail_vectors: torch.Tensor | None = None,
+               written: torch.Tensor | None = None) -> kernels.Lookup | torch.Tensor:
         """`flat(ids, tail, tail_vectors)` not written out yet, for an MLP (`MLP.forward`) to fold
-        its first layer through this table where that pays (`kernels.fold`); the tensor itself
-        when there are no fields."""
+        its first layer through this table where that pays (`kernels.fold`); `written`: that
+        flat tensor when the caller has it already (what the MLP gets where it does not fold).
+        The tensor itself when there are no fields."""
         if self.num_fields == 0:
-            return self.flat(ids, tail, tail_vectors)
+            return self.flat(ids, tail, tail_vectors) if written is None else written
+        flat = functools.partial(self.flat, ids, tail, tail_vectors) if written is None else lambda: written
         return kernels.Lookup(self.embedding.weight, self._rows(ids), self.num_fields, self.row_field, tail,
-                              tail_vectors, self.embedding.sparse, functools.partial(self.flat, ids, tail, tail_vectors))
+                              tail_vectors, self.embedding.sparse, flat)
 
     def field_sum(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, D): the sum of each batch row's F embeddings."""
@@ -393,9 +395,11 @@ class FieldEmbedding(nn.Module):
             return self.ids(ids)  # (B, F, D)
         return self.ids.flat(ids, cont, self.cont).view(ids.shape[0], self.num_fields, self.dim)  # (B, F + C, D)
 
-    def lookup(self, ids: torch.Tensor, cont: torch.Tensor) -> kernels.Lookup | torch.Tensor:
-        """`forward(ids, cont).flatten(1)` not written out yet, for an `MLP` (see `FusedEmbedding.lookup`)."""
-        return self.ids.lookup(ids, None if self.cont is None else cont, self.cont)
+    def lookup(self, ids: torch.Tensor, cont: torch.Tensor, written: torch.Tensor | None = None,
+               ) -> kernels.Lookup | torch.Tensor:
+        """`forward(ids, cont).flatten(1)` not written out yet, for an `MLP` (see `FusedEmbedding.lookup`;
+        `written`: that (B, (F + C) D) tensor when the caller has it)."""
+        return self.ids.lookup(ids, None if self.cont is None else cont, self.cont, written)
 
 
 def id_fields(schema, use_crosses: bool) -> list:

@@ -68,5 +68,7 @@ class XDeepFM(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         y, emb = self.base(batch)  # (B, 1), (B, F + C, D)
         y = y + self.cin_head(self.cin(emb))  # (B, sum H_k) -> (B, 1)
-        y = y + self.mlp_head(self.mlp(emb.flatten(1)))  # (B, (F + C) D) -> (B, 1)
+        # (B, (F + C) D) -> (B, 1); the MLP's input as a lookup: its first layer may fold through the table
+        y = y + self.mlp(self.base.embedding.lookup(batch["cat"], batch["cont"], emb.flatten(1)),
+                         head=self.mlp_head)
         return y.squeeze(1)  # (B,)

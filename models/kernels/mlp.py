@@ -34,7 +34,7 @@ class _ReluDropoutMLP(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, tail_vectors: torch.Tensor | None, p: float, head: bool, lookup: tuple | None,
                 *params: torch.Tensor) -> torch.Tensor:
-        """params: (weight, bias) of each layer, then of the head when `head`. With `lookup` =
+        """params: (weight, bias) of each layer, then of the head when `head` (its bias may be None). With `lookup` =
         (rows, row_field, fields, tail), x is an embedding table and the first layer's input is
         [x[rows[b F]], ..., x[rows[b F + F - 1]], tail[b]] (tail[b, c] * tail_vectors[c] for each c
         when given), folded through the table (`fold`)."""
@@ -53,7 +53,10 @@ class _ReluDropoutMLP(torch.autograd.Function):
         rows, row_field, fields, tail = lookup if lookup is not None else (None, None, 0, None)
         ctx.save_for_backward(x, *outputs, *weights, rows, row_field, tail, tail_vectors)
         ctx.keys, ctx.drop, ctx.scale, ctx.head, ctx.fields = keys, drop, scale, head, fields
-        return torch.addmm(biases[-1], h, weights[-1].t()) if head else h
+        ctx.head_bias = head and biases[-1] is not None
+        if not head:
+            return h
+        return h.mm(weights[-1].t()) if biases[-1] is None else torch.addmm(biases[-1], h, weights[-1].t())
 
     @staticmethod
     @once_differentiable
@@ -65,7 +68,7 @@ class _ReluDropoutMLP(torch.autograd.Function):
         grads: list[torch.Tensor | None] = [None] * (2 * len(weights))
         dh = dy
         if ctx.head:  # as autograd's addmm: dy^T h for the weight, dy summed over rows for the bias
-            grads[-2:] = [dy.t().mm(outputs[-1]), dy.sum(0)]
+            grads[-2:] = [dy.t().mm(outputs[-1]), dy.sum(0) if ctx.head_bias else None]
             dh = dy.mm(weights[-1])
         for i in reversed(range(layers)):
             k1, k2 = ctx.keys[i]
@@ -83,13 +86,14 @@ class _ReluDropoutMLP(torch.autograd.Function):
 def mlp(x: torch.Tensor | Lookup, linears: Sequence[torch.nn.Linear], p: float,
         head: torch.nn.Linear | None = None) -> torch.Tensor | None:
     """dropout(relu(linear_L(... dropout(relu(linear_1(x))) ...))) in training (0 < p < 1, every
-    linear with a bias), then `head(...)` when given (a Linear with a bias, no activation), or
+    linear with a bias), then `head(...)` when given (a Linear, no activation), or
     None where this path does not apply (see the module docstring). x: the input (B, N), or a
     `Lookup` of it, whose first layer is folded through the table where that pays (`fold`)."""
     layers = [*linears, *([head] if head is not None else [])]
     params = [t for layer in layers for t in (layer.weight, layer.bias)]
-    if not (0.0 < p < 1.0 and torch.is_grad_enabled() and all(t is not None for t in params)
-            and native.plain_float32(*params) and rd.kernel_in_use() == "native" and not onednn.in_use()):
+    given = params if head is None or head.bias is not None else params[:-1]
+    if not (0.0 < p < 1.0 and torch.is_grad_enabled() and all(t is not None for t in given)
+            and native.plain_float32(*given) and rd.kernel_in_use() == "native" and not onednn.in_use()):
         return None
     lookup = vectors = None
     if isinstance(x, Lookup):

@@ -361,7 +361,7 @@ def test_layers_linear_loads_nn_linear_checkpoints_and_takes_any_leading_dimensi
 
 
 @pytest.mark.parametrize(("in_dim", "hidden", "input_grad", "with_head"),
-                         [(213, (256, 128, 64), True, True), (7, (5,), False, False), (30, (16, 8), True, False)])
+                         [(213, (256, 128, 64), True, "bias"), (7, (5,), False, ""), (30, (16, 8), True, "no bias")])
 def test_the_one_node_mlp_gives_the_module_path_bits(in_dim, hidden, input_grad, with_head, monkeypatch):
     """kernels.mlp (one autograd node for Linear -> ReLU -> dropout layers, and the output layer
     when given) against the MLP's modules: the same output and gradients, bit for bit, with the
@@ -372,7 +372,7 @@ def test_the_one_node_mlp_gives_the_module_path_bits(in_dim, hidden, input_grad,
     monkeypatch.setattr(onednn, "faster_than_mkl", lambda: False)  # the products the module path runs here
     torch.manual_seed(0)
     mlp = MLP(in_dim, hidden, dropout=0.2)
-    head = torch.nn.Linear(hidden[-1], 1) if with_head else None
+    head = torch.nn.Linear(hidden[-1], 1, bias=with_head == "bias") if with_head else None
     x = torch.randn(300, in_dim)
     g = torch.randn(300, 1 if with_head else hidden[-1])
     params = [*mlp.parameters(), *(head.parameters() if with_head else [])]
