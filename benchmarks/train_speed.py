@@ -219,17 +219,18 @@ class _IndexSelect(torch.autograd.Function):
 
 @contextlib.contextmanager
 def old_pieces(dropout: bool, embedding: bool, linear: bool = False, row_sums: bool = False,
-               lookups: bool = False, mlp_modules: bool = False) -> Iterator[None]:
+               lookups: bool = False, mlp_modules: bool = False, unfolded: bool = False) -> Iterator[None]:
     """Patch the pre-issue implementations back in: `nn.functional.dropout` (bernoulli_ mask)
     after a separate ReLU, `nn.Embedding`'s dense gradient, torch's own float32 products
     (`F.linear`: MKL's sgemm) in the MLPs, torch's `index_add_` for the embedding gradients' row
-    sums, lookups as index_select, view and cat (or sum) in autograd, and the MLPs' layers as
-    modules (autograd nodes per layer) instead of one node."""
+    sums, lookups as index_select, view and cat (or sum) in autograd, the MLPs' layers as
+    modules (autograd nodes per layer) instead of one node, and their first layer as a product
+    with the written-out lookups instead of folded through the table."""
     from models import kernels, layers
-    from models.kernels import rows
+    from models.kernels import fold, rows
 
     saved = (layers.Dropout.forward, layers._RowLookup.apply, layers._RowSum.apply, kernels.linear,
-             kernels.rows_add, kernels.mlp)
+             kernels.rows_add, kernels.mlp, fold.ROWS_PER_LOOKUP)
     if dropout:
         def forward(self, x, relu=False):
             return nn.functional.dropout(torch.relu(x) if relu else x, self.p, self.training)
@@ -250,12 +251,14 @@ def old_pieces(dropout: bool, embedding: bool, linear: bool = False, row_sums: b
     if row_sums:
         kernels.rows_add = rows.reference
     if mlp_modules or dropout:  # the one-node MLP runs the C dropout
-        kernels.mlp = lambda x, linears, p: None
+        kernels.mlp = lambda x, linears, p, head=None: None
+    if unfolded:
+        fold.ROWS_PER_LOOKUP = 1 << 62
     try:
         yield
     finally:
         (layers.Dropout.forward, layers._RowLookup.apply, layers._RowSum.apply, kernels.linear,
-         kernels.rows_add, kernels.mlp) = saved
+         kernels.rows_add, kernels.mlp, fold.ROWS_PER_LOOKUP) = saved
 
 
 def one_adamw(model: nn.Module, lr: float, wide_lr: float) -> torch.optim.Optimizer:
@@ -320,12 +323,14 @@ def lever_rows(data: Any, epochs: int, threads: int) -> list[dict[str, Any]]:
     y = data.holdout_labels
 
     def row(name, adopted, build_opt, *, dropout=False, embedding=False, linear=False, row_sums=False,
-            lookups=False, mlp_modules=False, item=False, batch=None, autocast=False, compiled=False, native=True):
+            lookups=False, mlp_modules=False, unfolded=False, item=False, batch=None, autocast=False, compiled=False,
+            native=True):
         cfg = replace(config, batch_size=batch or config.batch_size, lr=config.lr * (1.5 if batch else 1),
                       wide_lr=config.wide_lr * (1.5 if batch else 1))
         model = build_model("wide_deep", data.schema, ADULT_HPARAMS, seed=0)
         load = os.getloadavg()[0]
-        with old_pieces(dropout, embedding, linear, row_sums, lookups, mlp_modules), kernels.use_native(native):
+        with old_pieces(dropout, embedding, linear, row_sums, lookups, mlp_modules, unfolded), \
+                kernels.use_native(native):
             sps = loop_samples_per_s(model, data, cfg, build_opt(model, cfg), item, autocast, compiled)
         auc = roc_auc(y, predict_proba(model, data.holdout))
         print(f"{name:58s} {sps:>9,.0f} samples/s  test AUC {auc:.4f}", flush=True)
@@ -361,7 +366,9 @@ def lever_rows(data: Any, epochs: int, threads: int) -> list[dict[str, Any]]:
         row("+ embedding gradients' row sums in C (models/kernels)", True, new_opt, lookups=True, mlp_modules=True),
         row("+ lookups gathered into one matrix, their row sums read in place (C)", True, new_opt,
             mlp_modules=True),
-        row("+ the MLP's Linear-ReLU-dropout layers as one autograd node", True, new_opt),
+        row("+ the MLP's Linear-ReLU-dropout layers (and its output layer) as one autograd node", True, new_opt,
+            unfolded=True),
+        row("+ the MLP's first layer folded through the embedding table's rows (C)", True, new_opt),
     ]
     model = build_model("wide_deep", data.schema, ADULT_HPARAMS, seed=0)
     load = os.getloadavg()[0]

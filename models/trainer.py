@@ -220,7 +220,8 @@ class TensorBatches:
     and a batch's own gather cost 0.3 ms of a 7.5 ms `deepfm` step on Adult, against 2.5 ms
     for a whole 29k-row epoch at once. An in-order batch is a view. `shard(rank, world, B)`:
     every world-th row of each epoch's permutation (from `rank`), and in order the rank's
-    contiguous block of rows.
+    contiguous block of rows. The whole split is one chunk, loaded once: each `check` runs on it
+    once (the first epoch), not every epoch (1.6 ms an epoch of 29 steps on Adult).
     """
 
     rank, world = 0, 1
@@ -233,6 +234,7 @@ class TensorBatches:
         self.data = {k: v.contiguous() for k, v in data.items()}
         self.batch_size, self.seed = batch_size, seed
         self.rows = int(self.data["cat"].shape[0])
+        self._passed: list[ChunkCheck] = []  # the checks the data passed (kept: their ids stay theirs)
 
     def shard(self, rank: int, world: int, batch_size: int) -> TensorBatches:
         return shard_of(self, rank, world, batch_size)
@@ -250,8 +252,9 @@ class TensorBatches:
         return n * self.rank // self.world, n * (self.rank + 1) // self.world
 
     def batches(self, epoch: int | None, check: ChunkCheck | None = None) -> Iterator[Batch]:
-        if check is not None:
+        if check is not None and not any(c is check for c in self._passed):
             check(self.data)  # the whole split is one chunk
+            self._passed.append(check)
         size = self.batch_size
         if epoch is None:
             lo, hi = self._block()

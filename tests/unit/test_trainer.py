@@ -233,8 +233,25 @@ def test_tensor_batches_every_row_once_seeded_per_epoch(monkeypatch):
     assert torch.equal(torch.cat([b["row_id"] for b in blocks]), order[1])
     assert all(torch.equal(b["cat"], data["cat"][b["row_id"]]) for b in blocks)
     checked = []
-    assert [b["cat"].shape[0] for b in src.batches(None, check=checked.append)][-1] == 1000 - 96 * 10
+    check = checked.append
+    assert [b["cat"].shape[0] for b in src.batches(None, check=check)][-1] == 1000 - 96 * 10
     assert len(checked) == 1 and checked[0]["cat"].shape[0] == 1000  # one check per chunk
+    for epoch in (1, 2, None):  # the split is loaded once: each check runs on it once
+        list(src.batches(epoch, check=check))
+    assert len(checked) == 1
+    other = []
+    list(src.batches(1, check=other.append))
+    assert len(other) == 1
+
+
+def test_tensor_batches_checked_once_still_fail_a_bad_split_every_epoch():
+    schema, data = planted(300, seed=8)
+    data["cat"][7, 0] = schema.categorical[0].cardinality  # one id past its field's range
+    src = TensorBatches(data, batch_size=64)
+    check = trainer.chunk_check(schema, "train")
+    for epoch in (1, 2):
+        with pytest.raises(ValueError, match="ids outside"):
+            next(src.batches(epoch, check=check))
 
 
 def test_fit_accepts_a_batch_source_like_a_dict():
