@@ -414,7 +414,7 @@ def test_the_folded_first_layer_equals_the_product_with_the_looked_up_rows(batch
     rounding, and the same bits at 1 and 2 threads."""
     assert native.library("fold", fold.SIGNATURES) is not None, "the C kernel did not build on this machine"
     _, rows_, row_field = adult_like_lookup(batch)
-    fields, dim, width = len(ADULT_CARDINALITIES), 16, 64
+    fields, dim, width = len(ADULT_CARDINALITIES), 16, 96  # the backward's column blocks: 64, then 32
     torch.manual_seed(0)
     table = torch.randn(sum(ADULT_CARDINALITIES), dim)
     tail_vectors = torch.randn(n_tail, dim) if vectors else None
