@@ -13,9 +13,10 @@ When the input is a `Lookup` (embeddings not written out yet) of a small table, 
 runs through the table's rows instead (`fold`): equal to the product with the written-out input
 up to float rounding, and 20% of Adult's `wide_deep` step.
 
-Where the module path would not run these products (oneDNN's, `onednn.faster_than_mkl()`),
-for other dtypes, under autocast, without the C kernel or outside autograd, `mlp` returns
-None and the caller runs its modules.
+The layers' products are the ones the module path runs: oneDNN's where `layers.Linear` sends
+them there (`onednn.in_use()`), torch's otherwise; the output layer's are torch's (an
+`nn.Linear`). For other dtypes, under autocast, without the C kernel or outside autograd, `mlp`
+returns None and the caller runs its modules.
 """
 
 from __future__ import annotations
@@ -30,14 +31,31 @@ from models.kernels import relu_dropout as rd
 from models.kernels.fold import Lookup
 
 
+def _linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dnn: bool) -> torch.Tensor:
+    """h W^T + b, by oneDNN when `dnn` (as `layers.Linear` runs it there), else torch's addmm."""
+    if dnn:
+        return onednn._matmul(h, weight, bias)
+    return h.mm(weight.t()) if bias is None else torch.addmm(bias, h, weight.t())
+
+
+def _weight_grad(dz: torch.Tensor, h: torch.Tensor, dnn: bool) -> torch.Tensor:
+    """dz^T h, laid out as the weight (as autograd's addmm and the oneDNN linear's backward)."""
+    return onednn._matmul(dz.t(), h.t()) if dnn else dz.t().mm(h)
+
+
+def _input_grad(dz: torch.Tensor, weight: torch.Tensor, dnn: bool) -> torch.Tensor:
+    return onednn._matmul(dz, weight.t()) if dnn else dz.mm(weight)
+
+
 class _ReluDropoutMLP(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, tail_vectors: torch.Tensor | None, p: float, head: bool, lookup: tuple | None,
-                *params: torch.Tensor) -> torch.Tensor:
-        """params: (weight, bias) of each layer, then of the head when `head` (its bias may be None). With `lookup` =
-        (rows, row_field, fields, tail), x is an embedding table and the first layer's input is
-        [x[rows[b F]], ..., x[rows[b F + F - 1]], tail[b]] (tail[b, c] * tail_vectors[c] for each c
-        when given), folded through the table (`fold`)."""
+                dnn: bool, *params: torch.Tensor) -> torch.Tensor:
+        """params: (weight, bias) of each layer, then of the head when `head` (its bias may be
+        None). With `lookup` = (rows, row_field, fields, tail), x is an embedding table and the
+        first layer's input is [x[rows[b F]], ..., x[rows[b F + F - 1]], tail[b]] (tail[b, c] *
+        tail_vectors[c] for each c when given), folded through the table (`fold`). `dnn`: the
+        layers' products by oneDNN (the head's are torch's, an `nn.Linear`'s)."""
         drop, scale = rd.threshold(p)
         weights, biases = params[::2], params[1::2]
         h, outputs, keys = x, [], []
@@ -46,17 +64,15 @@ class _ReluDropoutMLP(torch.autograd.Function):
             if i == 0 and lookup is not None:
                 z = fold.forward(x, weight, bias, *lookup, tail_vectors)
             else:
-                z = torch.addmm(bias, h, weight.t())
+                z = _linear(h, weight, bias, dnn)
             h = rd.fused_forward(z, k1, k2, drop, scale, True)
             outputs.append(h)
             keys.append((k1, k2))
         rows, row_field, fields, tail = lookup if lookup is not None else (None, None, 0, None)
         ctx.save_for_backward(x, *outputs, *weights, rows, row_field, tail, tail_vectors)
-        ctx.keys, ctx.drop, ctx.scale, ctx.head, ctx.fields = keys, drop, scale, head, fields
+        ctx.keys, ctx.drop, ctx.scale, ctx.head, ctx.fields, ctx.dnn = keys, drop, scale, head, fields, dnn
         ctx.head_bias = head and biases[-1] is not None
-        if not head:
-            return h
-        return h.mm(weights[-1].t()) if biases[-1] is None else torch.addmm(biases[-1], h, weights[-1].t())
+        return _linear(h, weights[-1], biases[-1], False) if head else h
 
     @staticmethod
     @once_differentiable
@@ -68,8 +84,8 @@ class _ReluDropoutMLP(torch.autograd.Function):
         grads: list[torch.Tensor | None] = [None] * (2 * len(weights))
         dh = dy
         if ctx.head:  # as autograd's addmm: dy^T h for the weight, dy summed over rows for the bias
-            grads[-2:] = [dy.t().mm(outputs[-1]), dy.sum(0) if ctx.head_bias else None]
-            dh = dy.mm(weights[-1])
+            grads[-2:] = [_weight_grad(dy, outputs[-1], False), dy.sum(0) if ctx.head_bias else None]
+            dh = _input_grad(dy, weights[-1], False)
         for i in reversed(range(layers)):
             k1, k2 = ctx.keys[i]
             dz = rd.fused_backward(dh, outputs[i], k1, k2, ctx.drop, ctx.scale, True)
@@ -77,10 +93,10 @@ class _ReluDropoutMLP(torch.autograd.Function):
                 dh, grads[0], grads[1], dvectors = fold.backward(dz, rows, row_field, ctx.fields, tail, inputs[0],
                                                                  weights[0], tail_vectors)
                 break
-            grads[2 * i] = dz.t().mm(inputs[i])  # as autograd's addmm: dz^T x, laid out as the weight
+            grads[2 * i] = _weight_grad(dz, inputs[i], ctx.dnn)
             grads[2 * i + 1] = dz.sum(0)
-            dh = dz.mm(weights[i]) if i > 0 or ctx.needs_input_grad[0] else None
-        return (dh, dvectors, None, None, None, *grads)
+            dh = _input_grad(dz, weights[i], ctx.dnn) if i > 0 or ctx.needs_input_grad[0] else None
+        return (dh, dvectors, None, None, None, None, *grads)
 
 
 def mlp(x: torch.Tensor | Lookup, linears: Sequence[torch.nn.Linear], p: float,
@@ -93,7 +109,7 @@ def mlp(x: torch.Tensor | Lookup, linears: Sequence[torch.nn.Linear], p: float,
     params = [t for layer in layers for t in (layer.weight, layer.bias)]
     given = params if head is None or head.bias is not None else params[:-1]
     if not (0.0 < p < 1.0 and torch.is_grad_enabled() and all(t is not None for t in given)
-            and native.plain_float32(*given) and rd.kernel_in_use() == "native" and not onednn.in_use()):
+            and native.plain_float32(*given) and rd.kernel_in_use() == "native"):
         return None
     lookup = vectors = None
     if isinstance(x, Lookup):
@@ -106,4 +122,4 @@ def mlp(x: torch.Tensor | Lookup, linears: Sequence[torch.nn.Linear], p: float,
             x = x.flat()
     if not (native.plain_float32(x) and (lookup is not None or (x.dim() == 2 and x.shape[0] > 0))):
         return None
-    return _ReluDropoutMLP.apply(x, vectors, p, head is not None, lookup, *params)
+    return _ReluDropoutMLP.apply(x, vectors, p, head is not None, lookup, onednn.in_use(), *params)

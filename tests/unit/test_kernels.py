@@ -360,16 +360,18 @@ def test_layers_linear_loads_nn_linear_checkpoints_and_takes_any_leading_dimensi
         torch.testing.assert_close(torch.autograd.grad(got.sum(), x)[0], torch.autograd.grad(want.sum(), x)[0])
 
 
+@pytest.mark.parametrize("dnn", [False, True])
 @pytest.mark.parametrize(("in_dim", "hidden", "input_grad", "with_head"),
                          [(213, (256, 128, 64), True, "bias"), (7, (5,), False, ""), (30, (16, 8), True, "no bias")])
-def test_the_one_node_mlp_gives_the_module_path_bits(in_dim, hidden, input_grad, with_head, monkeypatch):
+def test_the_one_node_mlp_gives_the_module_path_bits(in_dim, hidden, input_grad, with_head, dnn, monkeypatch):
     """kernels.mlp (one autograd node for Linear -> ReLU -> dropout layers, and the output layer
     when given) against the MLP's modules: the same output and gradients, bit for bit, with the
-    same dropout keys."""
+    same dropout keys, with the layers' products by torch (MKL) and by oneDNN."""
     from models.layers import MLP
 
     assert native.library("relu_dropout", rd.SIGNATURES) is not None, "the C kernel did not build on this machine"
-    monkeypatch.setattr(onednn, "faster_than_mkl", lambda: False)  # the products the module path runs here
+    assert onednn._onednn(), "oneDNN's matmul is not usable in this torch"
+    monkeypatch.setattr(onednn, "faster_than_mkl", lambda: dnn)  # where the module path sends its products
     torch.manual_seed(0)
     mlp = MLP(in_dim, hidden, dropout=0.2)
     head = torch.nn.Linear(hidden[-1], 1, bias=with_head == "bias") if with_head else None
@@ -442,18 +444,19 @@ def test_the_folded_first_layer_equals_the_product_with_the_looked_up_rows(batch
         assert (a - ref).abs().max() <= 1e-5 * ref.abs().max()  # float rounding, other sum orders
 
 
-@pytest.mark.parametrize("field_vectors", [False, True])
-def test_an_mlp_over_a_small_tables_lookup_folds_its_first_layer_and_a_large_ones_does_not(field_vectors, monkeypatch):
+@pytest.mark.parametrize(("field_vectors", "dnn"), [(False, False), (True, False), (False, True)])
+def test_an_mlp_over_a_small_tables_lookup_folds_its_first_layer_and_a_large_ones_does_not(field_vectors, dnn,
+                                                                                          monkeypatch):
     """MLP(FusedEmbedding.lookup(ids, cont), head), or with a vector per continuous column
     (FieldEmbedding.lookup, DeepFM's input): in training the first layer goes through the table's
     rows (fold) and gives the written-out input's output and gradients up to float rounding;
     with folding off, its bits; a table too large to keep its rows' fields is never folded, nor
-    is a batch too small for it to pay."""
+    is a batch too small for it to pay. The other layers' products by torch (MKL) or oneDNN."""
     from torch import nn
 
     from models.layers import MLP, FieldEmbedding, FusedEmbedding
 
-    monkeypatch.setattr(onednn, "faster_than_mkl", lambda: False)
+    monkeypatch.setattr(onednn, "faster_than_mkl", lambda: dnn)
     calls = []
     real_forward = fold.forward
     monkeypatch.setattr(fold, "forward", lambda *a: (calls.append(1), real_forward(*a))[1])
