@@ -12,8 +12,9 @@ into the project venv (see `benchmarks.deepctr_torch_side`).
         [--archs wide_deep deepfm dcn] [--limit-rows N] [--skip-busy]   (N: smoke runs on a subsample)
 
 Also measures, in the same run, each model's roofline (a plain forward + backward of its
-matmuls at the same batch size) and recloop's training beside one CPU-bound process per
-core (the busy rows).
+matmuls at the same batch size), recloop's training beside one CPU-bound process per core
+(the busy rows), and recloop's training split written to parquet and streamed back by the
+night's loader (`tasks.loader.ParquetBatches`).
 
 Fairness rules:
   * Same inputs. Adult's official split (`load_adult`: train 32,561, test 16,281); a seeded
@@ -57,6 +58,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Mapping
 from functools import partial
@@ -119,9 +121,30 @@ def holdout_metrics(labels: np.ndarray, p: np.ndarray) -> dict[str, float]:
     return {"test_auc": roc_auc(labels, p), "test_logloss": log_loss(labels, p)}
 
 
-def run_recloop(arch: str, data: Any, epochs: int, threads: int, precision: str = "fp32") -> dict[str, Any]:
+def streamed_split(split: Mapping[str, torch.Tensor], schema: Any, path: Path) -> Any:
+    """`split` written to one parquet file in the trainer's layout, in row groups of the nightly
+    size, read back by `tasks.loader.ParquetBatches` with the nightly shuffle buffer: as a night
+    reads its transformed window."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tasks.loader import ParquetBatches
+    from tasks.settings import StreamConfig
+
+    names = {key: [f"{key}_{i}" for i in range(split[key].shape[1])] for key in ("cat", "cont", "cross")}
+    columns = {name: split[key][:, i].numpy() for key, keys in names.items() for i, name in enumerate(keys)}
+    stream = StreamConfig()
+    pq.write_table(pa.table({**columns, "label": split["label"].numpy()}), path, row_group_size=stream.row_group_rows)
+    return ParquetBatches([path], names["cat"], names["cont"], names["cross"], "label", SETUP["batch_size"],
+                          SETUP["seed"], stream.shuffle_row_groups)
+
+
+def run_recloop(arch: str, data: Any, epochs: int, threads: int, precision: str = "fp32",
+                streamed: Path | None = None) -> dict[str, Any]:
     """recloop's model from `build_model`, trained by `models.trainer.fit` (the nightly
-    defaults: float32; `precision="bf16"` is the opt-in bfloat16 autocast)."""
+    defaults: float32; `precision="bf16"` is the opt-in bfloat16 autocast), on the training
+    tensors, or with `streamed` (a directory) on them written to parquet and streamed back
+    (`streamed_split`)."""
     from models import build_model
     from models.trainer import TrainConfig, fit, predict_proba
 
@@ -129,11 +152,15 @@ def run_recloop(arch: str, data: Any, epochs: int, threads: int, precision: str 
     config = TrainConfig(epochs=epochs, batch_size=SETUP["batch_size"], lr=SETUP["lr"],
                          wide_lr=SETUP["wide_lr"], patience=SETUP["patience"], seed=SETUP["seed"],
                          threads=threads, precision=precision)
-    result = fit(model, data.train, data.val, config)
+    train = data.train if streamed is None else streamed_split(data.train, data.schema, streamed / f"{arch}.parquet")
+    result = fit(model, train, data.val, config)
     p = predict_proba(model, data.holdout)
+    name = "recloop" if precision == "fp32" else f"recloop ({precision}, opt-in)"
     return {
-        "implementation": "recloop" if precision == "fp32" else f"recloop ({precision}, opt-in)",
+        "implementation": name if streamed is None else f"{name}, streamed from parquet",
         "precision": precision,
+        **({"streamed": "tasks.loader.ParquetBatches, one file, nightly row groups and shuffle buffer"}
+           if streamed is not None else {}),
         "optimizer": f"Adam lr {config.lr} (fused AdamW on dense parameters, RowAdam on tables with "
                      f"sparse gradients), WideLinear lr {config.wide_lr}",
         "params": param_count(model),
@@ -245,7 +272,7 @@ def markdown(result: Mapping[str, Any]) -> str:
               "| model | recloop | recloop samples/s | DeepCTR-Torch samples/s | speed-up | roofline samples/s "
               "| of which torch's product | matmul GFLOP/s at the roofline | recloop share of the roofline |",
               "|---|---|---|---|---|---|---|---|---|"]
-    for mine in (r for r in result["runs"] if "precision" in r):
+    for mine in (r for r in result["runs"] if "precision" in r and "streamed" not in r):
         peer = next((r for r in result["runs"] if r["model"] == mine["model"] and "precision" not in r), None)
         peer_sps = peer["train_samples_per_s"] if peer else float("nan")
         roof = next(r for r in result["rooflines"] if r["model"] == mine["model"] and r["precision"] == mine["precision"])
@@ -253,6 +280,20 @@ def markdown(result: Mapping[str, Any]) -> str:
                      f"| x{mine['train_samples_per_s'] / peer_sps:.2f} | {roof['samples_per_s']:,.0f} "
                      f"| {roof.get('torch_product_samples_per_s', float('nan')):,.0f} "
                      f"| {roof['gflops']:.0f} | {mine['roofline_share']:.0%} |")
+    streamed = [r for r in result["runs"] if "streamed" in r]
+    if streamed:
+        lines += ["", "## Streamed from parquet", "",
+                  "recloop's training split written to parquet and read back by the night's loader "
+                  "(`tasks.loader.ParquetBatches`: row groups of 65,536 rows, a shuffle buffer of 32, the "
+                  "next buffer read in a background thread), against the same training from tensors in "
+                  "memory in this run.", "",
+                  "| model | streamed samples/s | in memory samples/s | streamed / in memory | test AUC streamed |",
+                  "|---|---|---|---|---|"]
+        for r in streamed:
+            mem = next(m for m in result["runs"] if m["model"] == r["model"] and m.get("precision") == "fp32"
+                       and "streamed" not in m)
+            lines.append(f"| {r['model']} | {r['train_samples_per_s']:,.0f} | {mem['train_samples_per_s']:,.0f} "
+                         f"| {r['train_samples_per_s'] / mem['train_samples_per_s']:.0%} | {r['test_auc']:.4f} |")
     if result.get("busy"):
         lines += ["", "## A busy machine", "",
                   "recloop's training quiet and beside one CPU-bound process per core (a Python loop per "
@@ -309,16 +350,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                              SETUP["batch_size"], dtype)
                  for arch in args.archs for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     runs = []
-    for arch in args.archs:
-        for run in (run_recloop, partial(run_deepctr, site=site), partial(run_recloop, precision="bf16")):
-            t0 = time.perf_counter()
-            row = {"model": arch, **run(arch, data, args.epochs, args.threads)}
-            row["wall_seconds"] = time.perf_counter() - t0
-            print(f"{arch:10s} {row['implementation']:32s} test AUC {row['test_auc']:.4f} "
-                  f"logloss {row['test_logloss']:.4f} {row['train_samples_per_s']:,.0f} samples/s", flush=True)
-            runs.append(row)
+    with tempfile.TemporaryDirectory(prefix="recloop-streamed-") as tmp:
+        for arch in args.archs:
+            for run in (run_recloop, partial(run_deepctr, site=site), partial(run_recloop, precision="bf16"),
+                        partial(run_recloop, streamed=Path(tmp))):
+                t0 = time.perf_counter()
+                row = {"model": arch, **run(arch, data, args.epochs, args.threads)}
+                row["wall_seconds"] = time.perf_counter() - t0
+                print(f"{arch:10s} {row['implementation']:32s} test AUC {row['test_auc']:.4f} "
+                      f"logloss {row['test_logloss']:.4f} {row['train_samples_per_s']:,.0f} samples/s", flush=True)
+                runs.append(row)
 
-    for row in runs:
+    for row in (r for r in runs if "streamed" not in r):
         roof = rooflines[row["model"], row.get("precision", "fp32")]
         row["roofline_samples_per_s"] = roof["samples_per_s"]
         row["roofline_share"] = row["train_samples_per_s"] / row["roofline_samples_per_s"]
