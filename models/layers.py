@@ -171,8 +171,8 @@ class FusedEmbedding(nn.Module):
         self.register_buffer("offsets", offsets, persistent=False)  # (F,)
         # The field of each row, for an MLP's first layer folded through a small table (`lookup`)
         row_field = torch.repeat_interleave(torch.arange(len(cards)), torch.tensor(cards, dtype=torch.long),
-                                            output_size=sum(cards))
-        self.register_buffer("row_field", row_field if sum(cards) <= FOLD_TABLE_ROWS else None, persistent=False)
+                                            output_size=sum(cards)) if sum(cards) <= FOLD_TABLE_ROWS else None
+        self.register_buffer("row_field", row_field, persistent=False)
         if init_std > 0:
             nn.init.normal_(self.embedding.weight, std=init_std)
         else:
