@@ -53,6 +53,19 @@ def worthwhile(table_rows: int, batch: int, fields: int) -> bool:
     return table_rows * ROWS_PER_LOOKUP <= batch * fields
 
 
+def fits(lookup: Lookup, weight: torch.Tensor) -> bool:
+    """Whether `weight` (H, N) takes `lookup`'s rows as they are laid out: N = F D + C (C V with
+    tail vectors), one tail row per batch row, 2-D tensors. Anything else is written out, and the
+    product says what does not match."""
+    batch, dim = lookup.rows.numel() // lookup.fields, lookup.table.shape[1]
+    tail, vectors = lookup.tail, lookup.tail_vectors
+    width = 0 if tail is None else tail.shape[-1] * (1 if vectors is None else vectors.shape[-1])
+    return (weight.dim() == 2 and weight.shape[1] == lookup.fields * dim + width
+            and lookup.rows.numel() == batch * lookup.fields
+            and (tail is None or (tail.dim() == 2 and tail.shape[0] == batch))
+            and (vectors is None or (tail is not None and vectors.dim() == 2 and vectors.shape[0] == tail.shape[1])))
+
+
 def _library():
     return native.library("fold", SIGNATURES)
 

@@ -115,6 +115,7 @@ def mlp(x: torch.Tensor | Lookup, linears: Sequence[torch.nn.Linear], p: float,
     if isinstance(x, Lookup):
         tail = [t for t in (x.tail, x.tail_vectors) if t is not None]
         if (x.row_field is not None and not x.sparse and (x.tail is None or not x.tail.requires_grad)
+                and fold.fits(x, linears[0].weight)
                 and fold.worthwhile(x.table.shape[0], x.rows.numel() // x.fields, x.fields)
                 and fold.available(x.table, *tail)):
             lookup, vectors, x = (x.rows, x.row_field, x.fields, x.tail), x.tail_vectors, x.table

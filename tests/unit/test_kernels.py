@@ -489,6 +489,8 @@ def test_an_mlp_over_a_small_tables_lookup_folds_its_first_layer_and_a_large_one
     assert len(calls) == 1 and torch.equal(out, want) and all(torch.equal(a, b) for a, b in zip(grads, want_grads))
     monkeypatch.setattr(fold, "ROWS_PER_LOOKUP", 4)
     assert mlp(emb.lookup(ids[:8], cont[:8]), head=head).shape == (8, 1) and len(calls) == 1  # 104 rows for 177
+    with pytest.raises(RuntimeError):  # an MLP of the wrong width: the product (MKL or oneDNN) says so
+        MLP(fields * 16, (64,), dropout=0.2)(emb.lookup(ids, cont))
     big = FusedEmbedding([70_000], 4)
     assert big.row_field is None
     MLP(4, (8,), dropout=0.2)(big.lookup(torch.randint(0, 70_000, (20_000, 1))))
