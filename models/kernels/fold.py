@@ -23,6 +23,7 @@ from typing import NamedTuple
 import torch
 
 from models.kernels import native
+from models.kernels.rows import reference_gather
 
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 SIGNATURES = {
@@ -138,17 +139,9 @@ def _pointer(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.data_ptr()
 
 
-def _flat_input(table: torch.Tensor, rows: torch.Tensor, fields: int, tail: torch.Tensor | None,
-                vectors: torch.Tensor | None) -> torch.Tensor:
-    x = table.index_select(0, rows).view(-1, fields * table.shape[1])
-    if tail is None:
-        return x
-    return torch.cat([x, tail if vectors is None else (tail.unsqueeze(2) * vectors).flatten(1)], dim=1)
-
-
 def reference_forward(table: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor,
                       fields: int, tail: torch.Tensor | None, tail_vectors: torch.Tensor | None = None) -> torch.Tensor:
-    return torch.addmm(bias, _flat_input(table, rows, fields, tail, tail_vectors), weight.t())
+    return torch.addmm(bias, reference_gather(table, rows, fields, tail, tail_vectors), weight.t())
 
 
 def reference_backward(dz: torch.Tensor, rows: torch.Tensor, fields: int, tail: torch.Tensor | None,
@@ -160,4 +153,4 @@ def reference_backward(dz: torch.Tensor, rows: torch.Tensor, fields: int, tail: 
     dvectors = None
     if tail_vectors is not None:
         dvectors = (dx[:, fields * dim:].view(len(dz), *tail_vectors.shape) * tail.unsqueeze(2)).sum(0)
-    return dtable, dz.t().mm(_flat_input(table, rows, fields, tail, tail_vectors)), dz.sum(0), dvectors
+    return dtable, dz.t().mm(reference_gather(table, rows, fields, tail, tail_vectors)), dz.sum(0), dvectors
